@@ -1,0 +1,475 @@
+//! The one YAML server config: Pingora's own `ServerConf` keys at the top level plus a
+//! `pingress:` section with the gateway's settings; loading, defaults and validation.
+//!
+//! Unknown keys are errors everywhere (a typo such as `thread: 4` must not be silently
+//! ignored), and every error names the key or line it is about.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use pingora::server::configuration::ServerConf;
+use serde::{Deserialize, Serialize};
+
+/// A configuration error; the message names the file, key or line.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Invalid { path: String, message: String },
+}
+
+/// The whole server config: Pingora's `ServerConf` and the `pingress:` section.
+#[derive(Debug)]
+pub struct Config {
+    /// Pingora's own keys (threads, pid_file, upgrade_sock, grace_period_seconds, ...).
+    pub server: ServerConf,
+    /// The gateway's own keys.
+    pub pingress: PingressConf,
+}
+
+/// The `pingress:` section.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct PingressConf {
+    /// Plain-HTTP listen addresses. Default: `["0.0.0.0:80"]`.
+    pub http_listen: Vec<String>,
+    /// Admin listener (`/healthz`, `/readyz`, `/metrics`). Default: `127.0.0.1:10254`.
+    pub admin_listen: String,
+    /// Ingress class name matched by `spec.ingressClassName` when no IngressClass object of
+    /// that name exists, and by the legacy `kubernetes.io/ingress.class` annotation.
+    /// Default: `pingress`.
+    pub ingress_class: String,
+    /// Controller name: IngressClass objects whose `spec.controller` equals it are ours.
+    /// Default: `pingress.dev/ingress-controller`.
+    pub controller_name: String,
+    /// Claim Ingresses that name no class at all even when no default IngressClass of ours
+    /// exists. Default: `false`.
+    pub watch_ingress_without_class: bool,
+    /// Where Kubernetes objects come from.
+    pub source: SourceConf,
+    /// How long to wait for more changes before publishing a new generation. Default: 50 ms.
+    pub debounce_ms: u64,
+    /// Default upstream behaviour.
+    pub upstream: UpstreamConf,
+    /// Backend for requests that match no rule. Default: the built-in 404.
+    pub default_backend: Option<DefaultBackendConf>,
+    /// Access log settings.
+    pub access_log: AccessLogConf,
+}
+
+impl Default for PingressConf {
+    fn default() -> Self {
+        PingressConf {
+            http_listen: vec!["0.0.0.0:80".into()],
+            admin_listen: "127.0.0.1:10254".into(),
+            ingress_class: "pingress".into(),
+            controller_name: "pingress.dev/ingress-controller".into(),
+            watch_ingress_without_class: false,
+            source: SourceConf::default(),
+            debounce_ms: 50,
+            upstream: UpstreamConf::default(),
+            default_backend: None,
+            access_log: AccessLogConf::default(),
+        }
+    }
+}
+
+/// The object source.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SourceConf {
+    /// `manifests` (a directory of YAML manifests) or `kubernetes`. Default: `manifests`.
+    pub kind: SourceKind,
+    /// Directory of manifests, for `kind: manifests`. Default: `/etc/pingress/manifests`.
+    pub manifests_dir: PathBuf,
+    /// How often the manifests directory is checked for changes. Default: 100 ms.
+    pub poll_interval_ms: u64,
+}
+
+impl Default for SourceConf {
+    fn default() -> Self {
+        SourceConf {
+            kind: SourceKind::Manifests,
+            manifests_dir: PathBuf::from("/etc/pingress/manifests"),
+            poll_interval_ms: 100,
+        }
+    }
+}
+
+/// Which source fills the store.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceKind {
+    /// A directory of ordinary Kubernetes YAML manifests, watched for changes.
+    Manifests,
+    /// The Kubernetes API (in-cluster or kubeconfig).
+    Kubernetes,
+}
+
+/// Default upstream timeouts and retry policy.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct UpstreamConf {
+    /// TCP connect timeout to a pod. Default: 5000 ms.
+    pub connect_timeout_ms: u64,
+    /// Time to wait for each read from a pod. Default: 60000 ms.
+    pub read_timeout_ms: u64,
+    /// Time to wait for each write to a pod. Default: 60000 ms.
+    pub write_timeout_ms: u64,
+    /// How long an idle pooled connection to a pod is kept. Default: 60000 ms.
+    pub idle_timeout_ms: u64,
+    /// How many other endpoints an idempotent request is retried on after a connect
+    /// failure. Default: 2.
+    pub connect_retries: usize,
+}
+
+impl Default for UpstreamConf {
+    fn default() -> Self {
+        UpstreamConf {
+            connect_timeout_ms: 5_000,
+            read_timeout_ms: 60_000,
+            write_timeout_ms: 60_000,
+            idle_timeout_ms: 60_000,
+            connect_retries: 2,
+        }
+    }
+}
+
+impl UpstreamConf {
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_ms)
+    }
+    pub fn read_timeout(&self) -> Duration {
+        Duration::from_millis(self.read_timeout_ms)
+    }
+    pub fn write_timeout(&self) -> Duration {
+        Duration::from_millis(self.write_timeout_ms)
+    }
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.idle_timeout_ms)
+    }
+}
+
+/// A Service used for requests that match no rule.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DefaultBackendConf {
+    /// Service as `namespace/name`.
+    pub service: String,
+    /// Service port number or name.
+    pub port: PortRef,
+}
+
+/// A Service port, by number or by name.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[serde(untagged)]
+pub enum PortRef {
+    Number(i32),
+    Name(String),
+}
+
+impl std::fmt::Display for PortRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PortRef::Number(n) => write!(f, "{n}"),
+            PortRef::Name(s) => f.write_str(s),
+        }
+    }
+}
+
+/// Access log settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AccessLogConf {
+    /// Write one JSON line per request to stdout. Default: `true`.
+    pub enabled: bool,
+}
+
+impl Default for AccessLogConf {
+    fn default() -> Self {
+        AccessLogConf { enabled: true }
+    }
+}
+
+impl Config {
+    /// The built-in defaults (Pingora's defaults plus ours).
+    pub fn default_config() -> Config {
+        Config {
+            server: ServerConf::default(),
+            pingress: PingressConf::default(),
+        }
+    }
+
+    /// Read and validate a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::from_yaml(&text, &path.display().to_string())
+    }
+
+    /// Parse and validate config text; `origin` names it in errors.
+    pub fn from_yaml(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid {
+            path: origin.to_string(),
+            message,
+        };
+        let value: serde_yaml::Value = if text.trim().is_empty() {
+            serde_yaml::Value::Mapping(Default::default())
+        } else {
+            serde_yaml::from_str(text).map_err(|e| invalid(e.to_string()))?
+        };
+        let mut map = match value {
+            serde_yaml::Value::Mapping(m) => m,
+            serde_yaml::Value::Null => Default::default(),
+            _ => return Err(invalid("the top level must be a mapping of keys".into())),
+        };
+        let ours = map.remove("pingress");
+        // Pingora ignores unknown keys; we reject them, naming the key and its line.
+        let known = pingora_keys();
+        for key in map.keys() {
+            let name = key.as_str().unwrap_or("<non-string key>");
+            if !known.contains(name) {
+                let line = find_key_line(text, name)
+                    .map(|l| format!(" (line {l})"))
+                    .unwrap_or_default();
+                return Err(invalid(format!(
+                    "unknown top-level key `{name}`{line}: expected a Pingora server key or `pingress`"
+                )));
+            }
+        }
+        let server: ServerConf = serde_yaml::from_value(serde_yaml::Value::Mapping(map.clone()))
+            .map_err(|e| {
+                // Name the offending key: try each key on its own.
+                let bad = map.iter().find_map(|(k, v)| {
+                    let mut one = serde_yaml::Mapping::new();
+                    one.insert(k.clone(), v.clone());
+                    serde_yaml::from_value::<ServerConf>(serde_yaml::Value::Mapping(one))
+                        .err()
+                        .map(|e| (k.as_str().unwrap_or("?").to_string(), e))
+                });
+                match bad {
+                    Some((key, e)) => {
+                        let line = find_key_line(text, &key)
+                            .map(|l| format!(" (line {l})"))
+                            .unwrap_or_default();
+                        invalid(format!("`{key}`{line}: {e}"))
+                    }
+                    None => invalid(format!("pingora server keys: {e}")),
+                }
+            })?;
+        let server = server
+            .validate()
+            .map_err(|e| invalid(format!("pingora server keys: {e}")))?;
+        let pingress: PingressConf = match ours {
+            None | Some(serde_yaml::Value::Null) => PingressConf::default(),
+            Some(v) => {
+                // Re-parse the section from the text so errors carry line numbers.
+                serde_yaml::from_value(v).map_err(|e| {
+                    let located = serde_yaml::from_str::<PingressSectionOnly>(text)
+                        .err()
+                        .map(|e| e.to_string());
+                    invalid(format!(
+                        "pingress: {}",
+                        located.unwrap_or_else(|| e.to_string())
+                    ))
+                })?
+            }
+        };
+        let config = Config { server, pingress };
+        config.validate().map_err(invalid)?;
+        Ok(config)
+    }
+
+    /// Semantic checks that serde cannot express.
+    pub fn validate(&self) -> Result<(), String> {
+        let p = &self.pingress;
+        if p.http_listen.is_empty() {
+            return Err("pingress.http_listen: at least one address is needed".into());
+        }
+        for (i, a) in p.http_listen.iter().enumerate() {
+            parse_listen(a).map_err(|e| format!("pingress.http_listen[{i}]: {e}"))?;
+        }
+        parse_listen(&p.admin_listen).map_err(|e| format!("pingress.admin_listen: {e}"))?;
+        if p.ingress_class.is_empty() {
+            return Err("pingress.ingress_class: must not be empty".into());
+        }
+        if p.controller_name.is_empty() {
+            return Err("pingress.controller_name: must not be empty".into());
+        }
+        if p.source.kind == SourceKind::Manifests && p.source.manifests_dir.as_os_str().is_empty() {
+            return Err("pingress.source.manifests_dir: must be set for kind manifests".into());
+        }
+        if p.source.poll_interval_ms == 0 {
+            return Err("pingress.source.poll_interval_ms: must be greater than 0".into());
+        }
+        let u = &p.upstream;
+        for (key, v) in [
+            ("connect_timeout_ms", u.connect_timeout_ms),
+            ("read_timeout_ms", u.read_timeout_ms),
+            ("write_timeout_ms", u.write_timeout_ms),
+            ("idle_timeout_ms", u.idle_timeout_ms),
+        ] {
+            if v == 0 {
+                return Err(format!("pingress.upstream.{key}: must be greater than 0"));
+            }
+        }
+        if let Some(db) = &p.default_backend {
+            let ok = matches!(db.service.split_once('/'), Some((ns, n)) if !ns.is_empty() && !n.is_empty() && !n.contains('/'));
+            if !ok {
+                return Err(format!(
+                    "pingress.default_backend.service: `{}` must be `namespace/name`",
+                    db.service
+                ));
+            }
+        }
+        if self.server.threads == 0 {
+            return Err("threads: must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+/// Parse a listen address (`ip:port`).
+pub fn parse_listen(addr: &str) -> Result<SocketAddr, String> {
+    addr.parse::<SocketAddr>()
+        .map_err(|_| format!("`{addr}` is not an `ip:port` address"))
+}
+
+/// Only the `pingress:` section, for error messages with line numbers.
+#[derive(Deserialize)]
+struct PingressSectionOnly {
+    #[allow(dead_code)]
+    pingress: PingressConf,
+    #[serde(flatten)]
+    #[allow(dead_code)]
+    _rest: serde_yaml::Mapping,
+}
+
+/// The top-level keys Pingora's `ServerConf` understands.
+fn pingora_keys() -> BTreeSet<String> {
+    let v = serde_yaml::to_value(ServerConf::default()).unwrap_or_default();
+    let mut keys: BTreeSet<String> = v
+        .as_mapping()
+        .map(|m| {
+            m.keys()
+                .filter_map(|k| k.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    // Optional keys that serialize as null still appear; feature-gated ones may not.
+    keys.insert("version".into());
+    keys
+}
+
+fn find_key_line(text: &str, key: &str) -> Option<usize> {
+    text.lines()
+        .position(|l| l.starts_with(key) && l[key.len()..].trim_start().starts_with(':'))
+        .map(|i| i + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let c = Config::from_yaml("", "t").unwrap();
+        assert_eq!(c.pingress, PingressConf::default());
+        assert_eq!(c.server.threads, 1);
+    }
+
+    #[test]
+    fn pingora_and_pingress_keys_are_read() {
+        let c = Config::from_yaml(
+            "threads: 3\ngrace_period_seconds: 5\npingress:\n  http_listen: [\"127.0.0.1:8080\"]\n  upstream:\n    connect_retries: 4\n",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(c.server.threads, 3);
+        assert_eq!(c.server.grace_period_seconds, Some(5));
+        assert_eq!(c.pingress.http_listen, vec!["127.0.0.1:8080"]);
+        assert_eq!(c.pingress.upstream.connect_retries, 4);
+    }
+
+    #[test]
+    fn unknown_pingress_key_is_an_error_naming_it() {
+        let e = Config::from_yaml("pingress:\n  http_lisen: []\n", "f.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("http_lisen"), "{e}");
+        assert!(e.contains("f.yaml"), "{e}");
+        assert!(e.contains("line 2"), "{e}");
+    }
+
+    #[test]
+    fn unknown_top_level_key_is_an_error_naming_it_and_its_line() {
+        let e = Config::from_yaml("version: 1\nthread: 4\n", "f.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`thread`") && e.contains("line 2"), "{e}");
+    }
+
+    #[test]
+    fn bad_address_is_an_error_naming_the_key() {
+        let e = Config::from_yaml("pingress:\n  admin_listen: localhost\n", "t")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("pingress.admin_listen"), "{e}");
+        let e = Config::from_yaml("pingress:\n  http_listen: [\"1.2.3.4\"]\n", "t")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("pingress.http_listen[0]"), "{e}");
+    }
+
+    #[test]
+    fn bad_yaml_is_an_error_with_a_line() {
+        let e = Config::from_yaml("pingress:\n  http_listen: [\n", "t")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line"), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_is_an_error() {
+        let e = Config::from_yaml("version: 1\nthreads: many\n", "t")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`threads` (line 2)"), "{e}");
+    }
+
+    #[test]
+    fn default_backend_service_must_be_namespaced() {
+        let e = Config::from_yaml(
+            "pingress:\n  default_backend: {service: web, port: 80}\n",
+            "t",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("namespace/name"), "{e}");
+        let c = Config::from_yaml(
+            "pingress:\n  default_backend: {service: ns/web, port: http}\n",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(
+            c.pingress.default_backend.unwrap().port,
+            PortRef::Name("http".into())
+        );
+    }
+
+    #[test]
+    fn missing_file_is_an_error_naming_it() {
+        let e = Config::load(Path::new("/nonexistent/pingress.yaml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("/nonexistent/pingress.yaml"), "{e}");
+    }
+}

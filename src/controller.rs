@@ -1,0 +1,174 @@
+//! The controller: takes snapshots from a source, translates them, attaches live upstream
+//! pools and publishes a new generation; or, when only EndpointSlices changed, just swaps the
+//! endpoint sets of the affected pools. Changes are debounced.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::generation::{Action, Generation, Route, Shared};
+use crate::source::Snapshot;
+use crate::translate::{translate, BackendSpec, RouteSpec, TranslateConf, Translation};
+use crate::upstream::Upstreams;
+
+/// What one `apply` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// Routes were re-translated and a new generation published.
+    Generation(u64),
+    /// Only endpoint sets changed; this many pools were updated.
+    Endpoints(usize),
+}
+
+pub struct Controller {
+    conf: TranslateConf,
+    shared: Arc<Shared>,
+    upstreams: Upstreams,
+    last: Option<Arc<Snapshot>>,
+    last_diagnostics: BTreeSet<String>,
+    next_id: u64,
+}
+
+impl Controller {
+    pub fn new(conf: TranslateConf, shared: Arc<Shared>) -> Controller {
+        let upstreams = Upstreams::new(Some(shared.metrics.clone()));
+        Controller {
+            conf,
+            shared,
+            upstreams,
+            last: None,
+            last_diagnostics: BTreeSet::new(),
+            next_id: 1,
+        }
+    }
+
+    /// Bring the published state in line with a snapshot.
+    pub fn apply(&mut self, snap: Arc<Snapshot>) -> Applied {
+        let metrics = self.shared.metrics.clone();
+        let only_endpoints = self
+            .last
+            .as_ref()
+            .is_some_and(|last| last.same_routing_inputs(&snap));
+        let applied = if only_endpoints {
+            let changed = self.upstreams.refresh(&snap);
+            if changed > 0 {
+                metrics.endpoint_updates.inc();
+                info!(pools = changed, "endpoints updated");
+            }
+            Applied::Endpoints(changed)
+        } else {
+            let t = translate(&snap, &self.conf);
+            self.report(&t);
+            let generation = self.link(t, &snap);
+            let id = generation.id;
+            info!(
+                generation = id,
+                rules = generation.routes.len(),
+                pools = self.upstreams.len(),
+                "routes published"
+            );
+            self.shared.generation.store(Arc::new(generation));
+            metrics.generations.inc();
+            Applied::Generation(id)
+        };
+        self.last = Some(snap);
+        self.shared.set_ready();
+        applied
+    }
+
+    /// Attach live pools to the translated routes; new pools get their endpoints before the
+    /// generation that uses them is published.
+    fn link(&mut self, t: Translation, snap: &Snapshot) -> Generation {
+        let mut made: HashMap<RouteSpec, Arc<Route>> = HashMap::new();
+        let mut used = HashSet::new();
+        let upstreams = &mut self.upstreams;
+        let mut convert = |spec: RouteSpec| -> Arc<Route> {
+            if let Some(r) = made.get(&spec) {
+                return r.clone();
+            }
+            let ingress = spec
+                .ingress
+                .as_ref()
+                .map_or_else(|| "-".to_string(), |k| k.to_string());
+            let (namespace, service, action) = match &spec.backend {
+                BackendSpec::Service(key) => {
+                    used.insert(key.clone());
+                    (
+                        key.namespace.clone(),
+                        key.service.clone(),
+                        Action::Proxy(upstreams.pool(key)),
+                    )
+                }
+                BackendSpec::Unavailable { namespace, service } => {
+                    (namespace.clone(), service.clone(), Action::Respond(503))
+                }
+                BackendSpec::NotFound => ("-".into(), "-".into(), Action::Respond(404)),
+            };
+            let route = Arc::new(Route {
+                ingress: ingress.into(),
+                namespace: namespace.into(),
+                service: service.into(),
+                action,
+            });
+            made.insert(spec, route.clone());
+            route
+        };
+        let default_route = convert(t.default_route);
+        let routes = t.routes.map(&mut convert);
+        self.upstreams.refresh(snap);
+        self.upstreams.retain(&used);
+        let id = self.next_id;
+        self.next_id += 1;
+        Generation {
+            id,
+            routes,
+            default_route,
+        }
+    }
+
+    /// Log new and resolved diagnostics once, and set the per-kind gauges.
+    fn report(&mut self, t: &Translation) {
+        let metrics = &self.shared.metrics;
+        let mut counts: HashMap<&'static str, i64> = HashMap::new();
+        let mut now = BTreeSet::new();
+        for d in &t.diagnostics {
+            *counts.entry(d.kind.as_str()).or_default() += 1;
+            let line = d.to_string();
+            if !self.last_diagnostics.contains(&line) {
+                warn!(kind = d.kind.as_str(), "{line}");
+            }
+            now.insert(line);
+        }
+        for gone in self.last_diagnostics.difference(&now) {
+            info!("resolved: {gone}");
+        }
+        for kind in crate::translate::DiagKind::ALL {
+            let n = counts.get(kind.as_str()).copied().unwrap_or(0);
+            metrics
+                .diagnostics
+                .with_label_values(&[kind.as_str()])
+                .set(n);
+        }
+        self.last_diagnostics = now;
+    }
+
+    /// Apply snapshots from a source until it goes away. Each change is debounced: the
+    /// controller waits `debounce` after a change and then applies the latest snapshot.
+    pub async fn run(mut self, mut rx: watch::Receiver<Option<Arc<Snapshot>>>, debounce: Duration) {
+        loop {
+            if rx.changed().await.is_err() {
+                return;
+            }
+            if !debounce.is_zero() {
+                tokio::time::sleep(debounce).await;
+            }
+            let snap = rx.borrow_and_update().clone();
+            if let Some(snap) = snap {
+                self.apply(snap);
+            }
+        }
+    }
+}

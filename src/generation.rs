@@ -1,0 +1,91 @@
+//! What the hot path reads: one immutable `Generation` of routes with live upstream pools
+//! attached, swapped in whole by the controller, plus the readiness flag and metrics.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+use crate::metrics::Metrics;
+use crate::routing::RouteTable;
+use crate::upstream::Pool;
+
+/// What to do with a request that matched a route.
+#[derive(Debug)]
+pub enum Action {
+    /// Proxy to the pool's ready endpoints (503 while it has none).
+    Proxy(Arc<Pool>),
+    /// Answer with this status and a short plain-text body.
+    Respond(u16),
+}
+
+/// A route target with the labels used for metrics and logs.
+#[derive(Debug)]
+pub struct Route {
+    /// `namespace/name` of the Ingress, or `-` for the global default backend.
+    pub ingress: Box<str>,
+    /// Namespace and Service of the backend (`-` when none).
+    pub namespace: Box<str>,
+    pub service: Box<str>,
+    pub action: Action,
+}
+
+/// One published set of routes.
+#[derive(Debug)]
+pub struct Generation {
+    /// Increases by one per published generation; 0 is the empty start-up generation.
+    pub id: u64,
+    pub routes: RouteTable<Arc<Route>>,
+    /// For requests that match no route.
+    pub default_route: Arc<Route>,
+}
+
+impl Generation {
+    /// The generation in force before the source has been read: everything is 404.
+    pub fn empty() -> Generation {
+        Generation {
+            id: 0,
+            routes: RouteTable::default(),
+            default_route: Arc::new(Route {
+                ingress: "-".into(),
+                namespace: "-".into(),
+                service: "-".into(),
+                action: Action::Respond(404),
+            }),
+        }
+    }
+
+    /// The route for a request.
+    #[inline]
+    pub fn route(&self, host: &str, path: &str) -> &Arc<Route> {
+        self.routes
+            .lookup(host, path)
+            .unwrap_or(&self.default_route)
+    }
+}
+
+/// State shared by the controller (writer) and the proxy and admin services (readers).
+pub struct Shared {
+    pub generation: ArcSwap<Generation>,
+    ready: AtomicBool,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Shared {
+    pub fn new(metrics: Arc<Metrics>) -> Arc<Shared> {
+        Arc::new(Shared {
+            generation: ArcSwap::from_pointee(Generation::empty()),
+            ready: AtomicBool::new(false),
+            metrics,
+        })
+    }
+
+    /// Ready once the source has been read in full and the first generation published.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    pub fn set_ready(&self) {
+        self.ready.store(true, Ordering::Release);
+    }
+}

@@ -1,0 +1,23 @@
+//! pingress: a Kubernetes Ingress controller and edge gateway on Cloudflare Pingora.
+//!
+//! Data flow: a source (manifests directory, or the Kubernetes API) fills a [`source::Snapshot`];
+//! [`translate::translate`] turns it, purely, into routes and diagnostics; the
+//! [`controller::Controller`] attaches live [`upstream::Pool`]s and publishes an immutable
+//! [`generation::Generation`] with one atomic swap; the [`proxy::Gateway`] reads it on every
+//! request without locks. EndpointSlice-only changes swap pool endpoint sets and leave routes
+//! alone.
+#![forbid(unsafe_code)]
+
+pub mod accesslog;
+pub mod admin;
+pub mod config;
+pub mod controller;
+pub mod echo;
+pub mod generation;
+pub mod metrics;
+pub mod proxy;
+pub mod routing;
+pub mod server;
+pub mod source;
+pub mod translate;
+pub mod upstream;

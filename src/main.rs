@@ -1,0 +1,184 @@
+//! The `pingress` command: run the gateway, check a config, or run the demo echo backend.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use pingress::config::{parse_listen, Config, SourceKind};
+use pingress::source::files;
+use pingress::translate::{translate, TranslateConf};
+
+/// Kubernetes Ingress controller and edge gateway on Cloudflare Pingora.
+///
+/// Without a subcommand, runs the gateway. Flags override the config file.
+#[derive(Parser, Debug)]
+#[command(name = "pingress", version, about, long_about = None)]
+struct Cli {
+    /// The YAML server config (Pingora keys plus a `pingress:` section).
+    /// Without it, built-in defaults are used.
+    #[arg(short = 'c', long = "conf", value_name = "FILE")]
+    conf: Option<PathBuf>,
+
+    /// Check the config (and the manifests directory) and exit: 0 when valid.
+    #[arg(short = 't', long = "test")]
+    test: bool,
+
+    /// Take over the listening sockets of a running pingress (graceful upgrade).
+    #[arg(short = 'u', long = "upgrade")]
+    upgrade: bool,
+
+    /// Run in the background.
+    #[arg(short = 'd', long = "daemon")]
+    daemon: bool,
+
+    /// Serve routes from this manifests directory (sets `pingress.source`).
+    #[arg(long, value_name = "DIR")]
+    manifests: Option<PathBuf>,
+
+    /// Plain-HTTP listen address, repeatable (replaces `pingress.http_listen`).
+    #[arg(long = "http-listen", value_name = "ADDR")]
+    http_listen: Vec<String>,
+
+    /// Admin listen address (replaces `pingress.admin_listen`).
+    #[arg(long = "admin-listen", value_name = "ADDR")]
+    admin_listen: Option<String>,
+
+    /// Turn the JSON access log off.
+    #[arg(long = "no-access-log")]
+    no_access_log: bool,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run an echo backend that answers with what it received and its own name.
+    Echo {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:9000")]
+        listen: SocketAddr,
+        /// Name reported in every answer (like a pod name).
+        #[arg(long, default_value = "echo")]
+        name: String,
+    },
+}
+
+fn load(cli: &Cli) -> anyhow::Result<Config> {
+    let mut config = match &cli.conf {
+        Some(path) => Config::load(path)?,
+        None => Config::default_config(),
+    };
+    let p = &mut config.pingress;
+    if let Some(dir) = &cli.manifests {
+        p.source.kind = SourceKind::Manifests;
+        p.source.manifests_dir = dir.clone();
+    }
+    if !cli.http_listen.is_empty() {
+        p.http_listen = cli.http_listen.clone();
+    }
+    if let Some(a) = &cli.admin_listen {
+        p.admin_listen = a.clone();
+    }
+    if cli.no_access_log {
+        p.access_log.enabled = false;
+    }
+    for a in &cli.http_listen {
+        parse_listen(a).map_err(|e| anyhow::anyhow!("--http-listen: {e}"))?;
+    }
+    if let Some(a) = &cli.admin_listen {
+        parse_listen(a).map_err(|e| anyhow::anyhow!("--admin-listen: {e}"))?;
+    }
+    config
+        .validate()
+        .map_err(|e| anyhow::anyhow!("invalid config: {e}"))?;
+    Ok(config)
+}
+
+/// `-t`: the config, then the manifests directory and what translation makes of it.
+fn check(config: &Config) -> anyhow::Result<()> {
+    if config.pingress.source.kind == SourceKind::Manifests {
+        let dir = &config.pingress.source.manifests_dir;
+        let (snap, warnings) = files::read_once(dir).map_err(|e| anyhow::anyhow!("{e}"))?;
+        for w in warnings {
+            eprintln!("warning: {w}");
+        }
+        let t = translate(&snap, &TranslateConf::from(&config.pingress));
+        for d in &t.diagnostics {
+            eprintln!("warning: {d}");
+        }
+        eprintln!(
+            "manifests {}: {} ingresses of ours, {} path rules, {} diagnostics",
+            dir.display(),
+            t.ingresses.len(),
+            t.routes.len(),
+            t.diagnostics.len()
+        );
+    }
+    eprintln!("config ok");
+    Ok(())
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    if let Some(Command::Echo { listen, name }) = &cli.command {
+        return match run_echo(*listen, name) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let config = match load(&cli) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if cli.test {
+        return match check(&config) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let opt = pingora::server::configuration::Opt {
+        upgrade: cli.upgrade,
+        daemon: cli.daemon,
+        ..Default::default()
+    };
+    let server = pingress::server::build(config, opt);
+    server.run_forever()
+}
+
+fn run_echo(listen: SocketAddr, name: &str) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .context("start runtime")?;
+    rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("bind {listen}"))?;
+        eprintln!("echo backend {name} listening on {listen}");
+        pingress::echo::serve(listener, name.to_string()).await;
+        Ok(())
+    })
+}

@@ -1,0 +1,152 @@
+//! Prometheus metrics. One registry, owned here; `/metrics` exposes exactly it.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+use crate::translate::DiagKind;
+
+/// Every metric the gateway exports.
+pub struct Metrics {
+    pub registry: Registry,
+    /// Requests by ingress, namespace, service, status class and method.
+    pub requests: IntCounterVec,
+    /// Whole-request duration (first byte in to last byte out) by ingress.
+    pub request_duration: HistogramVec,
+    /// Time from sending the request upstream to its response header, by ingress.
+    pub upstream_response: HistogramVec,
+    /// Open downstream connections.
+    pub downstream_connections: IntGauge,
+    /// Route generations published.
+    pub generations: IntCounter,
+    /// Endpoint-only updates applied (no route change).
+    pub endpoint_updates: IntCounter,
+    /// Current diagnostics by kind.
+    pub diagnostics: IntGaugeVec,
+    /// Ready endpoints per upstream pool.
+    pub ready_endpoints: IntGaugeVec,
+    /// Manifest files or directory reads rejected.
+    pub manifest_errors: IntCounter,
+    /// Manifest files currently broken (their last good objects are in force).
+    pub manifest_files_invalid: IntGauge,
+}
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new("pingress_requests_total", "Requests handled"),
+            &["ingress", "namespace", "service", "status", "method"],
+        )
+        .expect("valid metric");
+        let request_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "pingress_request_duration_seconds",
+                "Time from request start to the end of the response",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["ingress", "namespace", "service"],
+        )
+        .expect("valid metric");
+        let upstream_response = HistogramVec::new(
+            HistogramOpts::new(
+                "pingress_upstream_response_seconds",
+                "Time from connecting to the pod to its response header",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["ingress", "namespace", "service"],
+        )
+        .expect("valid metric");
+        let downstream_connections = IntGauge::new(
+            "pingress_downstream_connections_active",
+            "Open client connections",
+        )
+        .expect("valid metric");
+        let generations = IntCounter::new(
+            "pingress_generations_applied_total",
+            "Route generations published",
+        )
+        .expect("valid metric");
+        let endpoint_updates = IntCounter::new(
+            "pingress_endpoint_updates_total",
+            "Endpoint-only updates applied without re-translating routes",
+        )
+        .expect("valid metric");
+        let diagnostics = IntGaugeVec::new(
+            Opts::new(
+                "pingress_diagnostics",
+                "Current translation diagnostics by kind",
+            ),
+            &["kind"],
+        )
+        .expect("valid metric");
+        let ready_endpoints = IntGaugeVec::new(
+            Opts::new(
+                "pingress_upstream_ready_endpoints",
+                "Ready endpoints per upstream pool",
+            ),
+            &["namespace", "service", "port"],
+        )
+        .expect("valid metric");
+        let manifest_errors = IntCounter::new(
+            "pingress_manifest_errors_total",
+            "Manifest files or directory reads rejected",
+        )
+        .expect("valid metric");
+        let manifest_files_invalid = IntGauge::new(
+            "pingress_manifest_files_invalid",
+            "Manifest files currently rejected (last good objects in force)",
+        )
+        .expect("valid metric");
+        for kind in DiagKind::ALL {
+            diagnostics.with_label_values(&[kind.as_str()]).set(0);
+        }
+        let m = Metrics {
+            registry,
+            requests,
+            request_duration,
+            upstream_response,
+            downstream_connections,
+            generations,
+            endpoint_updates,
+            diagnostics,
+            ready_endpoints,
+            manifest_errors,
+            manifest_files_invalid,
+        };
+        let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
+            Box::new(m.requests.clone()),
+            Box::new(m.request_duration.clone()),
+            Box::new(m.upstream_response.clone()),
+            Box::new(m.downstream_connections.clone()),
+            Box::new(m.generations.clone()),
+            Box::new(m.endpoint_updates.clone()),
+            Box::new(m.diagnostics.clone()),
+            Box::new(m.ready_endpoints.clone()),
+            Box::new(m.manifest_errors.clone()),
+            Box::new(m.manifest_files_invalid.clone()),
+        ];
+        for c in collectors {
+            m.registry.register(c).expect("metric registered once");
+        }
+        m
+    }
+
+    /// The registry in Prometheus text format.
+    pub fn render(&self) -> Vec<u8> {
+        let mut buf = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        buf
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}

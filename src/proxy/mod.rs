@@ -1,0 +1,399 @@
+//! The Pingora `ProxyHttp` implementation: the hot path.
+//!
+//! * `request_filter`: look the request up in the current generation (one `ArcSwap` load,
+//!   no lock); answer 404/503 ourselves when there is nothing to proxy to.
+//! * `upstream_peer`: pick a ready endpoint of the route's pool, round robin, skipping
+//!   endpoints that already failed to connect for this request.
+//! * `fail_to_connect`: retry idempotent requests on another endpoint.
+//! * `upstream_request_filter`: X-Forwarded-*, X-Real-IP, X-Request-ID.
+//! * `logging`: metrics and the JSON access log.
+
+mod request_id;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::*;
+use pingora::protocols::Digest;
+use pingora::upstreams::peer::HttpPeer;
+use pingora_proxy::{ProxyHttp, Session};
+use prometheus::IntGauge;
+
+use crate::accesslog::{rfc3339_now, AccessLog, Entry};
+use crate::config::UpstreamConf;
+use crate::generation::{Action, Route, Shared};
+
+pub use request_id::new_request_id;
+
+/// Per-request state.
+pub struct Ctx {
+    start: Instant,
+    route: Option<Arc<Route>>,
+    /// The endpoint of the current attempt.
+    upstream: Option<SocketAddr>,
+    /// Endpoints that failed to connect for this request.
+    tried: Vec<SocketAddr>,
+    upstream_start: Option<Instant>,
+    upstream_time: Option<Duration>,
+    request_id: Option<String>,
+    /// Status of a response we wrote ourselves.
+    own_status: u16,
+    conn: Option<Arc<ConnGuard>>,
+}
+
+/// Counts one open downstream connection while alive. It is carried from request to
+/// request on a keep-alive connection and dropped with the connection.
+pub struct ConnGuard(IntGauge);
+
+impl ConnGuard {
+    fn new(g: &IntGauge) -> Arc<ConnGuard> {
+        g.inc();
+        Arc::new(ConnGuard(g.clone()))
+    }
+}
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// The gateway's proxy logic.
+pub struct Gateway {
+    shared: Arc<Shared>,
+    upstream: UpstreamConf,
+    access_log: Option<AccessLog>,
+}
+
+impl Gateway {
+    pub fn new(shared: Arc<Shared>, upstream: UpstreamConf, access_log: Option<AccessLog>) -> Self {
+        Gateway {
+            shared,
+            upstream,
+            access_log,
+        }
+    }
+
+    async fn respond(&self, session: &mut Session, ctx: &mut Ctx, status: u16) -> Result<bool> {
+        let body: &'static [u8] = match status {
+            404 => b"404 not found: no route for this host and path\n",
+            503 => b"503 service unavailable: no ready endpoints for this backend\n",
+            _ => b"error\n",
+        };
+        let mut resp = ResponseHeader::build(status, Some(4))?;
+        resp.insert_header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")?;
+        resp.insert_header(http::header::CONTENT_LENGTH, body.len())?;
+        if let Some(id) = &ctx.request_id {
+            resp.insert_header("x-request-id", id.as_str())?;
+        }
+        ctx.own_status = status;
+        session.write_response_header(Box::new(resp), false).await?;
+        session
+            .write_response_body(Some(Bytes::from_static(body)), true)
+            .await?;
+        Ok(true)
+    }
+}
+
+/// Host of a request: the Host header, or the URI authority (HTTP/2, absolute-form).
+fn request_host(req: &RequestHeader) -> &str {
+    req.headers
+        .get(http::header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| req.uri.host())
+        .unwrap_or("")
+}
+
+fn client_ip(session: &Session) -> Option<std::net::IpAddr> {
+    session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip())
+}
+
+fn status_class(status: u16) -> &'static str {
+    match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        500..=599 => "5xx",
+        _ => "error",
+    }
+}
+
+fn method_label(m: &http::Method) -> &'static str {
+    match *m {
+        http::Method::GET => "GET",
+        http::Method::POST => "POST",
+        http::Method::PUT => "PUT",
+        http::Method::DELETE => "DELETE",
+        http::Method::HEAD => "HEAD",
+        http::Method::OPTIONS => "OPTIONS",
+        http::Method::PATCH => "PATCH",
+        http::Method::CONNECT => "CONNECT",
+        http::Method::TRACE => "TRACE",
+        _ => "OTHER",
+    }
+}
+
+/// A request id is kept from the client only when it is short and plain.
+fn acceptable_request_id(v: &[u8]) -> bool {
+    !v.is_empty() && v.len() <= 128 && v.iter().all(|b| b.is_ascii_graphic())
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        Ctx {
+            start: Instant::now(),
+            route: None,
+            upstream: None,
+            tried: Vec::new(),
+            upstream_start: None,
+            upstream_time: None,
+            request_id: None,
+            own_status: 0,
+            conn: None,
+        }
+    }
+
+    fn init_downstream_modules(&self, _modules: &mut pingora::modules::http::HttpModules) {
+        // No response compression module: it would cost work on every request while disabled.
+    }
+
+    fn persist_connection_context(
+        &self,
+        _session: &Session,
+        ctx: &Ctx,
+    ) -> Option<Box<dyn std::any::Any + Send + Sync>> {
+        ctx.conn
+            .clone()
+            .map(|c| Box::new(c) as Box<dyn std::any::Any + Send + Sync>)
+    }
+
+    fn on_connection_reuse(
+        &self,
+        _session: &mut Session,
+        ctx: &mut Ctx,
+        prev: Box<dyn std::any::Any + Send + Sync>,
+    ) {
+        if let Ok(c) = prev.downcast::<Arc<ConnGuard>>() {
+            ctx.conn = Some(*c);
+        }
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        if ctx.conn.is_none() && !session.is_http2() {
+            ctx.conn = Some(ConnGuard::new(&self.shared.metrics.downstream_connections));
+        }
+        let req = session.req_header();
+        ctx.request_id = Some(match req.headers.get("x-request-id") {
+            Some(v) if acceptable_request_id(v.as_bytes()) => {
+                String::from_utf8_lossy(v.as_bytes()).into_owned()
+            }
+            _ => new_request_id(),
+        });
+        let route = {
+            let generation = self.shared.generation.load();
+            generation.route(request_host(req), req.uri.path()).clone()
+        };
+        let status = match &route.action {
+            Action::Respond(code) => Some(*code),
+            Action::Proxy(pool) if pool.is_empty() => Some(503),
+            Action::Proxy(_) => None,
+        };
+        ctx.route = Some(route);
+        match status {
+            Some(code) => self.respond(session, ctx, code).await,
+            None => Ok(false),
+        }
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        let Some(Action::Proxy(pool)) = ctx.route.as_ref().map(|r| &r.action) else {
+            return Error::e_explain(InternalError, "no upstream pool for this route");
+        };
+        let Some(addr) = pool.select(&ctx.tried) else {
+            return Error::e_explain(HTTPStatus(503), "no ready endpoint left to try");
+        };
+        ctx.upstream = Some(addr);
+        let mut peer = HttpPeer::new(addr, false, String::new());
+        let o = &mut peer.options;
+        o.connection_timeout = Some(self.upstream.connect_timeout());
+        o.read_timeout = Some(self.upstream.read_timeout());
+        o.write_timeout = Some(self.upstream.write_timeout());
+        o.idle_timeout = Some(self.upstream.idle_timeout());
+        Ok(Box::new(peer))
+    }
+
+    fn fail_to_connect(
+        &self,
+        session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut Ctx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        if let Some(a) = ctx.upstream.take() {
+            ctx.tried.push(a);
+        }
+        let pool_len = match ctx.route.as_ref().map(|r| &r.action) {
+            Some(Action::Proxy(p)) => p.len(),
+            _ => 0,
+        };
+        let idempotent = session.req_header().method.is_idempotent();
+        let more = ctx.tried.len() <= self.upstream.connect_retries && ctx.tried.len() < pool_len;
+        e.set_retry(idempotent && more);
+        e
+    }
+
+    async fn connected_to_upstream(
+        &self,
+        _session: &mut Session,
+        _reused: bool,
+        _peer: &HttpPeer,
+        #[cfg(unix)] _fd: std::os::unix::io::RawFd,
+        #[cfg(windows)] _sock: std::os::windows::io::RawSocket,
+        _digest: Option<&Digest>,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        ctx.upstream_start = Some(Instant::now());
+        Ok(())
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        up: &mut RequestHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        let ip = client_ip(session).map(|ip| ip.to_string());
+        if let Some(ip) = &ip {
+            let xff = match session.req_header().headers.get("x-forwarded-for") {
+                Some(prev) if !prev.is_empty() => {
+                    format!("{}, {ip}", String::from_utf8_lossy(prev.as_bytes()))
+                }
+                _ => ip.clone(),
+            };
+            up.insert_header("x-forwarded-for", xff)?;
+            up.insert_header("x-real-ip", ip.as_str())?;
+        }
+        let proto = if session
+            .digest()
+            .and_then(|d| d.ssl_digest.as_ref())
+            .is_some()
+        {
+            "https"
+        } else {
+            "http"
+        };
+        up.insert_header("x-forwarded-proto", proto)?;
+        let host = request_host(session.req_header()).to_string();
+        if !host.is_empty() {
+            up.insert_header("x-forwarded-host", host)?;
+        }
+        if let Some(port) = session
+            .server_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.port())
+        {
+            up.insert_header("x-forwarded-port", port.to_string())?;
+        }
+        if let Some(id) = &ctx.request_id {
+            up.insert_header("x-request-id", id.as_str())?;
+        }
+        Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        _resp: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if let Some(s) = ctx.upstream_start {
+            ctx.upstream_time = Some(s.elapsed());
+        }
+        Ok(())
+    }
+
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
+        let status = session
+            .response_written()
+            .map(|r| r.status.as_u16())
+            .unwrap_or(ctx.own_status);
+        let elapsed = ctx.start.elapsed();
+        let (ingress, namespace, service) = match &ctx.route {
+            Some(r) => (&*r.ingress, &*r.namespace, &*r.service),
+            None => ("-", "-", "-"),
+        };
+        let req = session.req_header();
+        let m = &self.shared.metrics;
+        m.requests
+            .with_label_values(&[
+                ingress,
+                namespace,
+                service,
+                status_class(status),
+                method_label(&req.method),
+            ])
+            .inc();
+        m.request_duration
+            .with_label_values(&[ingress, namespace, service])
+            .observe(elapsed.as_secs_f64());
+        if let Some(t) = ctx.upstream_time {
+            m.upstream_response
+                .with_label_values(&[ingress, namespace, service])
+                .observe(t.as_secs_f64());
+        }
+        if let Some(log) = &self.access_log {
+            let client = client_ip(session)
+                .map(|ip| ip.to_string())
+                .unwrap_or_default();
+            let upstream = ctx
+                .upstream
+                .map(|a| a.to_string())
+                .unwrap_or_else(|| "-".into());
+            let time = rfc3339_now();
+            log.log(&Entry {
+                time: &time,
+                client: &client,
+                method: req.method.as_str(),
+                host: request_host(req),
+                path: req.uri.path(),
+                status,
+                bytes: session.body_bytes_sent(),
+                duration_ms: elapsed.as_secs_f64() * 1000.0,
+                upstream: &upstream,
+                ingress,
+                request_id: ctx.request_id.as_deref().unwrap_or("-"),
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_accepted_only_when_plain() {
+        assert!(acceptable_request_id(b"abc-123"));
+        assert!(!acceptable_request_id(b""));
+        assert!(!acceptable_request_id(b"has space"));
+        assert!(!acceptable_request_id(&[b'a'; 129]));
+    }
+
+    #[test]
+    fn status_classes() {
+        assert_eq!(status_class(204), "2xx");
+        assert_eq!(status_class(503), "5xx");
+        assert_eq!(status_class(0), "error");
+    }
+}

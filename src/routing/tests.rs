@@ -1,0 +1,191 @@
+use super::*;
+
+fn table(rules: &[(&str, PathKind, &str)]) -> RouteTable<String> {
+    let mut t = RouteTable::default();
+    for (i, (host, kind, path)) in rules.iter().enumerate() {
+        let host = HostMatch::parse(Some(host)).unwrap();
+        t.insert_path(&host, *kind, path, format!("r{i}:{path}"))
+            .unwrap();
+    }
+    t
+}
+
+use PathKind::{Exact, Prefix};
+
+/// Every example of the Kubernetes Ingress documentation's path-matching table:
+/// (rules, request path, expected rule index or None).
+#[test]
+fn kubernetes_docs_path_matching_table() {
+    let cases: &[(&[(PathKind, &str)], &str, Option<usize>)] = &[
+        (&[(Prefix, "/")], "/", Some(0)),
+        (&[(Prefix, "/")], "/anything/at/all", Some(0)),
+        (&[(Exact, "/foo")], "/foo", Some(0)),
+        (&[(Exact, "/foo")], "/bar", None),
+        (&[(Exact, "/foo")], "/foo/", None),
+        (&[(Exact, "/foo/")], "/foo", None),
+        (&[(Prefix, "/foo")], "/foo", Some(0)),
+        (&[(Prefix, "/foo")], "/foo/", Some(0)),
+        (&[(Prefix, "/foo/")], "/foo", Some(0)),
+        (&[(Prefix, "/foo/")], "/foo/", Some(0)),
+        (&[(Prefix, "/aaa/bb")], "/aaa/bbb", None),
+        (&[(Prefix, "/aaa/bbb")], "/aaa/bbb", Some(0)),
+        (&[(Prefix, "/aaa/bbb/")], "/aaa/bbb", Some(0)),
+        (&[(Prefix, "/aaa/bbb")], "/aaa/bbb/", Some(0)),
+        (&[(Prefix, "/aaa/bbb")], "/aaa/bbb/ccc", Some(0)),
+        (&[(Prefix, "/aaa/bbb")], "/aaa/bbbxyz", None),
+        (&[(Prefix, "/"), (Prefix, "/aaa")], "/aaa/ccc", Some(1)),
+        (
+            &[(Prefix, "/"), (Prefix, "/aaa"), (Prefix, "/aaa/bbb")],
+            "/aaa/bbb",
+            Some(2),
+        ),
+        (
+            &[(Prefix, "/"), (Prefix, "/aaa"), (Prefix, "/aaa/bbb")],
+            "/ccc",
+            Some(0),
+        ),
+        (&[(Prefix, "/aaa")], "/ccc", None),
+        (&[(Prefix, "/foo"), (Exact, "/foo")], "/foo", Some(1)),
+    ];
+    for (rules, path, want) in cases {
+        let mut t = RouteTable::default();
+        for (i, (kind, p)) in rules.iter().enumerate() {
+            t.insert_path(&HostMatch::Any, *kind, p, i).unwrap();
+        }
+        assert_eq!(
+            t.lookup("example.com", path).copied(),
+            *want,
+            "rules {rules:?} path {path}"
+        );
+    }
+}
+
+#[test]
+fn prefix_does_not_match_partial_segment() {
+    let t = table(&[("a.com", Prefix, "/foo")]);
+    assert!(t.lookup("a.com", "/foobar").is_none());
+    assert!(t.lookup("a.com", "/foo/bar").is_some());
+}
+
+#[test]
+fn exact_is_case_sensitive() {
+    let t = table(&[("a.com", Exact, "/Foo")]);
+    assert!(t.lookup("a.com", "/Foo").is_some());
+    assert!(t.lookup("a.com", "/foo").is_none());
+}
+
+#[test]
+fn longest_prefix_wins_over_exact_of_a_shorter_path() {
+    let t = table(&[("a.com", Exact, "/a"), ("a.com", Prefix, "/a/b")]);
+    assert_eq!(t.lookup("a.com", "/a/b/c").unwrap(), "r1:/a/b");
+    assert_eq!(t.lookup("a.com", "/a").unwrap(), "r0:/a");
+}
+
+#[test]
+fn wildcard_matches_exactly_one_label() {
+    let t = table(&[("*.example.com", Prefix, "/")]);
+    assert!(t.lookup("a.example.com", "/").is_some());
+    assert!(t.lookup("A.Example.COM", "/").is_some());
+    assert!(t.lookup("a.b.example.com", "/").is_none());
+    assert!(t.lookup("example.com", "/").is_none());
+    assert!(t.lookup(".example.com", "/").is_none());
+}
+
+#[test]
+fn exact_host_beats_wildcard_and_does_not_fall_through() {
+    let t = table(&[
+        ("*.example.com", Prefix, "/"),
+        ("api.example.com", Prefix, "/v1"),
+    ]);
+    assert_eq!(t.lookup("api.example.com", "/v1/x").unwrap(), "r1:/v1");
+    assert!(t.lookup("api.example.com", "/other").is_none());
+    assert_eq!(t.lookup("www.example.com", "/other").unwrap(), "r0:/");
+}
+
+#[test]
+fn rule_without_host_matches_any_other_host() {
+    let t = table(&[("", Prefix, "/"), ("a.com", Exact, "/x")]);
+    assert_eq!(t.lookup("anything.net", "/y").unwrap(), "r0:/");
+    assert_eq!(t.lookup("", "/y").unwrap(), "r0:/");
+    assert!(t.lookup("a.com", "/y").is_none());
+}
+
+#[test]
+fn host_match_ignores_case_port_and_trailing_dot() {
+    let t = table(&[("foo.bar.com", Prefix, "/")]);
+    for h in [
+        "foo.bar.com",
+        "FOO.bar.Com",
+        "foo.bar.com:8080",
+        "foo.bar.com.",
+        " foo.bar.com ",
+    ] {
+        assert!(t.lookup(h, "/").is_some(), "{h}");
+    }
+    assert!(t.lookup("foo.bar.co", "/").is_none());
+}
+
+#[test]
+fn host_default_then_table_fallback() {
+    let mut t = table(&[("a.com", Prefix, "/api")]);
+    t.insert_host_default(&HostMatch::Exact("a.com".into()), "a-default".into())
+        .unwrap();
+    assert_eq!(t.lookup("a.com", "/web").unwrap(), "a-default");
+    assert!(t.lookup("b.com", "/web").is_none());
+    t.insert_fallback("fallback".into()).unwrap();
+    assert_eq!(t.lookup("b.com", "/web").unwrap(), "fallback");
+    assert_eq!(t.lookup("a.com", "/api/x").unwrap(), "r0:/api");
+    assert!(t.insert_fallback("again".into()).is_err());
+}
+
+#[test]
+fn same_host_path_and_kind_is_occupied_once() {
+    let mut t = table(&[("a.com", Prefix, "/x/")]);
+    let h = HostMatch::Exact("a.com".into());
+    assert_eq!(t.insert_path(&h, Prefix, "/x", "b".into()), Err(Occupied));
+    assert!(t.insert_path(&h, Exact, "/x", "c".into()).is_ok());
+}
+
+#[test]
+fn host_parse_rejects_ips_and_bad_wildcards() {
+    assert_eq!(HostMatch::parse(None).unwrap(), HostMatch::Any);
+    assert_eq!(
+        HostMatch::parse(Some("*.Example.com")).unwrap(),
+        HostMatch::Wildcard("example.com".into())
+    );
+    assert!(matches!(
+        HostMatch::parse(Some("10.0.0.1")),
+        Err(HostError::IpAddress(_))
+    ));
+    assert!(matches!(
+        HostMatch::parse(Some("a.com:80")),
+        Err(HostError::IpAddress(_))
+    ));
+    assert!(matches!(
+        HostMatch::parse(Some("a.*.com")),
+        Err(HostError::BadWildcard(_))
+    ));
+    assert!(matches!(
+        HostMatch::parse(Some("bad host")),
+        Err(HostError::Invalid(_))
+    ));
+}
+
+#[test]
+fn normalize_host_handles_ipv6_literals() {
+    let mut b = [0u8; 256];
+    assert_eq!(normalize_host("[::1]:8080", &mut b), Some("[::1]"));
+    assert_eq!(normalize_host("", &mut b), None);
+}
+
+#[test]
+fn map_keeps_every_route() {
+    let t = table(&[
+        ("a.com", Prefix, "/"),
+        ("*.b.com", Exact, "/x"),
+        ("", Prefix, "/"),
+    ]);
+    let m = t.map(|s| s.len());
+    assert_eq!(m.len(), 3);
+    assert_eq!(m.lookup("q.b.com", "/x"), Some(&"r1:/x".len()));
+}

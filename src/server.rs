@@ -1,0 +1,108 @@
+//! Builds the Pingora server from a [`Config`]: the HTTP proxy service on the configured
+//! listeners, the admin service, and the background service that runs the source and the
+//! controller.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use pingora::apps::http_app::HttpServer;
+use pingora::server::configuration::Opt;
+use pingora::server::{Server, ShutdownWatch};
+use pingora::services::background::{background_service, BackgroundService};
+use pingora::services::listening::Service;
+use tokio::sync::watch;
+use tracing::info;
+
+use crate::accesslog::AccessLog;
+use crate::admin::Admin;
+use crate::config::{Config, PingressConf, SourceKind};
+use crate::controller::Controller;
+use crate::generation::Shared;
+use crate::metrics::Metrics;
+use crate::proxy::Gateway;
+use crate::source::files;
+
+/// Runs the object source and the controller for the life of the server.
+struct ControlPlane {
+    conf: PingressConf,
+    shared: Arc<Shared>,
+}
+
+#[async_trait]
+impl BackgroundService for ControlPlane {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let (tx, rx) = watch::channel(None);
+        let source = match self.conf.source.kind {
+            SourceKind::Manifests => {
+                let dir = self.conf.source.manifests_dir.clone();
+                info!(dir = %dir.display(), "reading manifests directory");
+                tokio::spawn(files::run(
+                    dir,
+                    Duration::from_millis(self.conf.source.poll_interval_ms),
+                    tx,
+                    self.shared.metrics.clone(),
+                ))
+            }
+            SourceKind::Kubernetes => {
+                tracing::error!(
+                    "source kind `kubernetes` is not available in this build yet; serving 404 for everything"
+                );
+                tokio::spawn(async move {
+                    let _keep = tx;
+                    std::future::pending::<()>().await
+                })
+            }
+        };
+        let controller = Controller::new((&self.conf).into(), self.shared.clone());
+        let debounce = Duration::from_millis(self.conf.debounce_ms);
+        tokio::select! {
+            _ = controller.run(rx, debounce) => {}
+            _ = shutdown.changed() => {}
+        }
+        source.abort();
+    }
+}
+
+/// Build a ready-to-run Pingora server.
+pub fn build(config: Config, opt: Opt) -> Server {
+    let Config {
+        server: conf,
+        pingress,
+    } = config;
+    let mut server = Server::new_with_opt_and_conf(opt, conf);
+    server.bootstrap();
+
+    let shared = Shared::new(Arc::new(Metrics::new()));
+    let access_log = pingress.access_log.enabled.then(AccessLog::stdout);
+    let gateway = Gateway::new(shared.clone(), pingress.upstream.clone(), access_log);
+    let mut proxy = pingora_proxy::http_proxy_service_with_name(
+        &server.configuration,
+        gateway,
+        "pingress http",
+    );
+    for addr in &pingress.http_listen {
+        proxy.add_tcp(addr);
+    }
+
+    let mut admin = Service::new(
+        "pingress admin".to_string(),
+        HttpServer::new_app(Admin {
+            shared: shared.clone(),
+        }),
+    );
+    admin.add_tcp(&pingress.admin_listen);
+    admin.threads = Some(1);
+
+    let control = background_service(
+        "pingress control plane",
+        ControlPlane {
+            conf: pingress,
+            shared,
+        },
+    );
+    server.add_service(proxy);
+    server.add_service(admin);
+    server.add_service(control);
+    server
+}

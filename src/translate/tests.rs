@@ -1,0 +1,372 @@
+use super::*;
+use crate::source::files::parse_manifests;
+
+fn snap(yaml: &str) -> Snapshot {
+    let mut s = Snapshot::default();
+    for o in parse_manifests(yaml, "test").unwrap().objects {
+        assert!(s.insert(o));
+    }
+    s
+}
+
+fn conf() -> TranslateConf {
+    TranslateConf {
+        ingress_class: "pingress".into(),
+        controller_name: "pingress.dev/ingress-controller".into(),
+        watch_ingress_without_class: false,
+        default_backend: None,
+    }
+}
+
+const SERVICES: &str = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: shop}
+spec:
+  ports:
+  - {name: http, port: 80, targetPort: 8080}
+  - {name: admin, port: 9000}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: api, namespace: shop}
+spec:
+  ports:
+  - {port: 8080}
+---
+apiVersion: networking.k8s.io/v1
+kind: IngressClass
+metadata: {name: pingress}
+spec: {controller: pingress.dev/ingress-controller}
+---
+apiVersion: networking.k8s.io/v1
+kind: IngressClass
+metadata: {name: other}
+spec: {controller: example.com/other}
+"#;
+
+fn ingress(name: &str, extra_meta: &str, spec: &str) -> String {
+    format!(
+        "---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: {name}\n  namespace: shop\n{extra_meta}spec:\n{spec}"
+    )
+}
+
+fn lookup<'a>(t: &'a Translation, host: &str, path: &str) -> Option<&'a RouteSpec> {
+    t.routes.lookup(host, path)
+}
+
+fn service_of(r: Option<&RouteSpec>) -> Option<String> {
+    match &r?.backend {
+        BackendSpec::Service(k) => Some(format!("{}:{}", k.service, k.port)),
+        BackendSpec::Unavailable { service, .. } => Some(format!("{service}:unavailable")),
+        BackendSpec::NotFound => Some("404".into()),
+    }
+}
+
+const WEB_RULE: &str = "  ingressClassName: pingress\n  rules:\n  - host: shop.example.com\n    http:\n      paths:\n      - {path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}\n";
+
+#[test]
+fn class_by_spec_name_annotation_and_default() {
+    let y = format!(
+        "{SERVICES}{}{}{}{}{}",
+        ingress("a", "", WEB_RULE),
+        ingress(
+            "b",
+            "",
+            &WEB_RULE
+                .replace("pingress\n", "other\n")
+                .replace("shop.", "b.")
+        ),
+        ingress(
+            "c",
+            "  annotations: {kubernetes.io/ingress.class: pingress}\n",
+            &WEB_RULE
+                .replace("  ingressClassName: pingress\n", "")
+                .replace("shop.", "c.")
+        ),
+        ingress(
+            "d",
+            "  annotations: {kubernetes.io/ingress.class: nginx}\n",
+            &WEB_RULE
+                .replace("  ingressClassName: pingress\n", "")
+                .replace("shop.", "d.")
+        ),
+        ingress(
+            "e",
+            "",
+            &WEB_RULE
+                .replace("  ingressClassName: pingress\n", "")
+                .replace("shop.", "e.")
+        ),
+    );
+    let t = translate(&snap(&y), &conf());
+    assert!(lookup(&t, "shop.example.com", "/").is_some());
+    assert!(
+        lookup(&t, "b.example.com", "/").is_none(),
+        "other controller"
+    );
+    assert!(
+        lookup(&t, "c.example.com", "/").is_some(),
+        "legacy annotation"
+    );
+    assert!(
+        lookup(&t, "d.example.com", "/").is_none(),
+        "other annotation"
+    );
+    assert!(
+        lookup(&t, "e.example.com", "/").is_none(),
+        "no class, no default"
+    );
+
+    // Marking our IngressClass default claims class-less Ingresses.
+    let y2 = y.replace(
+        "metadata: {name: pingress}",
+        "metadata: {name: pingress, annotations: {ingressclass.kubernetes.io/is-default-class: \"true\"}}",
+    );
+    let t = translate(&snap(&y2), &conf());
+    assert!(lookup(&t, "e.example.com", "/").is_some());
+    assert!(lookup(&t, "d.example.com", "/").is_none());
+    assert_eq!(t.ingresses.len(), 3);
+}
+
+#[test]
+fn class_name_without_ingressclass_object_matches_configured_name() {
+    let y = format!(
+        "{}{}",
+        SERVICES.replace("name: pingress}", "name: unused}"),
+        ingress("a", "", WEB_RULE)
+    );
+    let t = translate(&snap(&y), &conf());
+    assert!(lookup(&t, "shop.example.com", "/").is_some());
+}
+
+#[test]
+fn ingressclass_of_our_name_but_other_controller_is_not_ours() {
+    let y = format!(
+        "{}{}",
+        SERVICES.replace(
+            "spec: {controller: pingress.dev/ingress-controller}",
+            "spec: {controller: x/y}"
+        ),
+        ingress("a", "", WEB_RULE)
+    );
+    assert!(translate(&snap(&y), &conf()).routes.is_empty());
+}
+
+#[test]
+fn port_by_number_and_by_name_resolve_to_the_same_pool() {
+    let spec = "  ingressClassName: pingress\n  rules:\n  - host: a.com\n    http:\n      paths:\n      - {path: /n, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}\n      - {path: /s, pathType: Prefix, backend: {service: {name: web, port: {name: http}}}}\n      - {path: /adm, pathType: Exact, backend: {service: {name: web, port: {name: admin}}}}\n";
+    let t = translate(
+        &snap(&format!("{SERVICES}{}", ingress("a", "", spec))),
+        &conf(),
+    );
+    let n = lookup(&t, "a.com", "/n").unwrap();
+    let s = lookup(&t, "a.com", "/s").unwrap();
+    assert_eq!(n.backend, s.backend);
+    match &n.backend {
+        BackendSpec::Service(k) => {
+            assert_eq!((k.port_name.as_str(), k.port), ("http", 80));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(service_of(lookup(&t, "a.com", "/adm")).unwrap(), "web:9000");
+    assert!(t.diagnostics.is_empty(), "{:?}", t.diagnostics);
+}
+
+#[test]
+fn missing_service_or_port_answers_unavailable_with_diagnostic() {
+    let spec = "  ingressClassName: pingress\n  rules:\n  - host: a.com\n    http:\n      paths:\n      - {path: /x, pathType: Prefix, backend: {service: {name: nope, port: {number: 80}}}}\n      - {path: /y, pathType: Prefix, backend: {service: {name: web, port: {number: 81}}}}\n      - {path: /z, pathType: Prefix, backend: {service: {name: web, port: {name: grpc}}}}\n";
+    let t = translate(
+        &snap(&format!("{SERVICES}{}", ingress("a", "", spec))),
+        &conf(),
+    );
+    assert_eq!(
+        service_of(lookup(&t, "a.com", "/x")).unwrap(),
+        "nope:unavailable"
+    );
+    assert_eq!(
+        service_of(lookup(&t, "a.com", "/y")).unwrap(),
+        "web:unavailable"
+    );
+    let kinds: Vec<_> = t.diagnostics.iter().map(|d| d.kind).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            DiagKind::ServiceNotFound,
+            DiagKind::PortNotFound,
+            DiagKind::PortNotFound
+        ]
+    );
+    assert!(t.diagnostics[0].to_string().contains("ingress shop/a"));
+    assert!(t.diagnostics[0]
+        .message
+        .contains("service shop/nope not found"));
+}
+
+#[test]
+fn resource_backend_is_rejected() {
+    let spec = "  ingressClassName: pingress\n  rules:\n  - host: a.com\n    http:\n      paths:\n      - path: /static\n        pathType: Prefix\n        backend:\n          resource: {apiGroup: k8s.example.com, kind: StorageBucket, name: assets}\n";
+    let t = translate(
+        &snap(&format!("{SERVICES}{}", ingress("a", "", spec))),
+        &conf(),
+    );
+    assert!(lookup(&t, "a.com", "/static").is_none());
+    assert_eq!(t.diagnostics[0].kind, DiagKind::ResourceBackend);
+}
+
+#[test]
+fn ingress_default_backend_catches_its_hosts_and_without_rules_everything() {
+    let with_rules = "  ingressClassName: pingress\n  defaultBackend: {service: {name: api, port: {number: 8080}}}\n  rules:\n  - host: a.com\n    http:\n      paths:\n      - {path: /web, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}\n";
+    let no_rules = "  ingressClassName: pingress\n  defaultBackend: {service: {name: web, port: {name: admin}}}\n";
+    let y = format!(
+        "{SERVICES}{}{}",
+        ingress("a", "", with_rules),
+        ingress("b", "", no_rules)
+    );
+    let t = translate(&snap(&y), &conf());
+    assert_eq!(service_of(lookup(&t, "a.com", "/web")).unwrap(), "web:80");
+    assert_eq!(
+        service_of(lookup(&t, "a.com", "/other")).unwrap(),
+        "api:8080"
+    );
+    assert_eq!(
+        service_of(lookup(&t, "b.com", "/other")).unwrap(),
+        "web:9000"
+    );
+    assert_eq!(
+        lookup(&t, "b.com", "/").unwrap().ingress,
+        Some(ObjKey::new("shop", "b"))
+    );
+}
+
+#[test]
+fn global_default_backend_is_404_or_the_configured_service() {
+    let t = translate(&snap(SERVICES), &conf());
+    assert_eq!(t.default_route.backend, BackendSpec::NotFound);
+    let mut c = conf();
+    c.default_backend = Some((ObjKey::new("shop", "web"), PortRef::Name("http".into())));
+    let t = translate(&snap(SERVICES), &c);
+    assert!(matches!(&t.default_route.backend, BackendSpec::Service(k) if k.service == "web"));
+    c.default_backend = Some((ObjKey::new("shop", "gone"), PortRef::Number(80)));
+    let t = translate(&snap(SERVICES), &c);
+    assert!(matches!(
+        t.default_route.backend,
+        BackendSpec::Unavailable { .. }
+    ));
+    assert_eq!(t.diagnostics[0].kind, DiagKind::ServiceNotFound);
+    assert!(t.diagnostics[0].ingress.is_none());
+}
+
+#[test]
+fn same_host_merges_paths_and_oldest_wins_conflicts() {
+    let a = "  ingressClassName: pingress\n  rules:\n  - host: a.com\n    http:\n      paths:\n      - {path: /shared, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}\n      - {path: /a, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}\n";
+    let b = "  ingressClassName: pingress\n  rules:\n  - host: A.com\n    http:\n      paths:\n      - {path: /shared/, pathType: Prefix, backend: {service: {name: api, port: {number: 8080}}}}\n      - {path: /b, pathType: Prefix, backend: {service: {name: api, port: {number: 8080}}}}\n";
+    // "zz-old" is older by timestamp although it sorts last by name.
+    let y = format!(
+        "{SERVICES}{}{}",
+        ingress(
+            "zz-old",
+            "  creationTimestamp: \"2020-01-01T00:00:00Z\"\n",
+            b
+        ),
+        ingress(
+            "aa-new",
+            "  creationTimestamp: \"2024-01-01T00:00:00Z\"\n",
+            a
+        ),
+    );
+    let t = translate(&snap(&y), &conf());
+    assert_eq!(service_of(lookup(&t, "a.com", "/a")).unwrap(), "web:80");
+    assert_eq!(service_of(lookup(&t, "a.com", "/b")).unwrap(), "api:8080");
+    assert_eq!(
+        service_of(lookup(&t, "a.com", "/shared/x")).unwrap(),
+        "api:8080"
+    );
+    assert_eq!(t.diagnostics.len(), 1);
+    let d = &t.diagnostics[0];
+    assert_eq!(d.kind, DiagKind::Conflict);
+    assert_eq!(d.ingress, Some(ObjKey::new("shop", "aa-new")));
+    assert!(d.message.contains("shop/zz-old"), "{}", d.message);
+    assert_eq!(t.ingresses[0], ObjKey::new("shop", "zz-old"));
+}
+
+#[test]
+fn conflict_without_timestamps_is_won_by_namespace_then_name() {
+    let y = format!(
+        "{SERVICES}{}{}",
+        ingress("b", "", WEB_RULE),
+        ingress(
+            "a",
+            "",
+            &WEB_RULE.replace(
+                "name: web, port: {number: 80}",
+                "name: api, port: {number: 8080}"
+            )
+        ),
+    );
+    let t = translate(&snap(&y), &conf());
+    assert_eq!(
+        service_of(lookup(&t, "shop.example.com", "/")).unwrap(),
+        "api:8080"
+    );
+    assert_eq!(t.diagnostics[0].ingress, Some(ObjKey::new("shop", "b")));
+}
+
+#[test]
+fn bad_hosts_paths_and_types_are_diagnosed_and_skipped() {
+    let spec = "  ingressClassName: pingress\n  rules:\n  - host: 10.1.2.3\n    http:\n      paths:\n      - {path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}\n  - host: ok.com\n    http:\n      paths:\n      - {path: nope, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}\n      - {path: /x, pathType: Regexish, backend: {service: {name: web, port: {number: 80}}}}\n      - {path: /good, pathType: ImplementationSpecific, backend: {service: {name: web, port: {number: 80}}}}\n";
+    let t = translate(
+        &snap(&format!("{SERVICES}{}", ingress("a", "", spec))),
+        &conf(),
+    );
+    let kinds: Vec<_> = t.diagnostics.iter().map(|d| d.kind).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            DiagKind::InvalidHost,
+            DiagKind::InvalidPath,
+            DiagKind::InvalidPath
+        ]
+    );
+    assert!(t.diagnostics[0].message.contains("rules[0]"));
+    assert!(t.diagnostics[1].message.contains("rules[1].http.paths[0]"));
+    assert!(
+        lookup(&t, "ok.com", "/good/more").is_some(),
+        "ImplementationSpecific is a prefix"
+    );
+    assert_eq!(t.routes.len(), 1);
+}
+
+#[test]
+fn unknown_controller_annotations_are_reported() {
+    let y = format!(
+        "{SERVICES}{}",
+        ingress(
+            "a",
+            "  annotations:\n    nginx.ingress.kubernetes.io/configuration-snippet: \"evil\"\n    example.com/unrelated: x\n",
+            WEB_RULE
+        )
+    );
+    let t = translate(&snap(&y), &conf());
+    assert_eq!(t.diagnostics.len(), 1);
+    assert_eq!(t.diagnostics[0].kind, DiagKind::UnsupportedAnnotation);
+    assert!(t.diagnostics[0].message.contains("configuration-snippet"));
+    assert!(
+        lookup(&t, "shop.example.com", "/").is_some(),
+        "route still served"
+    );
+}
+
+#[test]
+fn translation_is_deterministic() {
+    let y = format!("{SERVICES}{}", ingress("a", "", WEB_RULE));
+    let s = snap(&y);
+    let a = translate(&s, &conf());
+    let b = translate(&s, &conf());
+    assert_eq!(a.diagnostics, b.diagnostics);
+    assert_eq!(a.ingresses, b.ingresses);
+    assert_eq!(
+        lookup(&a, "shop.example.com", "/"),
+        lookup(&b, "shop.example.com", "/")
+    );
+}
