@@ -1,0 +1,329 @@
+//! Test support: the real `pingress` binary started on a temporary config and manifests
+//! directory, echo backends ("pods") on OS-chosen ports, manifest builders, and an
+//! eventually-style poller with generous deadlines.
+#![allow(dead_code)]
+
+use std::fmt::Write as _;
+use std::future::Future;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub use pingress::echo::Echo;
+
+/// Generous deadline for anything that should happen "well under a second".
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+/// Poll `f` until it returns Some, or panic with `what` after `DEADLINE`.
+pub async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        if start.elapsed() > DEADLINE {
+            panic!("timed out after {DEADLINE:?} waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A port the OS just handed out (bound, then released for the gateway to bind).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Start an echo backend ("pod") named `name` on an OS-chosen port.
+pub async fn pod(name: &str) -> SocketAddr {
+    pingress::echo::spawn("127.0.0.1:0".parse().unwrap(), name)
+        .await
+        .unwrap()
+}
+
+/// A running gateway process with its own temp dir, killed on drop.
+pub struct Gateway {
+    child: Child,
+    pub dir: tempfile::TempDir,
+    pub http: SocketAddr,
+    pub admin: SocketAddr,
+    pub client: reqwest::Client,
+}
+
+impl Gateway {
+    pub fn manifests(&self) -> PathBuf {
+        self.dir.path().join("manifests")
+    }
+
+    pub fn access_log(&self) -> PathBuf {
+        self.dir.path().join("access.log")
+    }
+
+    /// Start a gateway on the given manifests (file name -> YAML) and wait until ready.
+    pub async fn start(files: &[(&str, String)]) -> Gateway {
+        Self::start_with(files, "").await
+    }
+
+    /// Like `start`, with extra lines for the `pingress:` section (indented two spaces).
+    pub async fn start_with(files: &[(&str, String)], extra: &str) -> Gateway {
+        let mut dir = tempfile::tempdir().unwrap();
+        let manifests = dir.path().join("manifests");
+        std::fs::create_dir(&manifests).unwrap();
+        for (name, text) in files {
+            std::fs::write(manifests.join(name), text).unwrap();
+        }
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .pool_max_idle_per_host(16)
+            .build()
+            .unwrap();
+        for _attempt in 0..3 {
+            let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+            let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+            let conf = format!(
+                "version: 1\nthreads: 2\npid_file: {d}/pid\nupgrade_sock: {d}/upgrade.sock\n\
+                 pingress:\n  http_listen: [\"{http}\"]\n  admin_listen: \"{admin}\"\n  \
+                 source: {{kind: manifests, manifests_dir: {m}, poll_interval_ms: 50}}\n  \
+                 debounce_ms: 20\n  upstream: {{connect_timeout_ms: 1000}}\n{extra}",
+                d = dir.path().display(),
+                m = manifests.display(),
+            );
+            let conf_path = dir.path().join("pingress.yaml");
+            std::fs::write(&conf_path, conf).unwrap();
+            let log = std::fs::File::create(dir.path().join("access.log")).unwrap();
+            let err = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
+            let child = Command::new(env!("CARGO_BIN_EXE_pingress"))
+                .arg("-c")
+                .arg(&conf_path)
+                .env("RUST_LOG", "info")
+                .stdin(Stdio::null())
+                .stdout(log)
+                .stderr(err)
+                .spawn()
+                .unwrap();
+            let mut gw = Gateway {
+                child,
+                dir,
+                http,
+                admin,
+                client: client.clone(),
+            };
+            if gw.wait_ready().await {
+                return gw;
+            }
+            // Most likely a port taken between free_port() and bind: try fresh ports.
+            eprintln!("gateway did not start: {}", gw.stderr());
+            let _ = gw.child.kill();
+            let _ = gw.child.wait();
+            dir = std::mem::replace(&mut gw.dir, tempfile::tempdir().unwrap());
+            drop(gw);
+        }
+        panic!("gateway failed to start three times");
+    }
+
+    async fn wait_ready(&mut self) -> bool {
+        let start = Instant::now();
+        while start.elapsed() < DEADLINE {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return false;
+            }
+            if let Ok(r) = self
+                .client
+                .get(format!("http://{}/readyz", self.admin))
+                .send()
+                .await
+            {
+                if r.status() == 200 {
+                    return true;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
+    }
+
+    pub fn write(&self, name: &str, text: &str) {
+        // Write to a temp file then rename, as editors and ConfigMap updates do.
+        let tmp = self.dir.path().join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, self.manifests().join(name)).unwrap();
+    }
+
+    pub fn remove(&self, name: &str) {
+        std::fs::remove_file(self.manifests().join(name)).unwrap();
+    }
+
+    /// GET `path` with a Host header; returns (status, body).
+    pub async fn get(&self, host: &str, path: &str) -> reqwest::Result<(u16, String)> {
+        let r = self
+            .client
+            .get(format!("http://{}{}", self.http, path))
+            .header("host", host)
+            .send()
+            .await?;
+        let status = r.status().as_u16();
+        Ok((status, r.text().await?))
+    }
+
+    /// GET and parse the echo answer; panics unless the status is 200.
+    pub async fn echo(&self, host: &str, path: &str) -> Echo {
+        let (status, body) = self.get(host, path).await.unwrap();
+        assert_eq!(status, 200, "GET {host}{path}: {body}");
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("not an echo: {e}: {body}"))
+    }
+
+    /// Which pod serves host+path, or the status code when it is not a 200.
+    pub async fn who(&self, host: &str, path: &str) -> String {
+        match self.get(host, path).await {
+            Ok((200, body)) => serde_json::from_str::<Echo>(&body)
+                .map(|e| e.pod)
+                .unwrap_or(body),
+            Ok((status, _)) => status.to_string(),
+            Err(e) => format!("error: {e}"),
+        }
+    }
+
+    /// Wait until host+path is served by `want` (a pod name or a status code).
+    pub async fn wait_for(&self, host: &str, path: &str, want: &str) {
+        eventually(&format!("{host}{path} -> {want}"), || async {
+            (self.who(host, path).await == want).then_some(())
+        })
+        .await
+    }
+
+    pub async fn metrics(&self) -> String {
+        self.client
+            .get(format!("http://{}/metrics", self.admin))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// Value of one metric line (exact name with labels).
+    pub async fn metric(&self, series: &str) -> Option<f64> {
+        let text = self.metrics().await;
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+// ---- manifest builders ----
+
+pub const CLASS: &str = "apiVersion: networking.k8s.io/v1\nkind: IngressClass\nmetadata:\n  name: pingress\nspec:\n  controller: pingress.dev/ingress-controller\n";
+
+/// A Service with named ports (name, port).
+pub fn service(ns: &str, name: &str, ports: &[(&str, i32)]) -> String {
+    let mut s = format!(
+        "---\napiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\n  namespace: {ns}\nspec:\n  ports:\n"
+    );
+    for (pname, port) in ports {
+        writeln!(s, "  - name: {pname}\n    port: {port}").unwrap();
+    }
+    s
+}
+
+/// An EndpointSlice for `svc` whose port `port_name` lists the given pods (all on 127.0.0.1;
+/// one slice per pod, since a slice has a single port number per port name).
+pub fn slices(ns: &str, svc: &str, port_name: &str, pods: &[SocketAddr]) -> String {
+    slices_with(ns, svc, port_name, pods, &[])
+}
+
+/// Like `slices`, with some pods marked not ready (ready: false).
+pub fn slices_with(
+    ns: &str,
+    svc: &str,
+    port_name: &str,
+    pods: &[SocketAddr],
+    not_ready: &[SocketAddr],
+) -> String {
+    let mut s = String::new();
+    for (i, p) in pods.iter().enumerate() {
+        let ready = !not_ready.contains(p);
+        write!(
+            s,
+            "---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {svc}-{port_name}-{i}\n  namespace: {ns}\n  labels:\n    kubernetes.io/service-name: {svc}\naddressType: IPv4\nports:\n- name: {port_name}\n  port: {}\nendpoints:\n- addresses: [\"{}\"]\n  conditions: {{ready: {ready}}}\n",
+            p.port(),
+            p.ip()
+        )
+        .unwrap();
+    }
+    s
+}
+
+/// One path rule: (host, pathType, path, service, port) where port is a number or a name.
+pub type Rule<'a> = (&'a str, &'a str, &'a str, &'a str, &'a str);
+
+fn port_yaml(port: &str) -> String {
+    if port.parse::<i32>().is_ok() {
+        format!("{{number: {port}}}")
+    } else {
+        format!("{{name: {port}}}")
+    }
+}
+
+/// An Ingress of class pingress with the given rules and an optional default backend.
+pub fn ingress(ns: &str, name: &str, rules: &[Rule], default: Option<(&str, &str)>) -> String {
+    let mut s = format!(
+        "---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: {name}\n  namespace: {ns}\nspec:\n  ingressClassName: pingress\n"
+    );
+    if let Some((svc, port)) = default {
+        writeln!(
+            s,
+            "  defaultBackend:\n    service: {{name: {svc}, port: {}}}",
+            port_yaml(port)
+        )
+        .unwrap();
+    }
+    if !rules.is_empty() {
+        s.push_str("  rules:\n");
+    }
+    let mut hosts: Vec<&str> = Vec::new();
+    for r in rules {
+        if !hosts.contains(&r.0) {
+            hosts.push(r.0);
+        }
+    }
+    for host in hosts {
+        if host.is_empty() {
+            s.push_str("  - http:\n      paths:\n");
+        } else {
+            write!(s, "  - host: \"{host}\"\n    http:\n      paths:\n").unwrap();
+        }
+        for (_, kind, path, svc, port) in rules.iter().filter(|r| r.0 == host) {
+            writeln!(
+                s,
+                "      - path: {path}\n        pathType: {kind}\n        backend:\n          service: {{name: {svc}, port: {}}}",
+                port_yaml(port)
+            )
+            .unwrap();
+        }
+    }
+    s
+}
+
+/// Path of the built binary, for CLI tests.
+pub fn bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_pingress"))
+}
