@@ -369,7 +369,7 @@ impl ProxyHttp for Gateway {
                 path: req.uri.path(),
                 status,
                 bytes: session.body_bytes_sent(),
-                duration_ms: elapsed.as_secs_f64() * 1000.0,
+                duration_ms: elapsed.as_micros() as f64 / 1000.0,
                 upstream: &upstream,
                 ingress,
                 request_id: ctx.request_id.as_deref().unwrap_or("-"),

@@ -12,11 +12,13 @@ fn table(rules: &[(&str, PathKind, &str)]) -> RouteTable<String> {
 
 use PathKind::{Exact, Prefix};
 
-/// Every example of the Kubernetes Ingress documentation's path-matching table:
 /// (rules, request path, expected rule index or None).
+type Case<'a> = (&'a [(PathKind, &'a str)], &'a str, Option<usize>);
+
+/// Every example of the Kubernetes Ingress documentation's path-matching table.
 #[test]
 fn kubernetes_docs_path_matching_table() {
-    let cases: &[(&[(PathKind, &str)], &str, Option<usize>)] = &[
+    let cases: &[Case] = &[
         (&[(Prefix, "/")], "/", Some(0)),
         (&[(Prefix, "/")], "/anything/at/all", Some(0)),
         (&[(Exact, "/foo")], "/foo", Some(0)),

@@ -1,0 +1,24 @@
+# Multi-stage build of pingress. The build stage runs the same command as CI and the README
+# (`cargo build --release --locked`, with cmake for Pingora's libz-ng-sys).
+FROM rust:1.95-bookworm AS build
+RUN apt-get update -qq \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq cmake \
+ && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY Cargo.toml Cargo.lock ./
+COPY src ./src
+RUN cargo build --release --locked --bin pingress
+
+FROM debian:bookworm-slim
+RUN apt-get update -qq \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ca-certificates libcap2-bin \
+ && rm -rf /var/lib/apt/lists/* \
+ && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin pingress
+COPY --from=build /src/target/release/pingress /usr/local/bin/pingress
+# Bind 80/443 as non-root (hostNetwork deployments).
+RUN setcap cap_net_bind_service=+ep /usr/local/bin/pingress
+COPY conf/pingress.yaml /etc/pingress/pingress.yaml
+USER 10001
+EXPOSE 80 443 10254
+ENTRYPOINT ["/usr/local/bin/pingress"]
+CMD ["-c", "/etc/pingress/pingress.yaml"]

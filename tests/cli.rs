@@ -1,0 +1,180 @@
+//! The command line: `-t` config checks with clear errors, the shipped configs, `--help`,
+//! and flags that override the file.
+
+mod support;
+
+use std::process::Command;
+
+use support::*;
+
+fn run(args: &[&str]) -> (bool, String) {
+    let out = Command::new(bin())
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+fn check_file(text: &str) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pingress.yaml");
+    std::fs::write(&path, text).unwrap();
+    let manifests = dir.path().join("m");
+    std::fs::create_dir(&manifests).unwrap();
+    run(&[
+        "-t",
+        "-c",
+        path.to_str().unwrap(),
+        "--manifests",
+        manifests.to_str().unwrap(),
+    ])
+}
+
+#[test]
+fn shipped_local_config_and_example_manifests_check_clean() {
+    let (ok, out) = run(&["-t", "-c", "conf/local.yaml"]);
+    assert!(ok, "{out}");
+    assert!(out.contains("2 ingresses of ours"), "{out}");
+    assert!(out.contains("0 diagnostics"), "{out}");
+    assert!(!out.contains("warning"), "{out}");
+}
+
+#[test]
+fn every_shipped_config_file_is_valid() {
+    let conf_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("conf");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(conf_dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            pingress::config::Config::load(&path)
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            seen += 1;
+        }
+    }
+    assert!(seen >= 2);
+}
+
+#[test]
+fn check_rejects_bad_configs_naming_the_key() {
+    let cases = [
+        (
+            "pingress:\n  http_listen: [\"nope\"]\n",
+            "pingress.http_listen[0]",
+        ),
+        ("pingress:\n  admin_listn: \"127.0.0.1:1\"\n", "admin_listn"),
+        ("threads: 0\n", "threads"),
+        ("threds: 2\n", "`threds`"),
+        ("pingress: [\n", "line"),
+        (
+            "pingress:\n  upstream:\n    connect_timeout_ms: -1\n",
+            "connect_timeout_ms",
+        ),
+    ];
+    for (text, needle) in cases {
+        let (ok, out) = check_file(text);
+        assert!(!ok, "{text:?} should fail");
+        assert!(
+            out.contains(needle),
+            "{text:?}: expected {needle:?} in {out}"
+        );
+        assert!(out.starts_with("error:"), "{out}");
+    }
+    let (ok, out) = check_file("threads: 2\npingress:\n  http_listen: [\"127.0.0.1:8080\"]\n");
+    assert!(ok, "{out}");
+}
+
+#[test]
+fn check_fails_on_missing_file_or_broken_manifest() {
+    let (ok, out) = run(&["-t", "-c", "/nonexistent/pingress.yaml"]);
+    assert!(!ok);
+    assert!(out.contains("/nonexistent/pingress.yaml"), "{out}");
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("bad.yaml"),
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: x\nspec:\n  ports: 80\n",
+    )
+    .unwrap();
+    let (ok, out) = run(&["-t", "--manifests", dir.path().to_str().unwrap()]);
+    assert!(!ok);
+    assert!(out.contains("bad.yaml:6"), "{out}");
+}
+
+#[test]
+fn check_reports_diagnostics_as_warnings() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("ing.yaml"),
+        ingress(
+            "ns",
+            "ing",
+            &[("a.example.com", "Prefix", "/", "ghost", "80")],
+            None,
+        ),
+    )
+    .unwrap();
+    let (ok, out) = run(&["-t", "--manifests", dir.path().to_str().unwrap()]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("warning: ingress ns/ing: rules[0].http.paths[0]: service ns/ghost not found"),
+        "{out}"
+    );
+}
+
+#[test]
+fn flags_override_the_file_and_are_documented() {
+    let (ok, out) = run(&["--help"]);
+    assert!(ok);
+    for flag in [
+        "--conf",
+        "--test",
+        "--manifests",
+        "--http-listen",
+        "--admin-listen",
+    ] {
+        assert!(out.contains(flag), "--help lacks {flag}: {out}");
+    }
+    let (ok, out) = check_file("pingress:\n  http_listen: [\"127.0.0.1:1\"]\n");
+    assert!(ok, "{out}");
+    let (ok, out) = run(&["-t", "--manifests", "conf/examples", "--http-listen", "bad"]);
+    assert!(!ok);
+    assert!(out.contains("--http-listen"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn echo_subcommand_serves_its_name() {
+    let port = free_port();
+    let mut child = Command::new(bin())
+        .args([
+            "echo",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--name",
+            "demo",
+        ])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let body = eventually("echo answers", || async {
+        let r = client
+            .get(format!("http://127.0.0.1:{port}/x?size=3"))
+            .send()
+            .await
+            .ok()?;
+        Some((
+            r.headers()["x-pod"].to_str().unwrap().to_string(),
+            r.text().await.ok()?,
+        ))
+    })
+    .await;
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(body, ("demo".to_string(), "xxx".to_string()));
+}
