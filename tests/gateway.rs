@@ -209,17 +209,7 @@ async fn connect_failure_is_retried_on_another_pod_for_idempotent_requests() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forwards_proxy_headers_and_request_ids() {
     let web = pod("web").await;
-    let m = format!(
-        "{CLASS}{}{}{}",
-        service("shop", "web", &[("http", 80)]),
-        slices("shop", "web", "http", &[web]),
-        ingress(
-            "shop",
-            "web",
-            &[("h.example.com", "Prefix", "/", "web", "80")],
-            None
-        )
-    );
+    let m = site("web", "h.example.com", &[web]);
     let gw = Gateway::start(&[("all.yaml", m)]).await;
     let e = gw.echo("h.example.com", "/").await;
     let h = &e.headers;
@@ -270,17 +260,7 @@ async fn forwards_proxy_headers_and_request_ids() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_upgrades_pass_through() {
     let ws_pod = pod("ws-pod").await;
-    let m = format!(
-        "{CLASS}{}{}{}",
-        service("shop", "ws", &[("http", 80)]),
-        slices("shop", "ws", "http", &[ws_pod]),
-        ingress(
-            "shop",
-            "ws",
-            &[("ws.example.com", "Prefix", "/", "ws", "80")],
-            None
-        )
-    );
+    let m = site("ws", "ws.example.com", &[ws_pod]);
     let gw = Gateway::start(&[("all.yaml", m)]).await;
     let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
         format!("ws://{}/chat", gw.http),
@@ -305,17 +285,7 @@ async fn websocket_upgrades_pass_through() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_health_readiness_and_metrics() {
     let web = pod("web").await;
-    let m = format!(
-        "{CLASS}{}{}{}",
-        service("shop", "web", &[("http", 80)]),
-        slices("shop", "web", "http", &[web]),
-        ingress(
-            "shop",
-            "web",
-            &[("m.example.com", "Prefix", "/", "web", "80")],
-            None
-        )
-    );
+    let m = site("web", "m.example.com", &[web]);
     let gw = Gateway::start(&[("all.yaml", m)]).await;
     let get = |p: &'static str| {
         let c = gw.client.clone();

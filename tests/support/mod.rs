@@ -327,3 +327,14 @@ pub fn ingress(ns: &str, name: &str, rules: &[Rule], default: Option<(&str, &str
 pub fn bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_pingress"))
 }
+
+/// The smallest site: IngressClass, Service `svc` (port http/80) in namespace `shop`, its
+/// pods, and an Ingress of the same name sending every path of `host` to it.
+pub fn site(svc: &str, host: &str, pods: &[SocketAddr]) -> String {
+    format!(
+        "{CLASS}{}{}{}",
+        service("shop", svc, &[("http", 80)]),
+        slices("shop", svc, "http", pods),
+        ingress("shop", svc, &[(host, "Prefix", "/", svc, "80")], None)
+    )
+}
