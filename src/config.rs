@@ -61,6 +61,10 @@ pub struct PingressConf {
     pub default_backend: Option<DefaultBackendConf>,
     /// Access log settings.
     pub access_log: AccessLogConf,
+    /// Ingress status written back (in-cluster source only).
+    pub status: StatusConf,
+    /// Leader election among replicas: only the leader writes status and Events.
+    pub leader_election: LeaderElectionConf,
 }
 
 impl Default for PingressConf {
@@ -76,6 +80,63 @@ impl Default for PingressConf {
             upstream: UpstreamConf::default(),
             default_backend: None,
             access_log: AccessLogConf::default(),
+            status: StatusConf::default(),
+            leader_election: LeaderElectionConf::default(),
+        }
+    }
+}
+
+/// The address written to `status.loadBalancer.ingress` of our Ingresses.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct StatusConf {
+    /// Write Ingress status at all. Default: `true`.
+    pub enabled: bool,
+    /// Explicit IPs or hostnames. Default: `[]`.
+    pub addresses: Vec<String>,
+    /// Read the address from this environment variable, e.g. `HOST_IP` set from the downward
+    /// API (`status.hostIP`) when running with hostNetwork. Default: none.
+    pub address_from_env: Option<String>,
+    /// Publish the addresses of this Service (`namespace/name`): its load-balancer ingress,
+    /// else its external IPs. Default: none.
+    pub service: Option<String>,
+}
+
+impl Default for StatusConf {
+    fn default() -> Self {
+        StatusConf {
+            enabled: true,
+            addresses: Vec::new(),
+            address_from_env: None,
+            service: None,
+        }
+    }
+}
+
+/// Leader election through a coordination.k8s.io Lease.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LeaderElectionConf {
+    /// Lease name. Default: `pingress-leader`.
+    pub lease_name: String,
+    /// Lease namespace. Default: none, meaning `$POD_NAMESPACE`, else `default`.
+    pub namespace: Option<String>,
+    /// This replica's identity. Default: none, meaning `$POD_NAME`, else hostname-pid.
+    pub identity: Option<String>,
+    /// A lease not renewed for this long may be taken over. Default: 15 s.
+    pub lease_duration_seconds: u32,
+    /// How often the holder renews and others retry. Default: 2000 ms.
+    pub renew_interval_ms: u64,
+}
+
+impl Default for LeaderElectionConf {
+    fn default() -> Self {
+        LeaderElectionConf {
+            lease_name: "pingress-leader".into(),
+            namespace: None,
+            identity: None,
+            lease_duration_seconds: 15,
+            renew_interval_ms: 2000,
         }
     }
 }
@@ -90,6 +151,13 @@ pub struct SourceConf {
     pub manifests_dir: PathBuf,
     /// How often the manifests directory is checked for changes. Default: 100 ms.
     pub poll_interval_ms: u64,
+    /// For `kind: kubernetes`: kubeconfig file. Default: none (in-cluster service account,
+    /// then `KUBECONFIG` / `~/.kube/config`).
+    pub kubeconfig: Option<PathBuf>,
+    /// For `kind: kubernetes`: kubeconfig context. Default: the current context.
+    pub context: Option<String>,
+    /// For `kind: kubernetes`: namespaces to watch. Default: `[]`, all namespaces.
+    pub namespaces: Vec<String>,
 }
 
 impl Default for SourceConf {
@@ -98,6 +166,9 @@ impl Default for SourceConf {
             kind: SourceKind::Manifests,
             manifests_dir: PathBuf::from("/etc/pingress/manifests"),
             poll_interval_ms: 100,
+            kubeconfig: None,
+            context: None,
+            namespaces: Vec::new(),
         }
     }
 }
@@ -321,9 +392,26 @@ impl Config {
                 return Err(format!("pingress.upstream.{key}: must be greater than 0"));
             }
         }
+        if p.leader_election.lease_duration_seconds == 0 || p.leader_election.renew_interval_ms == 0
+        {
+            return Err("pingress.leader_election: durations must be greater than 0".into());
+        }
+        if u64::from(p.leader_election.lease_duration_seconds) * 1000
+            <= p.leader_election.renew_interval_ms
+        {
+            return Err(
+                "pingress.leader_election.renew_interval_ms: must be shorter than lease_duration_seconds".into(),
+            );
+        }
+        if let Some(svc) = &p.status.service {
+            if !is_namespaced_name(svc) {
+                return Err(format!(
+                    "pingress.status.service: `{svc}` must be `namespace/name`"
+                ));
+            }
+        }
         if let Some(db) = &p.default_backend {
-            let ok = matches!(db.service.split_once('/'), Some((ns, n)) if !ns.is_empty() && !n.is_empty() && !n.contains('/'));
-            if !ok {
+            if !is_namespaced_name(&db.service) {
                 return Err(format!(
                     "pingress.default_backend.service: `{}` must be `namespace/name`",
                     db.service
@@ -335,6 +423,10 @@ impl Config {
         }
         Ok(())
     }
+}
+
+fn is_namespaced_name(s: &str) -> bool {
+    matches!(s.split_once('/'), Some((ns, n)) if !ns.is_empty() && !n.is_empty() && !n.contains('/'))
 }
 
 /// Parse a listen address (`ip:port`).

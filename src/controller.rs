@@ -11,6 +11,7 @@ use tracing::{info, warn};
 
 use crate::generation::{Action, Generation, Route, Shared};
 use crate::source::Snapshot;
+use crate::status::Report;
 use crate::translate::{translate, BackendSpec, RouteSpec, TranslateConf, Translation};
 use crate::upstream::Upstreams;
 
@@ -30,6 +31,7 @@ pub struct Controller {
     last: Option<Arc<Snapshot>>,
     last_diagnostics: BTreeSet<String>,
     next_id: u64,
+    reports: Option<watch::Sender<Option<Arc<Report>>>>,
 }
 
 impl Controller {
@@ -42,7 +44,15 @@ impl Controller {
             last: None,
             last_diagnostics: BTreeSet::new(),
             next_id: 1,
+            reports: None,
         }
+    }
+
+    /// Also send a [`Report`] (our Ingresses and diagnostics) after each new generation, for
+    /// the status and Event writer.
+    pub fn with_reports(mut self, tx: watch::Sender<Option<Arc<Report>>>) -> Controller {
+        self.reports = Some(tx);
+        self
     }
 
     /// Bring the published state in line with a snapshot.
@@ -62,6 +72,13 @@ impl Controller {
         } else {
             let t = translate(&snap, &self.conf);
             self.report(&t);
+            if let Some(tx) = &self.reports {
+                tx.send_replace(Some(Arc::new(Report {
+                    snapshot: snap.clone(),
+                    ours: t.ingresses.clone(),
+                    diagnostics: t.diagnostics.clone(),
+                })));
+            }
             let generation = self.link(t, &snap);
             let id = generation.id;
             info!(

@@ -19,5 +19,6 @@ pub mod proxy;
 pub mod routing;
 pub mod server;
 pub mod source;
+pub mod status;
 pub mod translate;
 pub mod upstream;

@@ -37,6 +37,15 @@ struct Cli {
     #[arg(long, value_name = "DIR")]
     manifests: Option<PathBuf>,
 
+    /// Watch the Kubernetes API through this kubeconfig (sets `pingress.source.kind:
+    /// kubernetes`).
+    #[arg(long, value_name = "FILE")]
+    kubeconfig: Option<PathBuf>,
+
+    /// Kubeconfig context to use (sets `pingress.source.kind: kubernetes`).
+    #[arg(long, value_name = "NAME")]
+    context: Option<String>,
+
     /// Plain-HTTP listen address, repeatable (replaces `pingress.http_listen`).
     #[arg(long = "http-listen", value_name = "ADDR")]
     http_listen: Vec<String>,
@@ -75,6 +84,11 @@ fn load(cli: &Cli) -> anyhow::Result<Config> {
     if let Some(dir) = &cli.manifests {
         p.source.kind = SourceKind::Manifests;
         p.source.manifests_dir = dir.clone();
+    }
+    if cli.kubeconfig.is_some() || cli.context.is_some() {
+        p.source.kind = SourceKind::Kubernetes;
+        p.source.kubeconfig = cli.kubeconfig.clone().or(p.source.kubeconfig.take());
+        p.source.context = cli.context.clone().or(p.source.context.take());
     }
     if !cli.http_listen.is_empty() {
         p.http_listen = cli.http_listen.clone();
@@ -116,6 +130,21 @@ fn check(config: &Config) -> anyhow::Result<()> {
             t.routes.len(),
             t.diagnostics.len()
         );
+    }
+    if config.pingress.source.kind == SourceKind::Kubernetes {
+        let s = &config.pingress.source;
+        let kconf = pingress::source::kube::KubeSourceConf {
+            kubeconfig: s.kubeconfig.clone(),
+            context: s.context.clone(),
+            namespaces: s.namespaces.clone(),
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("start runtime")?;
+        rt.block_on(pingress::source::kube::client(&kconf))
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        eprintln!("kubernetes client configuration ok (the API server was not contacted)");
     }
     eprintln!("config ok");
     Ok(())

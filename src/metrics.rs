@@ -30,6 +30,12 @@ pub struct Metrics {
     pub manifest_errors: IntCounter,
     /// Manifest files currently broken (their last good objects are in force).
     pub manifest_files_invalid: IntGauge,
+    /// Kubernetes watch errors (the watch retries with backoff).
+    pub source_errors: IntCounter,
+    /// 1 while this replica holds the leader lease (writes status and Events).
+    pub leader: IntGauge,
+    /// Writes to the Kubernetes API by kind (`status`, `event`), by result.
+    pub api_writes: IntCounterVec,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -103,6 +109,24 @@ impl Metrics {
             "Manifest files currently rejected (last good objects in force)",
         )
         .expect("valid metric");
+        let source_errors = IntCounter::new(
+            "pingress_source_errors_total",
+            "Kubernetes watch errors (retried with backoff)",
+        )
+        .expect("valid metric");
+        let leader = IntGauge::new(
+            "pingress_leader",
+            "1 while this replica holds the leader lease",
+        )
+        .expect("valid metric");
+        let api_writes = IntCounterVec::new(
+            Opts::new(
+                "pingress_api_writes_total",
+                "Writes to the Kubernetes API (Ingress status, Events)",
+            ),
+            &["kind", "result"],
+        )
+        .expect("valid metric");
         for kind in DiagKind::ALL {
             diagnostics.with_label_values(&[kind.as_str()]).set(0);
         }
@@ -118,6 +142,9 @@ impl Metrics {
             ready_endpoints,
             manifest_errors,
             manifest_files_invalid,
+            source_errors,
+            leader,
+            api_writes,
         };
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
             Box::new(m.requests.clone()),
@@ -130,6 +157,9 @@ impl Metrics {
             Box::new(m.ready_endpoints.clone()),
             Box::new(m.manifest_errors.clone()),
             Box::new(m.manifest_files_invalid.clone()),
+            Box::new(m.source_errors.clone()),
+            Box::new(m.leader.clone()),
+            Box::new(m.api_writes.clone()),
         ];
         for c in collectors {
             m.registry.register(c).expect("metric registered once");

@@ -22,6 +22,8 @@ use crate::generation::Shared;
 use crate::metrics::Metrics;
 use crate::proxy::Gateway;
 use crate::source::files;
+use crate::source::kube::{self as kube_source, KubeSourceConf};
+use crate::status::Writer;
 
 /// Runs the object source and the controller for the life of the server.
 struct ControlPlane {
@@ -33,6 +35,7 @@ struct ControlPlane {
 impl BackgroundService for ControlPlane {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let (tx, rx) = watch::channel(None);
+        let mut reports = None;
         let source = match self.conf.source.kind {
             SourceKind::Manifests => {
                 let dir = self.conf.source.manifests_dir.clone();
@@ -45,16 +48,44 @@ impl BackgroundService for ControlPlane {
                 ))
             }
             SourceKind::Kubernetes => {
-                tracing::error!(
-                    "source kind `kubernetes` is not available in this build yet; serving 404 for everything"
-                );
+                let (report_tx, report_rx) = watch::channel(None);
+                reports = Some(report_tx);
+                let conf = self.conf.clone();
+                let metrics = self.shared.metrics.clone();
                 tokio::spawn(async move {
-                    let _keep = tx;
-                    std::future::pending::<()>().await
+                    let kconf = KubeSourceConf {
+                        kubeconfig: conf.source.kubeconfig.clone(),
+                        context: conf.source.context.clone(),
+                        namespaces: conf.source.namespaces.clone(),
+                    };
+                    // Retry until a client can be built (e.g. a kubeconfig still being mounted).
+                    let client = loop {
+                        match kube_source::client(&kconf).await {
+                            Ok(c) => break c,
+                            Err(e) => {
+                                tracing::error!(error = %e, "cannot build a Kubernetes client; retrying in 5 s");
+                                tokio::time::sleep(Duration::from_secs(5)).await;
+                            }
+                        }
+                    };
+                    info!(namespaces = ?kconf.namespaces, "watching the Kubernetes API");
+                    let writer = Writer::new(
+                        client.clone(),
+                        conf.status.clone(),
+                        &conf.leader_election,
+                        metrics.clone(),
+                    );
+                    let interval = Duration::from_millis(conf.leader_election.renew_interval_ms);
+                    let writer = tokio::spawn(writer.run(report_rx, interval));
+                    kube_source::run(client, kconf, tx, metrics).await;
+                    writer.abort();
                 })
             }
         };
-        let controller = Controller::new((&self.conf).into(), self.shared.clone());
+        let mut controller = Controller::new((&self.conf).into(), self.shared.clone());
+        if let Some(r) = reports {
+            controller = controller.with_reports(r);
+        }
         let debounce = Duration::from_millis(self.conf.debounce_ms);
         tokio::select! {
             _ = controller.run(rx, debounce) => {}

@@ -5,6 +5,7 @@
 //! produced an object.
 
 pub mod files;
+pub mod kube;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -1,0 +1,279 @@
+//! The in-cluster source: kube-rs watchers (with backoff) for Ingress, IngressClass, Service,
+//! EndpointSlice and `kubernetes.io/tls` Secrets, in all namespaces or a configured list.
+//!
+//! Each watcher keeps its own object map. A relist (start-up, reconnect after a 410 Gone /
+//! expired resourceVersion) is buffered from `Init` to `InitDone` and then replaces that map
+//! in one step, so a partial or empty list is never published, and objects deleted while the
+//! watch was away disappear. Nothing is published until every watcher has completed its first
+//! list. If the API server goes away, the last maps stay in force and the watchers retry
+//! with backoff.
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::runtime::watcher::{self, watcher, Event};
+use kube::runtime::WatchStreamExt;
+use kube::{Api, Client, Resource};
+use serde::de::DeserializeOwned;
+use tokio::sync::{watch, Notify};
+use tracing::{info, warn};
+
+use super::{Object, Snapshot};
+use crate::metrics::Metrics;
+
+/// How to reach the API server and what to watch.
+#[derive(Debug, Clone, Default)]
+pub struct KubeSourceConf {
+    /// Kubeconfig file; None: in-cluster service account, then `KUBECONFIG`/`~/.kube/config`.
+    pub kubeconfig: Option<PathBuf>,
+    /// Kubeconfig context; None: the current context.
+    pub context: Option<String>,
+    /// Namespaces to watch; empty: all namespaces.
+    pub namespaces: Vec<String>,
+}
+
+/// Build a client from the configuration.
+pub async fn client(conf: &KubeSourceConf) -> Result<Client, String> {
+    let config = if conf.kubeconfig.is_none() && conf.context.is_none() {
+        kube::Config::infer().await.map_err(|e| {
+            format!("no Kubernetes configuration found (in-cluster or kubeconfig): {e}")
+        })?
+    } else {
+        let kc = match &conf.kubeconfig {
+            Some(p) => {
+                Kubeconfig::read_from(p).map_err(|e| format!("kubeconfig {}: {e}", p.display()))?
+            }
+            None => Kubeconfig::read().map_err(|e| format!("kubeconfig: {e}"))?,
+        };
+        let opts = KubeConfigOptions {
+            context: conf.context.clone(),
+            ..Default::default()
+        };
+        kube::Config::from_custom_kubeconfig(kc, &opts)
+            .await
+            .map_err(|e| format!("kubeconfig: {e}"))?
+    };
+    Client::try_from(config).map_err(|e| format!("kubernetes client: {e}"))
+}
+
+/// The object map of one watcher.
+#[derive(Default)]
+struct WatcherState {
+    name: String,
+    objects: BTreeMap<(String, String), Object>,
+    /// Objects of a relist in progress.
+    relist: Option<BTreeMap<(String, String), Object>>,
+    synced: bool,
+}
+
+type Shared = Arc<(Mutex<Vec<WatcherState>>, Notify)>;
+
+fn key_of<K: Resource>(o: &K) -> (String, String) {
+    let m = o.meta();
+    (
+        m.namespace.clone().unwrap_or_default(),
+        m.name.clone().unwrap_or_default(),
+    )
+}
+
+async fn run_watcher<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    slot: usize,
+    shared: Shared,
+    metrics: Arc<Metrics>,
+    wrap: fn(K) -> Option<Object>,
+) where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    let mut stream = watcher(api, config).default_backoff().boxed();
+    let mut last_error: Option<(String, Instant)> = None;
+    while let Some(event) = stream.next().await {
+        let (lock, notify) = &*shared;
+        let mut states = lock.lock().unwrap_or_else(|e| e.into_inner());
+        let state = &mut states[slot];
+        let changed = match event {
+            Ok(Event::Init) => {
+                state.relist = Some(BTreeMap::new());
+                false
+            }
+            Ok(Event::InitApply(o)) => {
+                let k = key_of(&o);
+                if let (Some(obj), Some(buf)) = (wrap(o), state.relist.as_mut()) {
+                    buf.insert(k, obj);
+                }
+                false
+            }
+            Ok(Event::InitDone) => {
+                if let Some(buf) = state.relist.take() {
+                    state.objects = buf;
+                }
+                if !state.synced {
+                    info!(watch = %state.name, objects = state.objects.len(), "initial list complete");
+                }
+                state.synced = true;
+                if last_error.take().is_some() {
+                    info!(watch = %state.name, "watch recovered");
+                }
+                true
+            }
+            Ok(Event::Apply(o)) => {
+                let k = key_of(&o);
+                match wrap(o) {
+                    Some(obj) => state.objects.insert(k, obj),
+                    None => state.objects.remove(&k),
+                };
+                true
+            }
+            Ok(Event::Delete(o)) => state.objects.remove(&key_of(&o)).is_some(),
+            Err(e) => {
+                metrics.source_errors.inc();
+                let msg = e.to_string();
+                // Say it when it changes, and every 30 s while it lasts.
+                let repeat = last_error
+                    .as_ref()
+                    .is_some_and(|(m, t)| *m == msg && t.elapsed() < Duration::from_secs(30));
+                if !repeat {
+                    warn!(watch = %state.name, error = %msg, "watch failed; serving the last good state and retrying");
+                    last_error = Some((msg, Instant::now()));
+                }
+                false
+            }
+        };
+        drop(states);
+        if changed {
+            notify.notify_one();
+        }
+    }
+}
+
+/// Run the watchers and send a snapshot whenever the objects change, once every watcher has
+/// completed its first list.
+pub async fn run(
+    client: Client,
+    conf: KubeSourceConf,
+    tx: watch::Sender<Option<Arc<Snapshot>>>,
+    metrics: Arc<Metrics>,
+) {
+    let shared: Shared = Arc::new((Mutex::new(Vec::new()), Notify::new()));
+    let mut tasks = Vec::new();
+    let scopes: Vec<Option<String>> = if conf.namespaces.is_empty() {
+        vec![None]
+    } else {
+        conf.namespaces.iter().cloned().map(Some).collect()
+    };
+    let add = |name: String| {
+        let mut states = shared.0.lock().unwrap_or_else(|e| e.into_inner());
+        states.push(WatcherState {
+            name,
+            ..Default::default()
+        });
+        states.len() - 1
+    };
+    fn api<K>(client: &Client, ns: &Option<String>) -> Api<K>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        K::DynamicType: Default,
+    {
+        match ns {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        }
+    }
+    let cfg = watcher::Config::default;
+    for ns in &scopes {
+        let scope = ns.as_deref().unwrap_or("all namespaces");
+        let slot = add(format!("ingresses in {scope}"));
+        tasks.push(tokio::spawn(run_watcher::<Ingress>(
+            api(&client, ns),
+            cfg(),
+            slot,
+            shared.clone(),
+            metrics.clone(),
+            |o| Some(Object::Ingress(Arc::new(o))),
+        )));
+        let slot = add(format!("services in {scope}"));
+        tasks.push(tokio::spawn(run_watcher::<Service>(
+            api(&client, ns),
+            cfg(),
+            slot,
+            shared.clone(),
+            metrics.clone(),
+            |o| Some(Object::Service(Arc::new(o))),
+        )));
+        let slot = add(format!("endpointslices in {scope}"));
+        tasks.push(tokio::spawn(run_watcher::<EndpointSlice>(
+            api(&client, ns),
+            cfg(),
+            slot,
+            shared.clone(),
+            metrics.clone(),
+            |o| Some(Object::EndpointSlice(Arc::new(o))),
+        )));
+        let slot = add(format!("tls secrets in {scope}"));
+        tasks.push(tokio::spawn(run_watcher::<Secret>(
+            api(&client, ns),
+            cfg().fields("type=kubernetes.io/tls"),
+            slot,
+            shared.clone(),
+            metrics.clone(),
+            |o| {
+                (o.type_.as_deref() == Some("kubernetes.io/tls"))
+                    .then(|| Object::Secret(Arc::new(o)))
+            },
+        )));
+    }
+    let slot = add("ingressclasses".into());
+    tasks.push(tokio::spawn(run_watcher::<IngressClass>(
+        Api::all(client.clone()),
+        cfg(),
+        slot,
+        shared.clone(),
+        metrics.clone(),
+        |o| Some(Object::IngressClass(Arc::new(o))),
+    )));
+
+    struct AbortOnDrop(Vec<tokio::task::JoinHandle<()>>);
+    impl Drop for AbortOnDrop {
+        fn drop(&mut self) {
+            for t in &self.0 {
+                t.abort();
+            }
+        }
+    }
+    let _tasks = AbortOnDrop(tasks);
+
+    let mut announced = false;
+    loop {
+        shared.1.notified().await;
+        let snap = {
+            let states = shared.0.lock().unwrap_or_else(|e| e.into_inner());
+            if !states.iter().all(|s| s.synced) {
+                continue;
+            }
+            let mut snap = Snapshot::default();
+            for s in states.iter() {
+                for obj in s.objects.values() {
+                    snap.insert(obj.clone());
+                }
+            }
+            snap
+        };
+        if !announced {
+            info!("every watch has completed its initial list");
+            announced = true;
+        }
+        let differs = tx.borrow().as_deref() != Some(&snap);
+        if differs {
+            tx.send_replace(Some(Arc::new(snap)));
+        }
+    }
+}
