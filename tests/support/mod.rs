@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 
 pub use pingress::echo::Echo;
 
+pub mod fake_api;
+
 /// Generous deadline for anything that should happen "well under a second".
 pub const DEADLINE: Duration = Duration::from_secs(20);
 
@@ -74,6 +76,15 @@ impl Gateway {
 
     /// Like `start`, with extra lines for the `pingress:` section (indented two spaces).
     pub async fn start_with(files: &[(&str, String)], extra: &str) -> Gateway {
+        Self::launch(files, None, extra).await
+    }
+
+    /// Start a gateway watching the fake API server with a kubeconfig using `token`.
+    pub async fn start_kube(api: &fake_api::FakeApi, token: &str, extra: &str) -> Gateway {
+        Self::launch(&[], Some(api.kubeconfig(token)), extra).await
+    }
+
+    async fn launch(files: &[(&str, String)], kubeconfig: Option<String>, extra: &str) -> Gateway {
         let mut dir = tempfile::tempdir().unwrap();
         let manifests = dir.path().join("manifests");
         std::fs::create_dir(&manifests).unwrap();
@@ -88,13 +99,23 @@ impl Gateway {
         for _attempt in 0..3 {
             let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
             let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+            let source = match &kubeconfig {
+                None => format!(
+                    "{{kind: manifests, manifests_dir: {}, poll_interval_ms: 50}}",
+                    manifests.display()
+                ),
+                Some(kc) => {
+                    let path = dir.path().join("kubeconfig");
+                    std::fs::write(&path, kc).unwrap();
+                    format!("{{kind: kubernetes, kubeconfig: {}}}", path.display())
+                }
+            };
             let conf = format!(
                 "version: 1\nthreads: 2\npid_file: {d}/pid\nupgrade_sock: {d}/upgrade.sock\n\
                  pingress:\n  http_listen: [\"{http}\"]\n  admin_listen: \"{admin}\"\n  \
-                 source: {{kind: manifests, manifests_dir: {m}, poll_interval_ms: 50}}\n  \
+                 source: {source}\n  \
                  debounce_ms: 20\n  upstream: {{connect_timeout_ms: 1000}}\n{extra}",
                 d = dir.path().display(),
-                m = manifests.display(),
             );
             let conf_path = dir.path().join("pingress.yaml");
             std::fs::write(&conf_path, conf).unwrap();
@@ -337,4 +358,101 @@ pub fn site(svc: &str, host: &str, pods: &[SocketAddr]) -> String {
         slices("shop", svc, "http", pods),
         ingress("shop", svc, &[(host, "Prefix", "/", svc, "80")], None)
     )
+}
+
+/// A steady load of GETs from several concurrent clients, counting answers that are not a
+/// 200. Bounded: each worker stops when told to, or after two minutes in any case.
+pub struct Load {
+    done: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    ok: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    failed: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// Names of the pods that answered.
+    pub pods: std::sync::Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
+    workers: Vec<tokio::task::JoinHandle<Option<String>>>,
+}
+
+/// What a load saw.
+#[derive(Debug)]
+pub struct LoadResult {
+    pub ok: usize,
+    pub failed: usize,
+    pub first_failures: Vec<String>,
+}
+
+impl Load {
+    pub fn start(gw: std::sync::Arc<Gateway>, host: &str, path: &str, workers: usize) -> Load {
+        use std::sync::atomic::Ordering;
+        let load = Load {
+            done: Default::default(),
+            ok: Default::default(),
+            failed: Default::default(),
+            pods: Default::default(),
+            workers: Vec::new(),
+        };
+        let mut handles = Vec::new();
+        for _ in 0..workers {
+            let (gw, done, ok, failed, pods) = (
+                gw.clone(),
+                load.done.clone(),
+                load.ok.clone(),
+                load.failed.clone(),
+                load.pods.clone(),
+            );
+            let (host, path) = (host.to_string(), path.to_string());
+            handles.push(tokio::spawn(async move {
+                let mut first = None;
+                let start = Instant::now();
+                while !done.load(Ordering::Relaxed) && start.elapsed() < Duration::from_secs(120) {
+                    match gw.get(&host, &path).await {
+                        Ok((200, body)) => {
+                            ok.fetch_add(1, Ordering::Relaxed);
+                            if let Ok(e) = serde_json::from_str::<Echo>(&body) {
+                                pods.lock().unwrap().insert(e.pod);
+                            }
+                        }
+                        other => {
+                            failed.fetch_add(1, Ordering::Relaxed);
+                            first.get_or_insert(format!("{other:?}"));
+                        }
+                    }
+                }
+                first
+            }));
+        }
+        Load {
+            workers: handles,
+            ..load
+        }
+    }
+
+    /// Requests answered so far (any status).
+    pub fn count(&self) -> usize {
+        use std::sync::atomic::Ordering;
+        self.ok.load(Ordering::Relaxed) + self.failed.load(Ordering::Relaxed)
+    }
+
+    /// Wait until at least `n` more requests than now have been answered.
+    pub async fn wait_more(&self, n: usize) {
+        let target = self.count() + n;
+        eventually(&format!("{n} more requests"), || async {
+            (self.count() >= target).then_some(())
+        })
+        .await
+    }
+
+    pub async fn stop(self) -> LoadResult {
+        use std::sync::atomic::Ordering;
+        self.done.store(true, Ordering::Relaxed);
+        let mut first_failures = Vec::new();
+        for w in self.workers {
+            if let Some(f) = w.await.unwrap() {
+                first_failures.push(f);
+            }
+        }
+        LoadResult {
+            ok: self.ok.load(Ordering::Relaxed),
+            failed: self.failed.load(Ordering::Relaxed),
+            first_failures,
+        }
+    }
 }

@@ -1,0 +1,298 @@
+//! The in-cluster source end to end: the real gateway binary and the real kube client and
+//! watchers against the fake API server (tests/support/fake_api.rs), with real HTTP through
+//! the gateway.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use support::fake_api::FakeApi;
+use support::*;
+
+const FAST_LEASE: &str = "  leader_election: {lease_duration_seconds: 2, renew_interval_ms: 300}\n  status: {addresses: [\"203.0.113.10\"]}\n";
+
+/// Config for a replica with its own identity, a fast lease and a status address.
+fn replica(id: &str) -> String {
+    format!("  leader_election: {{identity: {id}, lease_duration_seconds: 2, renew_interval_ms: 300}}\n  status: {{addresses: [\"203.0.113.10\"]}}\n")
+}
+
+async fn site_on_api(api: &FakeApi, pods: &[std::net::SocketAddr]) {
+    api.apply_yaml(&format!(
+        "{CLASS}{}{}",
+        service("shop", "web", &[("http", 80)]),
+        ingress(
+            "shop",
+            "web",
+            &[("k.example.com", "Prefix", "/", "web", "80")],
+            None
+        )
+    ));
+    api.apply_yaml(&slices("shop", "web", "http", pods));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traffic_follows_objects_created_updated_and_deleted_on_the_api() {
+    let api = FakeApi::start().await;
+    let a = pod("a").await;
+    let b = pod("b").await;
+    site_on_api(&api, &[a]).await;
+    let gw = Gateway::start_kube(&api, "t", FAST_LEASE).await;
+    assert_eq!(gw.who("k.example.com", "/").await, "a");
+
+    // Endpoints: a -> b.
+    api.apply_yaml(&slices("shop", "web", "http", &[b]));
+    gw.wait_for("k.example.com", "/", "b").await;
+
+    // Ingress changed: new host.
+    api.apply_yaml(&ingress(
+        "shop",
+        "web",
+        &[("k2.example.com", "Prefix", "/", "web", "80")],
+        None,
+    ));
+    gw.wait_for("k2.example.com", "/", "b").await;
+    assert_eq!(gw.who("k.example.com", "/").await, "404");
+
+    // Service port renamed: the route resolves no more (503), then back.
+    api.apply_yaml(&service("shop", "web", &[("other", 81)]));
+    gw.wait_for("k2.example.com", "/", "503").await;
+    api.apply_yaml(&service("shop", "web", &[("http", 80)]));
+    gw.wait_for("k2.example.com", "/", "b").await;
+
+    // TLS Secrets are watched (only type kubernetes.io/tls) without disturbing routes.
+    api.apply_yaml("apiVersion: v1\nkind: Secret\nmetadata: {name: cert, namespace: shop}\ntype: kubernetes.io/tls\ndata: {tls.crt: \"\", tls.key: \"\"}\n");
+    api.delete("Secret", "shop", "cert");
+    assert!(
+        api.requests().iter().any(|r| r.path.ends_with("/secrets")),
+        "secrets are listed"
+    );
+
+    // Deleted: 404.
+    api.delete("Ingress", "shop", "web");
+    gw.wait_for("k2.example.com", "/", "404").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scaling_from_one_to_ten_pods_and_back_under_load_fails_nothing() {
+    let api = FakeApi::start().await;
+    let mut pods = Vec::new();
+    for i in 0..10 {
+        pods.push(pod(&format!("pod-{i}")).await);
+    }
+    site_on_api(&api, &pods[..1]).await;
+    let gw = Arc::new(Gateway::start_kube(&api, "t", FAST_LEASE).await);
+    let load = Load::start(gw.clone(), "k.example.com", "/", 6);
+    for n in (2..=10).chain((1..10).rev()) {
+        api.apply_yaml(&slices("shop", "web", "http", &pods[..n]));
+        for gone in n..10 {
+            api.delete("EndpointSlice", "shop", &format!("web-http-{gone}"));
+        }
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        if n == 10 {
+            eventually("all ten pods serve", || async {
+                (load.pods.lock().unwrap().len() == 10).then_some(())
+            })
+            .await;
+        }
+    }
+    // Back to one: only pod-0 answers.
+    eventually("back to pod-0 only", || async {
+        for _ in 0..5 {
+            if gw.who("k.example.com", "/").await != "pod-0" {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await;
+    load.wait_more(200).await;
+    let r = load.stop().await;
+    eprintln!("scale test: ok {} failed {}", r.ok, r.failed);
+    assert_eq!(r.failed, 0, "{:?}", r.first_failures);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_server_outage_keeps_serving_and_catches_up_after() {
+    let api = FakeApi::start().await;
+    let a = pod("a").await;
+    let b = pod("b").await;
+    site_on_api(&api, &[a]).await;
+    api.apply_yaml(&ingress(
+        "shop",
+        "doomed",
+        &[("doomed.example.com", "Prefix", "/", "web", "80")],
+        None,
+    ));
+    let gw = Arc::new(Gateway::start_kube(&api, "t", FAST_LEASE).await);
+    gw.wait_for("doomed.example.com", "/", "a").await;
+    let load = Load::start(gw.clone(), "k.example.com", "/", 4);
+
+    api.stop();
+    // Changes made while the gateway cannot see them, including a deletion that history
+    // will no longer hold (compaction forces a relist on reconnect).
+    api.apply_yaml(&slices("shop", "web", "http", &[b]));
+    api.delete("Ingress", "shop", "doomed");
+    api.compact_and_drop_watches();
+    load.wait_more(300).await;
+    let ready = gw
+        .client
+        .get(format!("http://{}/readyz", gw.admin))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(
+        ready, 200,
+        "readiness stays true while the API server is away"
+    );
+    assert_eq!(
+        gw.who("doomed.example.com", "/").await,
+        "a",
+        "last good state"
+    );
+
+    api.restart().await;
+    gw.wait_for("k.example.com", "/", "b").await;
+    gw.wait_for("doomed.example.com", "/", "404").await;
+    let r = load.stop().await;
+    eprintln!("outage test: ok {} failed {}", r.ok, r.failed);
+    assert_eq!(r.failed, 0, "{:?}", r.first_failures);
+    assert!(gw.metric("pingress_source_errors_total").await.unwrap() >= 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_resource_version_relists_without_dropping_a_route() {
+    let api = FakeApi::start().await;
+    let a = pod("a").await;
+    site_on_api(&api, &[a]).await;
+    let gw = Arc::new(Gateway::start_kube(&api, "t", FAST_LEASE).await);
+    let load = Load::start(gw.clone(), "k.example.com", "/", 4);
+    for i in 0..5 {
+        api.compact_and_drop_watches();
+        load.wait_more(100).await;
+        // A change after each forced relist is still followed.
+        api.apply_yaml(&ingress(
+            "shop",
+            "extra",
+            &[(&format!("e{i}.example.com"), "Prefix", "/", "web", "80")],
+            None,
+        ));
+        gw.wait_for(&format!("e{i}.example.com"), "/", "a").await;
+    }
+    let r = load.stop().await;
+    assert_eq!(r.failed, 0, "{:?}", r.first_failures);
+    let relists = api
+        .requests()
+        .iter()
+        .filter(|r| r.method == "GET" && r.path.ends_with("/ingresses"))
+        .count();
+    assert!(
+        relists >= 6,
+        "expected a relist per forced 410, saw {relists} lists"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_leader_writes_status_and_events() {
+    let api = FakeApi::start().await;
+    let a = pod("a").await;
+    site_on_api(&api, &[a]).await;
+    api.apply_yaml(&ingress(
+        "shop",
+        "broken",
+        &[("broken.example.com", "Prefix", "/", "ghost", "80")],
+        None,
+    ));
+    let g1 = Gateway::start_kube(&api, "token-a", &replica("gw-a")).await;
+    let g2 = Gateway::start_kube(&api, "token-b", &replica("gw-b")).await;
+    // Both serve traffic.
+    assert_eq!(g1.who("k.example.com", "/").await, "a");
+    assert_eq!(g2.who("k.example.com", "/").await, "a");
+
+    let status_of = |name: &str| {
+        api.get("Ingress", "shop", name)
+            .map(|i| i["status"]["loadBalancer"]["ingress"].clone())
+            .unwrap_or_default()
+    };
+    eventually("status written", || async {
+        (status_of("web") == serde_json::json!([{"ip": "203.0.113.10"}])).then_some(())
+    })
+    .await;
+    eventually("event for the missing service", || async {
+        api.list("Event")
+            .into_iter()
+            .find(|e| e["involvedObject"]["name"] == "broken" && e["reason"] == "ServiceNotFound")
+    })
+    .await;
+    let holder = api.get("Lease", "default", "pingress-leader").unwrap()["spec"]["holderIdentity"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let holder_token = if holder == "gw-a" {
+        "token-a"
+    } else {
+        "token-b"
+    };
+    assert!(holder == "gw-a" || holder == "gw-b", "{holder}");
+
+    // Steady state: no more writes after things settled.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let writes = |api: &FakeApi| -> Vec<_> {
+        api.requests()
+            .into_iter()
+            .filter(|r| {
+                (r.method == "PATCH" && r.path.ends_with("/status"))
+                    || (r.method == "POST" && r.path.ends_with("/events"))
+            })
+            .collect()
+    };
+    let settled = writes(&api).len();
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    assert_eq!(writes(&api).len(), settled, "no writes in a steady state");
+    for w in writes(&api) {
+        assert_eq!(
+            w.token, holder_token,
+            "{w:?} not written by the leader {holder}"
+        );
+    }
+    let events = api.list("Event").len();
+    assert_eq!(events, 1, "one event, not one per resync");
+
+    // An Ingress that leaves our class gets its status cleared.
+    api.apply_yaml(
+        &ingress(
+            "shop",
+            "web",
+            &[("k.example.com", "Prefix", "/", "web", "80")],
+            None,
+        )
+        .replace(
+            "ingressClassName: pingress",
+            "ingressClassName: someone-else",
+        ),
+    );
+    eventually("status cleared", || async {
+        status_of("web").is_null().then_some(())
+    })
+    .await;
+
+    // The leader goes away: the other replica takes over the lease.
+    let mut replicas = vec![g1, g2];
+    let (leader, survivor_id) = if holder == "gw-a" {
+        (replicas.remove(0), "gw-b")
+    } else {
+        (replicas.remove(1), "gw-a")
+    };
+    drop(leader);
+    eventually("the surviving replica takes the lease", || async {
+        let l = api.get("Lease", "default", "pingress-leader")?;
+        (l["spec"]["holderIdentity"] == survivor_id).then_some(())
+    })
+    .await;
+    assert_eq!(
+        replicas[0].who("k.example.com", "/").await,
+        "404",
+        "web left our class"
+    );
+}
