@@ -53,7 +53,9 @@ pub struct PingressConf {
     pub watch_ingress_without_class: bool,
     /// Where Kubernetes objects come from.
     pub source: SourceConf,
-    /// How long to wait for more changes before publishing a new generation. Default: 50 ms.
+    /// Minimum time between two published generations. A change after a quiet period is
+    /// applied at once; changes within this window of the last one are applied together
+    /// when it ends. Default: 50 ms.
     pub debounce_ms: u64,
     /// Default upstream behaviour.
     pub upstream: UpstreamConf,

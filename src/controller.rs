@@ -1,6 +1,6 @@
 //! The controller: takes snapshots from a source, translates them, attaches live upstream
 //! pools and publishes a new generation; or, when only EndpointSlices changed, just swaps the
-//! endpoint sets of the affected pools. Changes are debounced.
+//! endpoint sets of the affected pools. Changes are debounced (see [`Controller::run`]).
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
@@ -172,19 +172,23 @@ impl Controller {
         self.last_diagnostics = now;
     }
 
-    /// Apply snapshots from a source until it goes away. Each change is debounced: the
-    /// controller waits `debounce` after a change and then applies the latest snapshot.
+    /// Apply snapshots from a source until it goes away. Debounced on the leading edge: a
+    /// change after a quiet period is applied at once; changes that follow within `debounce`
+    /// of the last apply are collected and applied together when that window ends. So an
+    /// isolated change costs no waiting, and a burst costs one apply per window.
     pub async fn run(mut self, mut rx: watch::Receiver<Option<Arc<Snapshot>>>, debounce: Duration) {
+        let mut last_apply: Option<tokio::time::Instant> = None;
         loop {
             if rx.changed().await.is_err() {
                 return;
             }
-            if !debounce.is_zero() {
-                tokio::time::sleep(debounce).await;
+            if let Some(t) = last_apply {
+                tokio::time::sleep_until(t + debounce).await;
             }
             let snap = rx.borrow_and_update().clone();
             if let Some(snap) = snap {
                 self.apply(snap);
+                last_apply = Some(tokio::time::Instant::now());
             }
         }
     }

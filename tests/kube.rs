@@ -296,3 +296,62 @@ async fn only_the_leader_writes_status_and_events() {
         "web left our class"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_only_after_every_initial_list() {
+    let api = FakeApi::start().await;
+    let a = pod("a").await;
+    site_on_api(&api, &[a]).await;
+    api.stop();
+    let gw = Gateway::start_kube_unready(&api, "t", FAST_LEASE).await;
+    // The admin port answers, but nothing has been listed yet.
+    for _ in 0..10 {
+        assert_eq!(gw.readyz().await, 503);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(gw.who("k.example.com", "/").await, "404");
+    api.restart().await;
+    eventually("ready", || async {
+        (gw.readyz().await == 200).then_some(())
+    })
+    .await;
+    assert_eq!(gw.who("k.example.com", "/").await, "a");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn namespace_scoping_watches_only_the_listed_namespaces() {
+    let api = FakeApi::start().await;
+    let a = pod("a").await;
+    site_on_api(&api, &[a]).await;
+    api.apply_yaml(&format!(
+        "{}{}{}",
+        service("other", "web", &[("http", 80)]),
+        slices("other", "web", "http", &[a]),
+        ingress(
+            "other",
+            "web",
+            &[("o.example.com", "Prefix", "/", "web", "80")],
+            None
+        )
+    ));
+    let gw = Gateway::start_kube_scoped(&api, FAST_LEASE, "shop").await;
+    assert_eq!(gw.who("k.example.com", "/").await, "a");
+    assert_eq!(
+        gw.who("o.example.com", "/").await,
+        "404",
+        "namespace other is not watched"
+    );
+    // No cluster-wide watch of namespaced kinds: every Secret request is namespaced.
+    let secrets: Vec<_> = api
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.contains("secrets"))
+        .collect();
+    assert!(!secrets.is_empty());
+    assert!(
+        secrets
+            .iter()
+            .all(|r| r.path.starts_with("/api/v1/namespaces/shop/secrets")),
+        "{secrets:?}"
+    );
+}

@@ -584,10 +584,10 @@ fn watch_stream(inner: Arc<Inner>, t: Target, query: BTreeMap<String, String>) -
         }
         let mut last = from;
         for c in backlog {
-            if matches(&c.object, &ns, field.as_ref()) {
-                if tx.send(line(c.kind, &c.object)).await.is_err() {
-                    return;
-                }
+            if matches(&c.object, &ns, field.as_ref())
+                && tx.send(line(c.kind, &c.object)).await.is_err()
+            {
+                return;
             }
             last = c.rv;
         }

@@ -76,15 +76,44 @@ impl Gateway {
 
     /// Like `start`, with extra lines for the `pingress:` section (indented two spaces).
     pub async fn start_with(files: &[(&str, String)], extra: &str) -> Gateway {
-        Self::launch(files, None, extra).await
+        Self::launch(files, None, extra, true).await
     }
 
     /// Start a gateway watching the fake API server with a kubeconfig using `token`.
     pub async fn start_kube(api: &fake_api::FakeApi, token: &str, extra: &str) -> Gateway {
-        Self::launch(&[], Some(api.kubeconfig(token)), extra).await
+        Self::launch(&[], Some(api.kubeconfig(token)), extra, true).await
     }
 
-    async fn launch(files: &[(&str, String)], kubeconfig: Option<String>, extra: &str) -> Gateway {
+    /// Like `start_kube`, watching only the namespace `ns`.
+    pub async fn start_kube_scoped(api: &fake_api::FakeApi, extra: &str, ns: &str) -> Gateway {
+        let kc = format!("{}#namespaces: [{ns}]", api.kubeconfig("t"));
+        Self::launch(&[], Some(kc), extra, true).await
+    }
+
+    /// Like `start_kube`, but return as soon as the admin port answers, ready or not.
+    pub async fn start_kube_unready(api: &fake_api::FakeApi, token: &str, extra: &str) -> Gateway {
+        Self::launch(&[], Some(api.kubeconfig(token)), extra, false).await
+    }
+
+    /// GET /readyz: the status code, or 0 when the admin port does not answer.
+    pub async fn readyz(&self) -> u16 {
+        match self
+            .client
+            .get(format!("http://{}/readyz", self.admin))
+            .send()
+            .await
+        {
+            Ok(r) => r.status().as_u16(),
+            Err(_) => 0,
+        }
+    }
+
+    async fn launch(
+        files: &[(&str, String)],
+        kubeconfig: Option<String>,
+        extra: &str,
+        need_ready: bool,
+    ) -> Gateway {
         let mut dir = tempfile::tempdir().unwrap();
         let manifests = dir.path().join("manifests");
         std::fs::create_dir(&manifests).unwrap();
@@ -105,9 +134,17 @@ impl Gateway {
                     manifests.display()
                 ),
                 Some(kc) => {
+                    // A trailing `#key: value` on the kubeconfig text is an extra source key.
+                    let (kc, source_extra) = match kc.rsplit_once('#') {
+                        Some((kc, extra)) => (kc, format!(", {extra}")),
+                        None => (kc.as_str(), String::new()),
+                    };
                     let path = dir.path().join("kubeconfig");
                     std::fs::write(&path, kc).unwrap();
-                    format!("{{kind: kubernetes, kubeconfig: {}}}", path.display())
+                    format!(
+                        "{{kind: kubernetes, kubeconfig: {}{source_extra}}}",
+                        path.display()
+                    )
                 }
             };
             let conf = format!(
@@ -137,7 +174,7 @@ impl Gateway {
                 admin,
                 client: client.clone(),
             };
-            if gw.wait_ready().await {
+            if gw.wait_ready(need_ready).await {
                 return gw;
             }
             // Most likely a port taken between free_port() and bind: try fresh ports.
@@ -150,21 +187,18 @@ impl Gateway {
         panic!("gateway failed to start three times");
     }
 
-    async fn wait_ready(&mut self) -> bool {
+    /// Wait until /readyz says 200 (or, with `need_ready` false, answers at all).
+    async fn wait_ready(&mut self, need_ready: bool) -> bool {
         let start = Instant::now();
         while start.elapsed() < DEADLINE {
             if let Ok(Some(_)) = self.child.try_wait() {
                 return false;
             }
-            if let Ok(r) = self
-                .client
-                .get(format!("http://{}/readyz", self.admin))
-                .send()
-                .await
-            {
-                if r.status() == 200 {
-                    return true;
-                }
+            match self.readyz().await {
+                200 => return true,
+                0 => {}
+                _ if !need_ready => return true,
+                _ => {}
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
