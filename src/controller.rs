@@ -57,16 +57,22 @@ impl Controller {
 
     /// Bring the published state in line with a snapshot.
     pub fn apply(&mut self, snap: Arc<Snapshot>) -> Applied {
+        let started = std::time::Instant::now();
         let metrics = self.shared.metrics.clone();
         let only_endpoints = self
             .last
             .as_ref()
-            .is_some_and(|last| last.same_routing_inputs(&snap));
-        let applied = if only_endpoints {
-            let changed = self.upstreams.refresh(&snap);
+            .filter(|last| last.same_routing_inputs(&snap));
+        let applied = if let Some(last) = only_endpoints {
+            let services = last.changed_slice_services(&snap);
+            let changed = self.upstreams.refresh_services(&snap, &services);
             if changed > 0 {
                 metrics.endpoint_updates.inc();
-                info!(pools = changed, "endpoints updated");
+                info!(
+                    pools = changed,
+                    elapsed_us = started.elapsed().as_micros() as u64,
+                    "endpoints updated"
+                );
             }
             Applied::Endpoints(changed)
         } else {
@@ -85,6 +91,7 @@ impl Controller {
                 generation = id,
                 rules = generation.routes.len(),
                 pools = self.upstreams.len(),
+                elapsed_us = started.elapsed().as_micros() as u64,
                 "routes published"
             );
             self.shared.generation.store(Arc::new(generation));

@@ -254,6 +254,7 @@ pub async fn run(
     let mut announced = false;
     loop {
         shared.1.notified().await;
+        let started = Instant::now();
         let snap = {
             let states = shared.0.lock().unwrap_or_else(|e| e.into_inner());
             if !states.iter().all(|s| s.synced) {
@@ -271,9 +272,11 @@ pub async fn run(
             info!("every watch has completed its initial list");
             announced = true;
         }
-        let differs = tx.borrow().as_deref() != Some(&snap);
-        if differs {
-            tx.send_replace(Some(Arc::new(snap)));
-        }
+        tracing::debug!(
+            elapsed_us = started.elapsed().as_micros() as u64,
+            "snapshot built"
+        );
+        // Watchers only notify on real changes: no deep comparison needed here.
+        tx.send_replace(Some(Arc::new(snap)));
     }
 }

@@ -7,7 +7,7 @@
 pub mod files;
 pub mod kube;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Secret, Service};
@@ -76,6 +76,12 @@ pub struct Snapshot {
     pub secrets: BTreeMap<ObjKey, Arc<Secret>>,
 }
 
+impl From<Arc<EndpointSlice>> for Object {
+    fn from(s: Arc<EndpointSlice>) -> Self {
+        Object::EndpointSlice(s)
+    }
+}
+
 /// Namespace of an object; objects without one are in `default`, as kubectl would apply them.
 pub fn namespace_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> &str {
     meta.namespace.as_deref().unwrap_or("default")
@@ -115,9 +121,83 @@ impl Snapshot {
     /// True when everything but the EndpointSlices is equal: only endpoint sets need
     /// updating, routes stay as they are.
     pub fn same_routing_inputs(&self, other: &Snapshot) -> bool {
-        self.ingresses == other.ingresses
-            && self.ingress_classes == other.ingress_classes
-            && self.services == other.services
-            && self.secrets == other.secrets
+        same_map(&self.ingresses, &other.ingresses)
+            && same_map(&self.ingress_classes, &other.ingress_classes)
+            && same_map(&self.services, &other.services)
+            && same_map(&self.secrets, &other.secrets)
+    }
+
+    /// (namespace, service) of every EndpointSlice added, removed or changed between `self`
+    /// and `other`.
+    pub fn changed_slice_services(&self, other: &Snapshot) -> BTreeSet<(String, String)> {
+        let mut out = BTreeSet::new();
+        let mut note = |k: &ObjKey, s: &EndpointSlice| {
+            let svc = s
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(crate::upstream::SERVICE_NAME_LABEL))
+                .cloned()
+                .unwrap_or_default();
+            out.insert((k.namespace.clone(), svc));
+        };
+        for (k, a) in &self.endpoint_slices {
+            match other.endpoint_slices.get(k) {
+                Some(b) if Arc::ptr_eq(a, b) || a == b => {}
+                Some(b) => {
+                    note(k, a);
+                    note(k, b);
+                }
+                None => note(k, a),
+            }
+        }
+        for (k, b) in &other.endpoint_slices {
+            if !self.endpoint_slices.contains_key(k) {
+                note(k, b);
+            }
+        }
+        out
+    }
+}
+
+/// Map equality that skips the deep comparison of objects shared by both maps (sources keep
+/// the `Arc` of an unchanged object).
+fn same_map<K: Ord, V: PartialEq>(a: &BTreeMap<K, Arc<V>>, b: &BTreeMap<K, Arc<V>>) -> bool {
+    a.len() == b.len()
+        && a.iter()
+            .zip(b)
+            .all(|((ka, va), (kb, vb))| ka == kb && (Arc::ptr_eq(va, vb) || va == vb))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn slice(name: &str, svc: &str, ip: &str) -> Object {
+        let yaml = format!("apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {name}\n  namespace: ns\n  labels: {{kubernetes.io/service-name: {svc}}}\naddressType: IPv4\nendpoints:\n- addresses: [\"{ip}\"]\n");
+        files::parse_manifests(&yaml, "t")
+            .unwrap()
+            .objects
+            .remove(0)
+    }
+
+    #[test]
+    fn changed_slice_services_names_added_removed_and_edited_services() {
+        let mut a = Snapshot::default();
+        a.insert(slice("a-1", "a", "10.0.0.1"));
+        a.insert(slice("b-1", "b", "10.0.0.2"));
+        a.insert(slice("c-1", "c", "10.0.0.3"));
+        let mut b = Snapshot::default();
+        b.insert(a.endpoint_slices[&ObjKey::new("ns", "a-1")].clone().into());
+        b.insert(slice("b-1", "b", "10.0.0.9"));
+        b.insert(slice("d-1", "d", "10.0.0.4"));
+        let changed: Vec<_> = a
+            .changed_slice_services(&b)
+            .into_iter()
+            .map(|(_, s)| s)
+            .collect();
+        assert_eq!(changed, vec!["b", "c", "d"]);
+        assert!(a.same_routing_inputs(&b));
+        assert!(a.changed_slice_services(&a.clone()).is_empty());
     }
 }

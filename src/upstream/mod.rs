@@ -231,9 +231,27 @@ impl Upstreams {
 
     /// Recompute every pool's endpoints from the snapshot; returns how many pools changed.
     pub fn refresh(&self, snap: &Snapshot) -> usize {
+        self.refresh_where(snap, |_| true)
+    }
+
+    /// Recompute the endpoints of the pools of these (namespace, service) pairs only.
+    pub fn refresh_services(
+        &self,
+        snap: &Snapshot,
+        services: &BTreeSet<(String, String)>,
+    ) -> usize {
+        if services.is_empty() {
+            return 0;
+        }
+        self.refresh_where(snap, |k| {
+            services.contains(&(k.namespace.clone(), k.service.clone()))
+        })
+    }
+
+    fn refresh_where(&self, snap: &Snapshot, wanted: impl Fn(&UpstreamKey) -> bool) -> usize {
         let idx = index_slices(snap);
         let mut changed = 0;
-        for (key, pool) in &self.pools {
+        for (key, pool) in self.pools.iter().filter(|(k, _)| wanted(k)) {
             let slices = idx
                 .get(&(key.namespace.as_str(), key.service.as_str()))
                 .map(Vec::as_slice)
