@@ -13,11 +13,14 @@ FROM debian:bookworm-slim
 RUN apt-get update -qq \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ca-certificates libcap2-bin \
  && rm -rf /var/lib/apt/lists/* \
- && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin pingress
+ && groupadd --system --gid 10001 pingress \
+ && useradd --system --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin pingress
 COPY --from=build /src/target/release/pingress /usr/local/bin/pingress
 # Bind 80/443 as non-root (hostNetwork deployments).
 RUN setcap cap_net_bind_service=+ep /usr/local/bin/pingress
 COPY conf/pingress.yaml /etc/pingress/pingress.yaml
+# pid file and upgrade socket (an emptyDir in deploy/, since the root filesystem is read-only).
+RUN mkdir -p /run/pingress && chown 10001:10001 /run/pingress
 USER 10001
 EXPOSE 80 443 10254
 ENTRYPOINT ["/usr/local/bin/pingress"]

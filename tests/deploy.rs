@@ -1,0 +1,120 @@
+//! The deploy/ manifests and the Dockerfile stay consistent with the real build and config.
+
+use std::path::Path;
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn docs(file: &str) -> Vec<serde_yaml::Value> {
+    let text = std::fs::read_to_string(root().join(file)).unwrap();
+    serde_yaml::Deserializer::from_str(&text)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .filter(|v: &serde_yaml::Value| !v.is_null())
+        .collect()
+}
+
+fn deployment() -> serde_yaml::Value {
+    docs("deploy/deployment.yaml").remove(0)
+}
+
+#[test]
+fn configmap_carries_the_shipped_config_verbatim() {
+    let cm = docs("deploy/configmap.yaml").remove(0);
+    let data = cm["data"]["pingress.yaml"].as_str().unwrap();
+    let conf = std::fs::read_to_string(root().join("conf/pingress.yaml")).unwrap();
+    assert_eq!(
+        data, conf,
+        "regenerate deploy/configmap.yaml from conf/pingress.yaml"
+    );
+    pingress::config::Config::from_yaml(data, "configmap").unwrap();
+}
+
+#[test]
+fn every_manifest_parses_and_names_its_kind() {
+    let kustomization = docs("deploy/kustomization.yaml").remove(0);
+    for r in kustomization["resources"].as_sequence().unwrap() {
+        let file = format!("deploy/{}", r.as_str().unwrap());
+        for d in docs(&file) {
+            assert!(d["apiVersion"].is_string(), "{file}: no apiVersion");
+            assert!(d["kind"].is_string(), "{file}: no kind");
+            assert!(d["metadata"]["name"].is_string(), "{file}: no name");
+        }
+    }
+}
+
+#[test]
+fn deployment_matches_the_config_and_the_image() {
+    let d = deployment();
+    let pod = &d["spec"]["template"]["spec"];
+    let c = &pod["containers"][0];
+    let args: Vec<&str> = c["args"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert_eq!(args, ["-c", "/etc/pingress/pingress.yaml"]);
+    let conf = pingress::config::Config::load(&root().join("conf/pingress.yaml")).unwrap();
+    // The pid file and upgrade socket live on the writable emptyDir.
+    let run_mount = c["volumeMounts"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "run")
+        .unwrap()["mountPath"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(conf.server.pid_file.starts_with(&run_mount));
+    assert!(conf.server.upgrade_sock.starts_with(&run_mount));
+    assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
+    // Termination grace covers the config's grace period and shutdown timeout.
+    let grace = pod["terminationGracePeriodSeconds"].as_u64().unwrap();
+    let needed = conf.server.grace_period_seconds.unwrap_or(0)
+        + conf.server.graceful_shutdown_timeout_seconds.unwrap_or(0);
+    assert!(
+        grace > needed,
+        "terminationGracePeriodSeconds {grace} <= {needed}"
+    );
+    // Probes use the admin port the config listens on.
+    let admin_port = conf.pingress.admin_listen.rsplit(':').next().unwrap();
+    let ports = c["ports"].as_sequence().unwrap();
+    let admin = ports.iter().find(|p| p["name"] == "admin").unwrap();
+    assert_eq!(
+        admin["containerPort"].as_u64().unwrap().to_string(),
+        admin_port
+    );
+    assert_eq!(pod["hostNetwork"], true);
+    // The HOST_IP variable the status config reads is set from the downward API.
+    let env_name = conf.pingress.status.address_from_env.unwrap();
+    assert!(c["env"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .any(|e| e["name"] == env_name.as_str()
+            && e["valueFrom"]["fieldRef"]["fieldPath"] == "status.hostIP"));
+}
+
+#[test]
+fn dockerfile_builds_like_ci_and_ships_what_the_deployment_runs() {
+    let df = std::fs::read_to_string(root().join("Dockerfile")).unwrap();
+    assert!(
+        df.contains("cargo build --release --locked"),
+        "same build command as CI"
+    );
+    assert!(df.contains("cmake"));
+    assert!(df.contains("target/release/pingress /usr/local/bin/pingress"));
+    assert!(df.contains("cap_net_bind_service=+ep"));
+    assert!(df.contains("USER 10001"));
+    assert!(df.contains("/etc/pingress/pingress.yaml"));
+    let ci = std::fs::read_to_string(root().join(".ci/quickstart")).unwrap();
+    assert!(ci.contains("cargo build --release --locked"));
+    let d = deployment();
+    assert_eq!(
+        d["spec"]["template"]["spec"]["securityContext"]["runAsUser"]
+            .as_u64()
+            .unwrap(),
+        10001
+    );
+}
