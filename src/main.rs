@@ -64,6 +64,18 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Print manifests with every extensions/v1beta1 or networking.k8s.io/v1beta1 Ingress
+    /// converted to networking.k8s.io/v1 (other documents unchanged), for use with a cluster
+    /// that no longer serves the old APIs.
+    Convert {
+        /// Manifest files to convert.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Set `spec.ingressClassName` to this class and drop the legacy
+        /// `kubernetes.io/ingress.class` annotation.
+        #[arg(long, value_name = "NAME")]
+        ingress_class: Option<String>,
+    },
     /// Run an echo backend that answers with what it received and its own name.
     Echo {
         /// Address to listen on.
@@ -163,6 +175,32 @@ fn init_logging() {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
+    if let Some(Command::Convert {
+        files,
+        ingress_class,
+    }) = &cli.command
+    {
+        let mut docs = Vec::new();
+        for f in files {
+            let text = match std::fs::read_to_string(f) {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("error: {}: {e}", f.display());
+                    return ExitCode::FAILURE;
+                }
+            };
+            let origin = f.display().to_string();
+            match pingress::source::legacy::convert_text(&text, &origin, ingress_class.as_deref()) {
+                Ok(out) => docs.push(out),
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        print!("{}", docs.join("---\n"));
+        return ExitCode::SUCCESS;
+    }
     if let Some(Command::Echo { listen, name }) = &cli.command {
         return match run_echo(*listen, name) {
             Ok(()) => ExitCode::SUCCESS,

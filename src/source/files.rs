@@ -90,6 +90,22 @@ fn parse_value(
         r.map_err(|e| format!("{origin}:{}: {what}: {e}", err_line(&e, line)))
     }
     let what = format!("{kind} {name}");
+    if super::legacy::is_legacy_ingress(&value) {
+        let converted =
+            super::legacy::convert_ingress(&value).map_err(|e| at(format!("{what}: {e}")))?;
+        let ing: Ingress = serde_yaml::from_value(converted).map_err(|e| {
+            at(format!(
+                "{what}: after conversion to networking.k8s.io/v1: {e}"
+            ))
+        })?;
+        let msg = format!(
+            "{origin}:{line}: Ingress {name}: apiVersion {api_version} is deprecated and removed from Kubernetes; converted to networking.k8s.io/v1 (`pingress convert` prints v1 manifests)"
+        );
+        warn!("{msg}");
+        parsed.warnings.push(msg);
+        parsed.objects.push(Object::Ingress(Arc::new(ing)));
+        return Ok(());
+    }
     let obj = match (api_version.as_str(), kind.as_str()) {
         ("networking.k8s.io/v1", "Ingress") => Object::Ingress(Arc::new(typed::<Ingress>(
             value, text, origin, line, &what,
@@ -150,7 +166,7 @@ fn parse_value(
 }
 
 /// Split a multi-document YAML text at `---` lines; yields (first line number, text).
-fn split_documents(text: &str) -> Vec<(usize, &str)> {
+pub(crate) fn split_documents(text: &str) -> Vec<(usize, &str)> {
     let mut docs = Vec::new();
     let mut start_byte = 0;
     let mut start_line = 1;

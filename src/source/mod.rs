@@ -6,6 +6,7 @@
 
 pub mod files;
 pub mod kube;
+pub mod legacy;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;

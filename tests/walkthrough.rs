@@ -1,0 +1,125 @@
+//! The classic walkthrough's own manifests (tests/fixtures/walkthrough, copied verbatim):
+//! served as they are (extensions/v1beta1 Ingresses with class annotation "nginx"), and
+//! converted to v1 with `pingress convert`.
+
+mod support;
+
+use std::process::Command;
+
+use support::*;
+
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/walkthrough");
+
+fn fixture_files() -> Vec<(String, String)> {
+    let mut files: Vec<_> = std::fs::read_dir(FIXTURES)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .map(|p| {
+            (
+                p.file_name().unwrap().to_string_lossy().into_owned(),
+                std::fs::read_to_string(&p).unwrap(),
+            )
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn walkthrough_manifests_are_served_as_written() {
+    let myapp: Vec<_> =
+        futures_util::future::join_all((1..=3).map(|i| pod_named(format!("myapp-{i}")))).await;
+    let tomcat = pod("tomcat-1").await;
+    let mut files: Vec<(String, String)> = fixture_files();
+    // No kubelet here: the pods' endpoints are listed by hand.
+    files.push((
+        "endpoints.yaml".into(),
+        format!(
+            "{}{}",
+            slices("default", "myapp", "http", &myapp),
+            slices("default", "tomcat", "http", &[tomcat])
+        ),
+    ));
+    let files: Vec<(&str, String)> = files.iter().map(|(n, t)| (n.as_str(), t.clone())).collect();
+    // The walkthrough's class annotation is "nginx": run as a drop-in for that class.
+    let gw = Gateway::start_with(&files, "  ingress_class: nginx\n").await;
+
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..6 {
+        seen.insert(gw.who("tomcat.lucky.com", "/").await);
+    }
+    assert_eq!(
+        seen.into_iter().collect::<Vec<_>>(),
+        vec!["myapp-1", "myapp-2", "myapp-3"]
+    );
+    assert_eq!(gw.who("tomcat.lucky6.com", "/index.jsp").await, "tomcat-1");
+    // single-service.yaml names no class at all and no default class exists: not ours.
+    assert_eq!(gw.who("other.example", "/").await, "404");
+    let log = gw.stderr();
+    assert!(log.contains("extensions/v1beta1 is deprecated"), "{log}");
+    // ingress-tomcat-tls claims tomcat.lucky.com / as well: the older one keeps it.
+    assert!(
+        log.contains("already served by ingress default/ingress-myapp"),
+        "{log}"
+    );
+}
+
+async fn pod_named(name: String) -> std::net::SocketAddr {
+    pod(&name).await
+}
+
+#[test]
+fn convert_prints_v1_manifests_for_every_walkthrough_file() {
+    let files: Vec<String> = fixture_files()
+        .into_iter()
+        .map(|(n, _)| format!("{FIXTURES}/{n}"))
+        .collect();
+    let out = Command::new(bin())
+        .arg("convert")
+        .args(&files)
+        .args(["--ingress-class", "pingress"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(!text.contains("v1beta1"), "{text}");
+    assert!(!text.contains("serviceName"), "{text}");
+    let parsed = pingress::source::files::parse_manifests(&text, "converted").unwrap();
+    assert!(parsed.warnings.is_empty(), "{:?}", parsed.warnings);
+    let ingresses: Vec<_> = parsed
+        .objects
+        .iter()
+        .filter_map(|o| match o {
+            pingress::source::Object::Ingress(i) => Some(i.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ingresses.len(), 4);
+    for i in &ingresses {
+        let spec = i.spec.as_ref().unwrap();
+        assert_eq!(spec.ingress_class_name.as_deref(), Some("pingress"));
+    }
+    // And the converted Ingresses route like the originals.
+    let mut snap = pingress::source::Snapshot::default();
+    for o in parsed.objects {
+        snap.insert(o);
+    }
+    let t = pingress::translate::translate(
+        &snap,
+        &pingress::translate::TranslateConf::from(&pingress::config::PingressConf::default()),
+    );
+    assert_eq!(t.ingresses.len(), 4);
+    assert!(t.routes.lookup("tomcat.lucky6.com", "/").is_some());
+
+    let bad = Command::new(bin())
+        .args(["convert", "/nonexistent.yaml"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("/nonexistent.yaml"));
+}
