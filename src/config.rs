@@ -63,6 +63,10 @@ pub struct PingressConf {
     pub default_backend: Option<DefaultBackendConf>,
     /// Access log settings.
     pub access_log: AccessLogConf,
+    /// At shutdown or graceful upgrade, idle keep-alive client connections are closed only
+    /// after this long; meanwhile each response carries `Connection: close`. Keep it below
+    /// `grace_period_seconds`. Default: 1000 ms.
+    pub keepalive_drain_ms: u64,
     /// Ingress status written back (in-cluster source only).
     pub status: StatusConf,
     /// Leader election among replicas: only the leader writes status and Events.
@@ -82,6 +86,7 @@ impl Default for PingressConf {
             upstream: UpstreamConf::default(),
             default_backend: None,
             access_log: AccessLogConf::default(),
+            keepalive_drain_ms: 1000,
             status: StatusConf::default(),
             leader_election: LeaderElectionConf::default(),
         }

@@ -68,6 +68,8 @@ impl Generation {
 pub struct Shared {
     pub generation: ArcSwap<Generation>,
     ready: AtomicBool,
+    ready_notify: tokio::sync::Notify,
+    draining: AtomicBool,
     pub metrics: Arc<Metrics>,
 }
 
@@ -76,16 +78,45 @@ impl Shared {
         Arc::new(Shared {
             generation: ArcSwap::from_pointee(Generation::empty()),
             ready: AtomicBool::new(false),
+            ready_notify: tokio::sync::Notify::new(),
+            draining: AtomicBool::new(false),
             metrics,
         })
     }
 
-    /// Ready once the source has been read in full and the first generation published.
+    /// Ready once the source has been read in full and the first generation published, and
+    /// until shutdown starts.
     pub fn is_ready(&self) -> bool {
+        self.has_routes() && !self.draining.load(Ordering::Acquire)
+    }
+
+    /// Whether the first generation has been published.
+    #[inline]
+    pub fn has_routes(&self) -> bool {
         self.ready.load(Ordering::Acquire)
     }
 
     pub fn set_ready(&self) {
-        self.ready.store(true, Ordering::Release);
+        if !self.ready.swap(true, Ordering::AcqRel) {
+            self.ready_notify.notify_waiters();
+        }
+    }
+
+    /// Wait (at most `limit`) for the first generation: a process that just took over the
+    /// listening sockets in a graceful upgrade must not answer 404 before its routes load.
+    pub async fn wait_for_routes(&self, limit: std::time::Duration) {
+        if self.has_routes() {
+            return;
+        }
+        let notified = self.ready_notify.notified();
+        if self.has_routes() {
+            return;
+        }
+        let _ = tokio::time::timeout(limit, notified).await;
+    }
+
+    /// Shutdown started: `/readyz` answers 503 from now on.
+    pub fn set_draining(&self) {
+        self.draining.store(true, Ordering::Release);
     }
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use pingora::apps::http_app::HttpServer;
+use pingora::apps::ServerApp;
 use pingora::server::configuration::Opt;
 use pingora::server::{Server, ShutdownWatch};
 use pingora::services::background::{background_service, BackgroundService};
@@ -87,11 +88,46 @@ impl BackgroundService for ControlPlane {
             controller = controller.with_reports(r);
         }
         let debounce = Duration::from_millis(self.conf.debounce_ms);
-        tokio::select! {
-            _ = controller.run(rx, debounce) => {}
-            _ = shutdown.changed() => {}
+        let control = tokio::spawn(controller.run(rx, debounce));
+        while !*shutdown.borrow() {
+            if shutdown.changed().await.is_err() {
+                break;
+            }
         }
+        info!("shutting down: /readyz is 503 now; requests in flight finish");
+        self.shared.set_draining();
+        // Routes and endpoints stay current while requests drain; the runtime ends both
+        // tasks when the process exits.
+        let _ = control.await;
         source.abort();
+    }
+}
+
+/// Wraps the proxy app to delay the closing of idle keep-alive connections at shutdown.
+///
+/// When shutdown starts, Pingora stops accepting and answers every further request with
+/// `Connection: close`, which moves active clients to the new process cleanly; but it also
+/// closes idle keep-alive connections right away, which races with clients sending a request
+/// on them at that moment (a reset the client cannot retry). Waiting `delay` before that
+/// close lets active clients leave through the clean path first.
+struct Draining<A> {
+    inner: Arc<A>,
+    delay: Duration,
+}
+
+#[async_trait]
+impl<A: ServerApp + Send + Sync + 'static> ServerApp for Draining<A> {
+    async fn process_new(
+        self: &Arc<Self>,
+        session: pingora::protocols::Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<pingora::protocols::Stream> {
+        self.inner.process_new(session, shutdown).await
+    }
+
+    async fn cleanup(&self) {
+        tokio::time::sleep(self.delay).await;
+        self.inner.cleanup().await;
     }
 }
 
@@ -107,10 +143,13 @@ pub fn build(config: Config, opt: Opt) -> Server {
     let shared = Shared::new(Arc::new(Metrics::new()));
     let access_log = pingress.access_log.enabled.then(AccessLog::stdout);
     let gateway = Gateway::new(shared.clone(), pingress.upstream.clone(), access_log);
-    let mut proxy = pingora_proxy::http_proxy_service_with_name(
-        &server.configuration,
-        gateway,
-        "pingress http",
+    let drain = Duration::from_millis(pingress.keepalive_drain_ms);
+    let mut proxy = Service::new(
+        "pingress http".to_string(),
+        Draining {
+            inner: Arc::new(pingora_proxy::http_proxy(&server.configuration, gateway)),
+            delay: drain,
+        },
     );
     for addr in &pingress.http_listen {
         proxy.add_tcp(addr);

@@ -190,6 +190,11 @@ impl ProxyHttp for Gateway {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        if !self.shared.has_routes() {
+            self.shared
+                .wait_for_routes(std::time::Duration::from_secs(10))
+                .await;
+        }
         if ctx.conn.is_none() && !session.is_http2() {
             ctx.conn = Some(ConnGuard::new(&self.shared.metrics.downstream_connections));
         }

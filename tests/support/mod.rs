@@ -149,6 +149,7 @@ impl Gateway {
             };
             let conf = format!(
                 "version: 1\nthreads: 2\npid_file: {d}/pid\nupgrade_sock: {d}/upgrade.sock\n\
+                 grace_period_seconds: 2\ngraceful_shutdown_timeout_seconds: 5\n\
                  pingress:\n  http_listen: [\"{http}\"]\n  admin_listen: \"{admin}\"\n  \
                  source: {source}\n  \
                  debounce_ms: 20\n  upstream: {{connect_timeout_ms: 1000}}\n{extra}",
@@ -203,6 +204,50 @@ impl Gateway {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         false
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Send a signal (`TERM`, `QUIT`, ...) to the gateway process.
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.pid().to_string())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{sig} failed");
+    }
+
+    /// Wait for the process to exit; its exit code, or None if it is still running after
+    /// `DEADLINE`.
+    pub async fn wait_exit(&mut self) -> Option<i32> {
+        let start = Instant::now();
+        while start.elapsed() < DEADLINE {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status.code().unwrap_or(-1));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        None
+    }
+
+    /// Start a second gateway process on the same config with `-u`: it takes over the
+    /// listening sockets once this one gets SIGQUIT.
+    pub fn spawn_upgrade(&self) -> Child {
+        let err = std::fs::File::create(self.dir.path().join("stderr-upgrade.log")).unwrap();
+        Command::new(env!("CARGO_BIN_EXE_pingress"))
+            .arg("-u")
+            .arg("-c")
+            .arg(self.dir.path().join("pingress.yaml"))
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(err)
+            .spawn()
+            .unwrap()
     }
 
     pub fn stderr(&self) -> String {

@@ -1,0 +1,109 @@
+//! Process lifecycle under load: SIGTERM drains and exits 0; a graceful upgrade (`-u` and
+//! SIGQUIT) hands the listening sockets to a new process. Requests in flight, and requests
+//! sent while sockets are handed over, must not fail.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use support::*;
+
+async fn slow_request(gw: &Gateway, ms: u64) -> reqwest::Result<(u16, String)> {
+    // A separate client: its own connection, which stays busy for `ms`.
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let r = client
+        .get(format!("http://{}/slow?delay_ms={ms}", gw.http))
+        .header("host", "life.example.com")
+        .send()
+        .await?;
+    Ok((r.status().as_u16(), r.text().await?))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_requests_in_flight_then_exits_zero() {
+    let web = pod("web").await;
+    let gw = Gateway::start(&[("site.yaml", site("web", "life.example.com", &[web]))]).await;
+    let gw = Arc::new(gw);
+    let load = Load::start(gw.clone(), "life.example.com", "/", 4);
+    load.wait_more(200).await;
+    let slow: Vec<_> = (0..3)
+        .map(|_| {
+            let gw = gw.clone();
+            tokio::spawn(async move { slow_request(&gw, 800).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(200)).await; // the slow requests are in flight
+                                                          // No new requests after the signal; those already sent must complete.
+    let stopping = tokio::spawn(load.stop());
+    gw.signal("TERM");
+    let r = stopping.await.unwrap();
+    assert_eq!(r.failed, 0, "{:?}", r.first_failures);
+    for s in slow {
+        let (status, body) = s.await.unwrap().expect("slow request completes");
+        assert_eq!(status, 200, "{body}");
+    }
+    // Not ready any more, and new connections are refused soon.
+    eventually("listener closed", || async {
+        gw.get("life.example.com", "/").await.is_err().then_some(())
+    })
+    .await;
+    let mut gw = Arc::into_inner(gw).expect("only owner");
+    assert_eq!(gw.wait_exit().await, Some(0), "{}", gw.stderr());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_upgrade_hands_over_sockets_without_failing_requests() {
+    let web = pod("web").await;
+    let gw =
+        Arc::new(Gateway::start(&[("site.yaml", site("web", "life.example.com", &[web]))]).await);
+    let old_pid = gw.pid();
+    let load = Load::start(gw.clone(), "life.example.com", "/", 4);
+    load.wait_more(200).await;
+
+    let mut new = gw.spawn_upgrade();
+    // Give the new process time to start waiting on the upgrade socket.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    gw.signal("QUIT");
+    let slow = {
+        let gw = gw.clone();
+        tokio::spawn(async move { slow_request(&gw, 500).await })
+    };
+    // The old process hands over, keeps serving through its close timeout and grace
+    // period, then exits; meanwhile and afterwards the load goes on.
+    eventually("old process exits", || async {
+        (!alive(old_pid)).then_some(())
+    })
+    .await;
+    load.wait_more(200).await;
+    assert_eq!(
+        gw.readyz().await,
+        200,
+        "the new process serves the admin port too"
+    );
+    let r = load.stop().await;
+    eprintln!("upgrade: ok {} failed {}", r.ok, r.failed);
+    assert_eq!(r.failed, 0, "{:?}", r.first_failures);
+    let (status, _) = slow.await.unwrap().expect("slow request completes");
+    assert_eq!(status, 200);
+    let mut old = Arc::into_inner(gw).expect("only owner");
+    assert_eq!(old.wait_exit().await, Some(0), "{}", old.stderr());
+    assert!(
+        new.try_wait().unwrap().is_none(),
+        "the new process keeps running"
+    );
+    let _ = new.kill();
+    let _ = new.wait();
+}
+
+/// Whether a process runs (exists and is not a zombie).
+fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit(')')
+            .next()
+            .and_then(|rest| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z"),
+        Err(_) => false,
+    }
+}
