@@ -118,3 +118,37 @@ fn dockerfile_builds_like_ci_and_ships_what_the_deployment_runs() {
         10001
     );
 }
+
+#[test]
+fn daemonset_overlay_runs_the_same_pod_as_the_deployment() {
+    let d = deployment();
+    let ds = docs("deploy/overlays/daemonset/daemonset.yaml").remove(0);
+    let mut want = d["spec"]["template"].clone();
+    want["spec"].as_mapping_mut().unwrap().remove("affinity");
+    assert_eq!(ds["spec"]["template"], want, "regenerate daemonset.yaml");
+    assert_eq!(ds["kind"], "DaemonSet");
+}
+
+#[test]
+fn namespaced_overlay_config_differs_only_in_the_watched_namespaces() {
+    let cm = docs("deploy/overlays/namespaced/config.yaml").remove(0);
+    let text = cm["data"]["pingress.yaml"].as_str().unwrap();
+    let conf = pingress::config::Config::from_yaml(text, "namespaced").unwrap();
+    assert_eq!(conf.pingress.source.namespaces, ["apps"]);
+    let base = pingress::config::Config::load(&root().join("conf/pingress.yaml")).unwrap();
+    let mut p = conf.pingress.clone();
+    p.source.namespaces.clear();
+    assert_eq!(p, base.pingress);
+    // Every watched namespace has its Role and RoleBinding.
+    let roles = docs("deploy/overlays/namespaced/roles.yaml");
+    for ns in &conf.pingress.source.namespaces {
+        for kind in ["Role", "RoleBinding"] {
+            assert!(
+                roles
+                    .iter()
+                    .any(|r| r["kind"] == kind && r["metadata"]["namespace"] == ns.as_str()),
+                "{kind} for {ns}"
+            );
+        }
+    }
+}

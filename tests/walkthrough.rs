@@ -123,3 +123,30 @@ fn convert_prints_v1_manifests_for_every_walkthrough_file() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("/nonexistent.yaml"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploy_examples_route_as_documented() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/examples");
+    let mut files: Vec<(&str, String)> = ["myapp.yaml", "tomcat.yaml", "tomcat-tls.yaml"]
+        .iter()
+        .map(|f| (*f, std::fs::read_to_string(format!("{dir}/{f}")).unwrap()))
+        .collect();
+    let myapp = pod("myapp-pod").await;
+    let tomcat = pod("tomcat-pod").await;
+    files.push((
+        "endpoints.yaml",
+        format!(
+            "{CLASS}{}{}",
+            slices("default", "myapp", "http", &[myapp]),
+            slices("default", "tomcat", "http", &[tomcat])
+        ),
+    ));
+    let gw = Gateway::start(&files).await;
+    assert_eq!(gw.who("tomcat.lucky.com", "/").await, "myapp-pod");
+    assert_eq!(gw.who("tomcat.lucky.com", "/tomcat/x").await, "tomcat-pod");
+    assert_eq!(gw.who("tomcat.lucky6.com", "/").await, "tomcat-pod");
+    assert_eq!(
+        gw.metric("pingress_diagnostics{kind=\"conflict\"}").await,
+        Some(0.0)
+    );
+}
