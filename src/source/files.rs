@@ -436,11 +436,22 @@ mod tests {
 
     #[test]
     fn unsupported_api_version_is_a_warning_not_an_error() {
-        let text =
-            "apiVersion: extensions/v1beta1\nkind: Ingress\nmetadata: {name: old}\nspec: {}\n";
+        let text = "apiVersion: v2\nkind: Service\nmetadata: {name: odd}\nspec: {}\n";
         let p = parse_manifests(text, "f").unwrap();
         assert!(p.objects.is_empty());
-        assert!(p.warnings[0].contains("extensions/v1beta1"));
+        assert!(p.warnings[0].contains("apiVersion v2 is not supported"));
+    }
+
+    #[test]
+    fn legacy_ingress_is_converted_with_a_deprecation_warning() {
+        let text = "apiVersion: extensions/v1beta1\nkind: Ingress\nmetadata: {name: old}\nspec:\n  backend: {serviceName: s, servicePort: 80}\n";
+        let p = parse_manifests(text, "f").unwrap();
+        assert_eq!(p.objects.len(), 1);
+        assert!(p.warnings[0].contains("deprecated"), "{:?}", p.warnings);
+        let bad = "apiVersion: extensions/v1beta1\nkind: Ingress\nmetadata: {name: old}\nspec:\n  backend: {servicePort: 80}\n";
+        assert!(parse_manifests(bad, "f")
+            .unwrap_err()
+            .contains("serviceName"));
     }
 
     #[test]
