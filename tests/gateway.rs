@@ -329,3 +329,55 @@ async fn admin_health_readiness_and_metrics() {
             >= 1.0
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_requests_get_a_400_and_other_clients_keep_working() {
+    let web = pod("web").await;
+    let gw = Gateway::start(&[("site.yaml", site("web", "m.example.com", &[web]))]).await;
+    for raw in [
+        &b"GARBAGE\r\n\r\n"[..],
+        b"GET / HTTP/1.1\r\nHost m.example.com\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: m.example.com\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
+    ] {
+        let head = raw_exchange(&gw, raw).await;
+        assert!(
+            head.starts_with("HTTP/1.1 400") || head.is_empty(),
+            "{:?} -> {head}",
+            String::from_utf8_lossy(raw)
+        );
+        assert!(!head.contains("\"pod\""), "never forwarded: {head}");
+    }
+    // Content-Length together with Transfer-Encoding (a smuggling vector): Transfer-Encoding
+    // wins, Content-Length is not forwarded, and the connection is closed after the answer
+    // (RFC 9112 6.3), so no second request can hide in the body.
+    let head = raw_exchange(
+        &gw,
+        b"POST / HTTP/1.1\r\nHost: m.example.com\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: m.example.com\r\n\r\n",
+    )
+    .await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.contains("Connection: close"), "{head}");
+    let body = &head[head.find("\r\n\r\n").unwrap() + 4..];
+    let echo: Echo = serde_json::from_str(body.trim()).unwrap();
+    assert!(
+        !echo.headers.contains_key("content-length"),
+        "{:?}",
+        echo.headers
+    );
+    assert_eq!(
+        head.matches("HTTP/1.1").count(),
+        1,
+        "the smuggled request is not served: {head}"
+    );
+    assert_eq!(gw.who("m.example.com", "/").await, "web");
+}
+
+/// Send raw bytes on a new connection; everything read until the server closes (or 10 s).
+async fn raw_exchange(gw: &Gateway, raw: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(gw.http).await.unwrap();
+    s.write_all(raw).await.unwrap();
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), s.read_to_end(&mut buf)).await;
+    String::from_utf8_lossy(&buf).into_owned()
+}

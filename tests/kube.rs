@@ -355,3 +355,24 @@ async fn namespace_scoping_watches_only_the_listed_namespaces() {
         "{secrets:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_can_publish_the_address_of_a_named_service() {
+    let api = FakeApi::start().await;
+    let a = pod("a").await;
+    site_on_api(&api, &[a]).await;
+    api.apply_yaml(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: edge, namespace: infra}\nspec:\n  type: LoadBalancer\n  ports: [{port: 80}]\nstatus:\n  loadBalancer:\n    ingress: [{hostname: lb.example.net}]\n",
+    );
+    let _gw = Gateway::start_kube(
+        &api,
+        "t",
+        "  leader_election: {lease_duration_seconds: 2, renew_interval_ms: 300}\n  status: {service: infra/edge}\n",
+    )
+    .await;
+    eventually("status from the Service", || async {
+        let s = api.get("Ingress", "shop", "web")?["status"]["loadBalancer"]["ingress"].clone();
+        (s == serde_json::json!([{"hostname": "lb.example.net"}])).then_some(())
+    })
+    .await;
+}
