@@ -144,12 +144,7 @@ fn check(config: &Config) -> anyhow::Result<()> {
         );
     }
     if config.pingress.source.kind == SourceKind::Kubernetes {
-        let s = &config.pingress.source;
-        let kconf = pingress::source::kube::KubeSourceConf {
-            kubeconfig: s.kubeconfig.clone(),
-            context: s.context.clone(),
-            namespaces: s.namespaces.clone(),
-        };
+        let kconf = pingress::source::kube::KubeSourceConf::from(&config.pingress.source);
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

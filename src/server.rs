@@ -54,11 +54,7 @@ impl BackgroundService for ControlPlane {
                 let conf = self.conf.clone();
                 let metrics = self.shared.metrics.clone();
                 tokio::spawn(async move {
-                    let kconf = KubeSourceConf {
-                        kubeconfig: conf.source.kubeconfig.clone(),
-                        context: conf.source.context.clone(),
-                        namespaces: conf.source.namespaces.clone(),
-                    };
+                    let kconf = KubeSourceConf::from(&conf.source);
                     // Retry until a client can be built (e.g. a kubeconfig still being mounted).
                     let client = loop {
                         match kube_source::client(&kconf).await {

@@ -178,3 +178,29 @@ async fn echo_subcommand_serves_its_name() {
     let _ = child.wait();
     assert_eq!(body, ("demo".to_string(), "xxx".to_string()));
 }
+
+#[test]
+fn check_loads_the_kubeconfig_without_contacting_the_api_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let kc = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kc,
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {server: \"http://127.0.0.1:1\"}\nusers:\n- name: u\n  user: {token: t}\ncontexts:\n- name: one\n  context: {cluster: c, user: u}\ncurrent-context: one\n",
+    )
+    .unwrap();
+    let (ok, out) = run(&["-t", "--kubeconfig", kc.to_str().unwrap()]);
+    assert!(ok, "{out}");
+    assert!(out.contains("kubernetes client configuration ok"), "{out}");
+    let (ok, out) = run(&[
+        "-t",
+        "--kubeconfig",
+        kc.to_str().unwrap(),
+        "--context",
+        "two",
+    ]);
+    assert!(!ok, "unknown context must fail");
+    assert!(out.contains("two"), "{out}");
+    let (ok, out) = run(&["-t", "--kubeconfig", "/nonexistent/kubeconfig"]);
+    assert!(!ok);
+    assert!(out.contains("/nonexistent/kubeconfig"), "{out}");
+}

@@ -97,15 +97,7 @@ async fn scaling_from_one_to_ten_pods_and_back_under_load_fails_nothing() {
         }
     }
     // Back to one: only pod-0 answers.
-    eventually("back to pod-0 only", || async {
-        for _ in 0..5 {
-            if gw.who("k.example.com", "/").await != "pod-0" {
-                return None;
-            }
-        }
-        Some(())
-    })
-    .await;
+    gw.wait_only("k.example.com", "/", "pod-0").await;
     load.wait_more(200).await;
     let r = load.stop().await;
     eprintln!("scale test: ok {} failed {}", r.ok, r.failed);

@@ -40,6 +40,16 @@ pub struct KubeSourceConf {
     pub namespaces: Vec<String>,
 }
 
+impl From<&crate::config::SourceConf> for KubeSourceConf {
+    fn from(s: &crate::config::SourceConf) -> Self {
+        KubeSourceConf {
+            kubeconfig: s.kubeconfig.clone(),
+            context: s.context.clone(),
+            namespaces: s.namespaces.clone(),
+        }
+    }
+}
+
 /// Build a client from the configuration.
 pub async fn client(conf: &KubeSourceConf) -> Result<Client, String> {
     let config = if conf.kubeconfig.is_none() && conf.context.is_none() {

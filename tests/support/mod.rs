@@ -303,6 +303,19 @@ impl Gateway {
         .await
     }
 
+    /// Wait until `want` answers host+path several times in a row (the others drained).
+    pub async fn wait_only(&self, host: &str, path: &str, want: &str) {
+        eventually(&format!("only {want} serves {host}{path}"), || async {
+            for _ in 0..6 {
+                if self.who(host, path).await != want {
+                    return None;
+                }
+            }
+            Some(())
+        })
+        .await
+    }
+
     pub async fn metrics(&self) -> String {
         self.client
             .get(format!("http://{}/metrics", self.admin))
