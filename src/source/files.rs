@@ -209,6 +209,8 @@ struct FileState {
 pub struct ManifestDir {
     dir: PathBuf,
     files: BTreeMap<PathBuf, FileState>,
+    /// File reads rejected so far.
+    pub rejected: u64,
 }
 
 impl ManifestDir {
@@ -216,11 +218,13 @@ impl ManifestDir {
         ManifestDir {
             dir: dir.into(),
             files: BTreeMap::new(),
+            rejected: 0,
         }
     }
 
     /// Look at the directory and re-read changed files. Returns whether any file was added,
     /// removed or changed. A missing or unreadable directory is an error (and changes nothing).
+    /// Each read that fails to parse adds one to `rejected`.
     pub fn scan(&mut self) -> Result<bool, String> {
         let entries = std::fs::read_dir(&self.dir).map_err(|e| {
             format!(
@@ -278,6 +282,7 @@ impl ManifestDir {
                 Err(e) => {
                     warn!(error = %e, "manifest file rejected; its last good objects stay in force");
                     state.error = Some(e);
+                    self.rejected += 1;
                 }
             }
         }
@@ -323,6 +328,7 @@ pub async fn run(
     let mut source = ManifestDir::new(&dir);
     let mut first = true;
     let mut last_dir_error: Option<String> = None;
+    let mut counted_rejections = 0;
     loop {
         match source.scan() {
             Ok(changed) => {
@@ -336,9 +342,10 @@ pub async fn run(
                     }
                     let errors = source.errors();
                     metrics.manifest_files_invalid.set(errors.len() as i64);
-                    if !errors.is_empty() && changed {
-                        metrics.manifest_errors.inc();
-                    }
+                    metrics
+                        .manifest_errors
+                        .inc_by(source.rejected - counted_rejections);
+                    counted_rejections = source.rejected;
                     let snap = Arc::new(snap);
                     let differs = tx.borrow().as_deref() != Some(&*snap);
                     if first || differs {
@@ -475,6 +482,7 @@ mod tests {
         let (snap, _) = m.snapshot();
         assert_eq!(snap.services.len(), 2, "last good objects stay");
         assert_eq!(m.errors().len(), 1);
+        assert_eq!(m.rejected, 1);
         assert!(m.errors()[0].contains("svc.yaml"));
         std::fs::remove_file(&f).unwrap();
         assert!(m.scan().unwrap());
