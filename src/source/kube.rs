@@ -165,6 +165,36 @@ async fn run_watcher<K>(
     }
 }
 
+/// Register a watcher's object map and start the watcher that fills it.
+fn spawn_watcher<K>(
+    shared: &Shared,
+    metrics: &Arc<Metrics>,
+    name: String,
+    api: Api<K>,
+    config: watcher::Config,
+    wrap: fn(K) -> Option<Object>,
+) -> tokio::task::JoinHandle<()>
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    let slot = {
+        let mut states = shared.0.lock().unwrap_or_else(|e| e.into_inner());
+        states.push(WatcherState {
+            name,
+            ..Default::default()
+        });
+        states.len() - 1
+    };
+    tokio::spawn(run_watcher(
+        api,
+        config,
+        slot,
+        shared.clone(),
+        metrics.clone(),
+        wrap,
+    ))
+}
+
 /// Run the watchers and send a snapshot whenever the objects change, once every watcher has
 /// completed its first list.
 pub async fn run(
@@ -180,14 +210,6 @@ pub async fn run(
     } else {
         conf.namespaces.iter().cloned().map(Some).collect()
     };
-    let add = |name: String| {
-        let mut states = shared.0.lock().unwrap_or_else(|e| e.into_inner());
-        states.push(WatcherState {
-            name,
-            ..Default::default()
-        });
-        states.len() - 1
-    };
     fn api<K>(client: &Client, ns: &Option<String>) -> Api<K>
     where
         K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
@@ -201,55 +223,50 @@ pub async fn run(
     let cfg = watcher::Config::default;
     for ns in &scopes {
         let scope = ns.as_deref().unwrap_or("all namespaces");
-        let slot = add(format!("ingresses in {scope}"));
-        tasks.push(tokio::spawn(run_watcher::<Ingress>(
+        tasks.push(spawn_watcher::<Ingress>(
+            &shared,
+            &metrics,
+            format!("ingresses in {scope}"),
             api(&client, ns),
             cfg(),
-            slot,
-            shared.clone(),
-            metrics.clone(),
             |o| Some(Object::Ingress(Arc::new(o))),
-        )));
-        let slot = add(format!("services in {scope}"));
-        tasks.push(tokio::spawn(run_watcher::<Service>(
+        ));
+        tasks.push(spawn_watcher::<Service>(
+            &shared,
+            &metrics,
+            format!("services in {scope}"),
             api(&client, ns),
             cfg(),
-            slot,
-            shared.clone(),
-            metrics.clone(),
             |o| Some(Object::Service(Arc::new(o))),
-        )));
-        let slot = add(format!("endpointslices in {scope}"));
-        tasks.push(tokio::spawn(run_watcher::<EndpointSlice>(
+        ));
+        tasks.push(spawn_watcher::<EndpointSlice>(
+            &shared,
+            &metrics,
+            format!("endpointslices in {scope}"),
             api(&client, ns),
             cfg(),
-            slot,
-            shared.clone(),
-            metrics.clone(),
             |o| Some(Object::EndpointSlice(Arc::new(o))),
-        )));
-        let slot = add(format!("tls secrets in {scope}"));
-        tasks.push(tokio::spawn(run_watcher::<Secret>(
+        ));
+        tasks.push(spawn_watcher::<Secret>(
+            &shared,
+            &metrics,
+            format!("tls secrets in {scope}"),
             api(&client, ns),
             cfg().fields("type=kubernetes.io/tls"),
-            slot,
-            shared.clone(),
-            metrics.clone(),
             |o| {
                 (o.type_.as_deref() == Some("kubernetes.io/tls"))
                     .then(|| Object::Secret(Arc::new(o)))
             },
-        )));
+        ));
     }
-    let slot = add("ingressclasses".into());
-    tasks.push(tokio::spawn(run_watcher::<IngressClass>(
+    tasks.push(spawn_watcher::<IngressClass>(
+        &shared,
+        &metrics,
+        "ingressclasses".into(),
         Api::all(client.clone()),
         cfg(),
-        slot,
-        shared.clone(),
-        metrics.clone(),
         |o| Some(Object::IngressClass(Arc::new(o))),
-    )));
+    ));
 
     struct AbortOnDrop(Vec<tokio::task::JoinHandle<()>>);
     impl Drop for AbortOnDrop {
