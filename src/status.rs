@@ -272,6 +272,15 @@ impl Writer {
         }
     }
 
+    /// Count one write to the Kubernetes API (`status` or `event`) and its result.
+    fn count_write(&self, kind: &str, ok: bool) {
+        let result = if ok { "ok" } else { "error" };
+        self.metrics
+            .api_writes
+            .with_label_values(&[kind, result])
+            .inc();
+    }
+
     async fn addresses(&mut self) -> Vec<String> {
         let mut out = self.status.addresses.clone();
         if let Some(var) = &self.status.address_from_env {
@@ -344,17 +353,11 @@ impl Writer {
             {
                 Ok(_) => {
                     debug!(ingress = %key, "status written");
-                    self.metrics
-                        .api_writes
-                        .with_label_values(&["status", "ok"])
-                        .inc();
+                    self.count_write("status", true);
                     self.written.insert(key, (rv, entries));
                 }
                 Err(e) => {
-                    self.metrics
-                        .api_writes
-                        .with_label_values(&["status", "error"])
-                        .inc();
+                    self.count_write("status", false);
                     warn!(ingress = %key, error = %e, "cannot write Ingress status");
                 }
             }
@@ -407,17 +410,11 @@ impl Writer {
             let api: Api<Event> = Api::namespaced(self.client.clone(), &key.namespace);
             match api.create(&PostParams::default(), &event).await {
                 Ok(_) => {
-                    self.metrics
-                        .api_writes
-                        .with_label_values(&["event", "ok"])
-                        .inc();
+                    self.count_write("event", true);
                     self.emitted.insert(id);
                 }
                 Err(e) => {
-                    self.metrics
-                        .api_writes
-                        .with_label_values(&["event", "error"])
-                        .inc();
+                    self.count_write("event", false);
                     warn!(ingress = %key, error = %e, "cannot create Event");
                 }
             }
