@@ -39,6 +39,14 @@ pub struct Config {
 pub struct PingressConf {
     /// Plain-HTTP listen addresses. Default: `["0.0.0.0:80"]`.
     pub http_listen: Vec<String>,
+    /// HTTPS listen addresses (TLS terminated here; certificates from Secrets, by SNI).
+    /// `[]` turns HTTPS off. Default: `["0.0.0.0:443"]`.
+    pub https_listen: Vec<String>,
+    /// Accept HTTP/2 with prior knowledge (h2c) on the plain-HTTP listeners, besides
+    /// HTTP/1.1. Default: `false`.
+    pub h2c: bool,
+    /// TLS, HTTPS redirect and HSTS settings.
+    pub tls: TlsConf,
     /// Admin listener (`/healthz`, `/readyz`, `/metrics`). Default: `127.0.0.1:10254`.
     pub admin_listen: String,
     /// Ingress class name matched by `spec.ingressClassName` when no IngressClass object of
@@ -77,6 +85,9 @@ impl Default for PingressConf {
     fn default() -> Self {
         PingressConf {
             http_listen: vec!["0.0.0.0:80".into()],
+            https_listen: vec!["0.0.0.0:443".into()],
+            h2c: false,
+            tls: TlsConf::default(),
             admin_listen: "127.0.0.1:10254".into(),
             ingress_class: "pingress".into(),
             controller_name: "pingress.dev/ingress-controller".into(),
@@ -90,6 +101,126 @@ impl Default for PingressConf {
             status: StatusConf::default(),
             leader_election: LeaderElectionConf::default(),
         }
+    }
+}
+
+/// TLS termination, redirects to HTTPS and HSTS.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConf {
+    /// Certificate for handshakes whose SNI matches no Ingress TLS host: a Secret
+    /// (`secret: namespace/name`, live) or files (`cert_file` + `key_file`, read at start).
+    /// Default: none, meaning a self-signed certificate generated at start-up.
+    pub default_certificate: Option<DefaultCertConf>,
+    /// Lowest TLS version accepted: `"1.2"` or `"1.3"`. Default: `"1.2"`.
+    pub min_version: TlsVersion,
+    /// Offer HTTP/2 by ALPN on the HTTPS listeners. Default: `true`.
+    pub http2: bool,
+    /// Redirect plain-HTTP requests for hosts with TLS configured to HTTPS (308), unless the
+    /// Ingress says `nginx.ingress.kubernetes.io/ssl-redirect: "false"`. Default: `true`.
+    pub ssl_redirect: bool,
+    /// Port put in redirect `Location`s (omitted when 443). Default: 443.
+    pub redirect_port: u16,
+    /// `Strict-Transport-Security` on HTTPS responses for hosts with TLS configured.
+    pub hsts: HstsConf,
+}
+
+impl Default for TlsConf {
+    fn default() -> Self {
+        TlsConf {
+            default_certificate: None,
+            min_version: TlsVersion::Tls12,
+            http2: true,
+            ssl_redirect: true,
+            redirect_port: 443,
+            hsts: HstsConf::default(),
+        }
+    }
+}
+
+/// The default certificate: a Secret, or a certificate and key file.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct DefaultCertConf {
+    /// `namespace/name` of a `kubernetes.io/tls` Secret.
+    pub secret: Option<String>,
+    /// PEM certificate chain file.
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key file.
+    pub key_file: Option<PathBuf>,
+}
+
+/// A TLS protocol version.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+pub enum TlsVersion {
+    #[serde(rename = "1.2")]
+    Tls12,
+    #[serde(rename = "1.3")]
+    Tls13,
+}
+
+impl<'de> Deserialize<'de> for TlsVersion {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // `min_version: 1.2` is a YAML float; accept it as well as the string.
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            S(String),
+            F(f64),
+        }
+        let text = match Raw::deserialize(d)? {
+            Raw::S(s) => s,
+            Raw::F(f) => format!("{f:.1}"),
+        };
+        match text.trim_start_matches("TLSv").trim_start_matches("TLS") {
+            "1.2" => Ok(TlsVersion::Tls12),
+            "1.3" => Ok(TlsVersion::Tls13),
+            _ => Err(serde::de::Error::custom(format!(
+                "TLS version `{text}` is not supported: use \"1.2\" or \"1.3\""
+            ))),
+        }
+    }
+}
+
+/// HSTS header settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct HstsConf {
+    /// Send the header. Default: `true`.
+    pub enabled: bool,
+    /// `max-age`. Default: 31536000 (one year).
+    pub max_age_seconds: u64,
+    /// Add `includeSubDomains`. Default: `true`.
+    pub include_subdomains: bool,
+    /// Add `preload`. Default: `false`.
+    pub preload: bool,
+}
+
+impl Default for HstsConf {
+    fn default() -> Self {
+        HstsConf {
+            enabled: true,
+            max_age_seconds: 31_536_000,
+            include_subdomains: true,
+            preload: false,
+        }
+    }
+}
+
+impl HstsConf {
+    /// The header value, or None when disabled.
+    pub fn header_value(&self) -> Option<String> {
+        if !self.enabled {
+            return None;
+        }
+        let mut v = format!("max-age={}", self.max_age_seconds);
+        if self.include_subdomains {
+            v.push_str("; includeSubDomains");
+        }
+        if self.preload {
+            v.push_str("; preload");
+        }
+        Some(v)
     }
 }
 
@@ -375,7 +506,27 @@ impl Config {
         for (i, a) in p.http_listen.iter().enumerate() {
             parse_listen(a).map_err(|e| format!("pingress.http_listen[{i}]: {e}"))?;
         }
+        for (i, a) in p.https_listen.iter().enumerate() {
+            parse_listen(a).map_err(|e| format!("pingress.https_listen[{i}]: {e}"))?;
+        }
         parse_listen(&p.admin_listen).map_err(|e| format!("pingress.admin_listen: {e}"))?;
+        if let Some(d) = &p.tls.default_certificate {
+            match (&d.secret, &d.cert_file, &d.key_file) {
+                (Some(s), None, None) if is_namespaced_name(s) => {}
+                (Some(s), None, None) => {
+                    return Err(format!(
+                        "pingress.tls.default_certificate.secret: `{s}` must be `namespace/name`"
+                    ))
+                }
+                (None, Some(_), Some(_)) => {}
+                _ => {
+                    return Err("pingress.tls.default_certificate: give either `secret` or both `cert_file` and `key_file`".into())
+                }
+            }
+        }
+        if p.tls.redirect_port == 0 {
+            return Err("pingress.tls.redirect_port: must be greater than 0".into());
+        }
         if p.ingress_class.is_empty() {
             return Err("pingress.ingress_class: must not be empty".into());
         }
@@ -562,6 +713,39 @@ mod tests {
             c.pingress.default_backend.unwrap().port,
             PortRef::Name("http".into())
         );
+    }
+
+    #[test]
+    fn tls_settings_are_read_and_checked() {
+        let c = Config::from_yaml(
+            "pingress:\n  https_listen: [\"127.0.0.1:8443\"]\n  h2c: true\n  tls:\n    min_version: 1.3\n    redirect_port: 8443\n    default_certificate: {secret: ns/default-cert}\n    hsts: {max_age_seconds: 60, include_subdomains: false, preload: true}\n",
+            "t",
+        )
+        .unwrap();
+        let p = &c.pingress;
+        assert!(p.h2c);
+        assert_eq!(p.tls.min_version, TlsVersion::Tls13);
+        assert_eq!(p.tls.redirect_port, 8443);
+        assert_eq!(p.tls.hsts.header_value().unwrap(), "max-age=60; preload");
+        assert_eq!(
+            HstsConf::default().header_value().unwrap(),
+            "max-age=31536000; includeSubDomains"
+        );
+        let e = Config::from_yaml("pingress:\n  tls:\n    min_version: \"1.1\"\n", "t")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("1.1") && e.contains("line 3"), "{e}");
+        let e = Config::from_yaml(
+            "pingress:\n  tls:\n    default_certificate: {cert_file: /a.pem}\n",
+            "t",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("pingress.tls.default_certificate"), "{e}");
+        let e = Config::from_yaml("pingress:\n  https_listen: [\"x\"]\n", "t")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("pingress.https_listen[0]"), "{e}");
     }
 
     #[test]

@@ -12,6 +12,7 @@ use tracing::{info, warn};
 use crate::generation::{Action, Generation, Route, Shared};
 use crate::source::Snapshot;
 use crate::status::Report;
+use crate::tls::Certs;
 use crate::translate::{translate, BackendSpec, RouteSpec, TranslateConf, Translation};
 use crate::upstream::Upstreams;
 
@@ -32,6 +33,8 @@ pub struct Controller {
     last_diagnostics: BTreeSet<String>,
     next_id: u64,
     reports: Option<watch::Sender<Option<Arc<Report>>>>,
+    /// Certificates for the HTTPS listener, rebuilt with each generation.
+    certs: Option<Certs>,
 }
 
 impl Controller {
@@ -45,6 +48,7 @@ impl Controller {
             last_diagnostics: BTreeSet::new(),
             next_id: 1,
             reports: None,
+            certs: None,
         }
     }
 
@@ -52,6 +56,12 @@ impl Controller {
     /// the status and Event writer.
     pub fn with_reports(mut self, tx: watch::Sender<Option<Arc<Report>>>) -> Controller {
         self.reports = Some(tx);
+        self
+    }
+
+    /// Also keep the HTTPS listener's certificates in line with the Ingresses' TLS entries.
+    pub fn with_certs(mut self, certs: Certs) -> Controller {
+        self.certs = Some(certs);
         self
     }
 
@@ -76,7 +86,11 @@ impl Controller {
             }
             Applied::Endpoints(changed)
         } else {
-            let t = translate(&snap, &self.conf);
+            let mut t = translate(&snap, &self.conf);
+            if let Some(certs) = &mut self.certs {
+                let diags = certs.update(&t.tls, &snap);
+                t.diagnostics.extend(diags);
+            }
             self.report(&t);
             if let Some(tx) = &self.reports {
                 tx.send_replace(Some(Arc::new(Report {
@@ -136,6 +150,9 @@ impl Controller {
                 namespace: namespace.into(),
                 service: service.into(),
                 action,
+                protocol: spec.protocol,
+                https_redirect: spec.https_redirect,
+                tls_host: spec.tls_host,
             });
             made.insert(spec, route.clone());
             route

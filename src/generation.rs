@@ -8,6 +8,7 @@ use arc_swap::ArcSwap;
 
 use crate::metrics::Metrics;
 use crate::routing::RouteTable;
+use crate::translate::Protocol;
 use crate::upstream::Pool;
 
 /// What to do with a request that matched a route.
@@ -28,6 +29,12 @@ pub struct Route {
     pub namespace: Box<str>,
     pub service: Box<str>,
     pub action: Action,
+    /// How to talk to the pods.
+    pub protocol: Protocol,
+    /// Plain-HTTP requests get a 308 to HTTPS.
+    pub https_redirect: bool,
+    /// TLS is configured for the host: HTTPS responses carry HSTS.
+    pub tls_host: bool,
 }
 
 /// One published set of routes.
@@ -51,6 +58,9 @@ impl Generation {
                 namespace: "-".into(),
                 service: "-".into(),
                 action: Action::Respond(404),
+                protocol: Protocol::Http1,
+                https_redirect: false,
+                tls_host: false,
             }),
         }
     }

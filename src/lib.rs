@@ -20,5 +20,6 @@ pub mod routing;
 pub mod server;
 pub mod source;
 pub mod status;
+pub mod tls;
 pub mod translate;
 pub mod upstream;

@@ -50,6 +50,10 @@ struct Cli {
     #[arg(long = "http-listen", value_name = "ADDR")]
     http_listen: Vec<String>,
 
+    /// HTTPS listen address, repeatable (replaces `pingress.https_listen`).
+    #[arg(long = "https-listen", value_name = "ADDR")]
+    https_listen: Vec<String>,
+
     /// Admin listen address (replaces `pingress.admin_listen`).
     #[arg(long = "admin-listen", value_name = "ADDR")]
     admin_listen: Option<String>,
@@ -108,11 +112,17 @@ fn load(cli: &Cli) -> anyhow::Result<Config> {
     if let Some(a) = &cli.admin_listen {
         p.admin_listen = a.clone();
     }
+    if !cli.https_listen.is_empty() {
+        p.https_listen = cli.https_listen.clone();
+    }
     if cli.no_access_log {
         p.access_log.enabled = false;
     }
     for a in &cli.http_listen {
         parse_listen(a).map_err(|e| anyhow::anyhow!("--http-listen: {e}"))?;
+    }
+    for a in &cli.https_listen {
+        parse_listen(a).map_err(|e| anyhow::anyhow!("--https-listen: {e}"))?;
     }
     if let Some(a) = &cli.admin_listen {
         parse_listen(a).map_err(|e| anyhow::anyhow!("--admin-listen: {e}"))?;
@@ -125,13 +135,19 @@ fn load(cli: &Cli) -> anyhow::Result<Config> {
 
 /// `-t`: the config, then the manifests directory and what translation makes of it.
 fn check(config: &Config) -> anyhow::Result<()> {
+    let metrics = std::sync::Arc::new(pingress::metrics::Metrics::new());
+    let store = pingress::tls::CertStore::new(config.pingress.tls.min_version);
+    let mut certs = pingress::tls::Certs::new(&config.pingress.tls, store, metrics)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     if config.pingress.source.kind == SourceKind::Manifests {
         let dir = &config.pingress.source.manifests_dir;
         let (snap, warnings) = files::read_once(dir).map_err(|e| anyhow::anyhow!("{e}"))?;
         for w in warnings {
             eprintln!("warning: {w}");
         }
-        let t = translate(&snap, &TranslateConf::from(&config.pingress));
+        let mut t = translate(&snap, &TranslateConf::from(&config.pingress));
+        let tls_diags = certs.update(&t.tls, &snap);
+        t.diagnostics.extend(tls_diags);
         for d in &t.diagnostics {
             eprintln!("warning: {d}");
         }
@@ -226,7 +242,13 @@ fn main() -> ExitCode {
         daemon: cli.daemon,
         ..Default::default()
     };
-    let server = pingress::server::build(config, opt);
+    let server = match pingress::server::build(config, opt) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
     server.run_forever()
 }
 

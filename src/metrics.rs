@@ -36,6 +36,11 @@ pub struct Metrics {
     pub leader: IntGauge,
     /// Writes to the Kubernetes API by kind (`status`, `event`), by result.
     pub api_writes: IntCounterVec,
+    /// Expiry (Unix seconds) of every certificate in service, by origin (`namespace/name` of
+    /// the Secret, a file path, or `self-signed`).
+    pub tls_cert_expiry: IntGaugeVec,
+    /// HTTPS requests redirected from plain HTTP.
+    pub https_redirects: IntCounter,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -127,6 +132,19 @@ impl Metrics {
             &["kind", "result"],
         )
         .expect("valid metric");
+        let tls_cert_expiry = IntGaugeVec::new(
+            Opts::new(
+                "pingress_tls_certificate_expiry_timestamp_seconds",
+                "Expiry of each TLS certificate in service (Unix time)",
+            ),
+            &["secret"],
+        )
+        .expect("valid metric");
+        let https_redirects = IntCounter::new(
+            "pingress_https_redirects_total",
+            "Plain-HTTP requests answered with a redirect to HTTPS",
+        )
+        .expect("valid metric");
         for kind in DiagKind::ALL {
             diagnostics.with_label_values(&[kind.as_str()]).set(0);
         }
@@ -145,6 +163,8 @@ impl Metrics {
             source_errors,
             leader,
             api_writes,
+            tls_cert_expiry,
+            https_redirects,
         };
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
             Box::new(m.requests.clone()),
@@ -160,6 +180,8 @@ impl Metrics {
             Box::new(m.source_errors.clone()),
             Box::new(m.leader.clone()),
             Box::new(m.api_writes.clone()),
+            Box::new(m.tls_cert_expiry.clone()),
+            Box::new(m.https_redirects.clone()),
         ];
         for c in collectors {
             m.registry.register(c).expect("metric registered once");

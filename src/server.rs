@@ -1,13 +1,14 @@
-//! Builds the Pingora server from a [`Config`]: the HTTP proxy service on the configured
-//! listeners, the admin service, and the background service that runs the source and the
-//! controller.
+//! Builds the Pingora server from a [`Config`]: one proxy service on the plain-HTTP and the
+//! HTTPS listeners (certificates by SNI from a [`CertStore`], HTTP/2 by ALPN, optional h2c),
+//! the admin service, and the background service that runs the source and the controller.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use pingora::apps::http_app::HttpServer;
-use pingora::apps::ServerApp;
+use pingora::apps::{HttpServerOptions, ServerApp};
+use pingora::listeners::tls::TlsSettings;
 use pingora::server::configuration::Opt;
 use pingora::server::{Server, ShutdownWatch};
 use pingora::services::background::{background_service, BackgroundService};
@@ -25,11 +26,14 @@ use crate::proxy::Gateway;
 use crate::source::files;
 use crate::source::kube::{self as kube_source, KubeSourceConf};
 use crate::status::Writer;
+use crate::tls::{CertStore, Certs};
 
 /// Runs the object source and the controller for the life of the server.
 struct ControlPlane {
     conf: PingressConf,
     shared: Arc<Shared>,
+    /// Taken by the controller when the service starts.
+    certs: std::sync::Mutex<Option<Certs>>,
 }
 
 #[async_trait]
@@ -83,6 +87,10 @@ impl BackgroundService for ControlPlane {
         if let Some(r) = reports {
             controller = controller.with_reports(r);
         }
+        let certs = self.certs.lock().ok().and_then(|mut c| c.take());
+        if let Some(certs) = certs {
+            controller = controller.with_certs(certs);
+        }
         let debounce = Duration::from_millis(self.conf.debounce_ms);
         let control = tokio::spawn(controller.run(rx, debounce));
         while !*shutdown.borrow() {
@@ -127,28 +135,54 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Draining<A> {
     }
 }
 
-/// Build a ready-to-run Pingora server.
-pub fn build(config: Config, opt: Opt) -> Server {
+/// Build a ready-to-run Pingora server. Fails when the default certificate files cannot be
+/// used.
+pub fn build(config: Config, opt: Opt) -> anyhow::Result<Server> {
     let Config {
         server: conf,
         pingress,
     } = config;
+    let metrics = Arc::new(Metrics::new());
+    let store = CertStore::new(pingress.tls.min_version);
+    let certs = Certs::new(&pingress.tls, store.clone(), metrics.clone())
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
 
-    let shared = Shared::new(Arc::new(Metrics::new()));
+    let shared = Shared::new(metrics);
     let access_log = pingress.access_log.enabled.then(AccessLog::stdout);
-    let gateway = Gateway::new(shared.clone(), pingress.upstream.clone(), access_log);
+    let gateway = Gateway::new(
+        shared.clone(),
+        pingress.upstream.clone(),
+        access_log,
+        &pingress.tls,
+    );
     let drain = Duration::from_millis(pingress.keepalive_drain_ms);
+    let mut app = pingora_proxy::http_proxy(&server.configuration, gateway);
+    if pingress.h2c {
+        let mut options = HttpServerOptions::default();
+        options.h2c = true;
+        app.server_options = Some(options);
+    }
     let mut proxy = Service::new(
         "pingress http".to_string(),
         Draining {
-            inner: Arc::new(pingora_proxy::http_proxy(&server.configuration, gateway)),
+            inner: Arc::new(app),
             delay: drain,
         },
     );
     for addr in &pingress.http_listen {
         proxy.add_tcp(addr);
+    }
+    for addr in &pingress.https_listen {
+        let mut tls =
+            TlsSettings::intermediate("", "").map_err(|e| anyhow::anyhow!("TLS settings: {e}"))?;
+        tls.set_cert_resolver(store.clone());
+        if pingress.tls.http2 {
+            tls.enable_h2();
+        }
+        proxy.add_tls_with_settings(addr, None, tls);
     }
 
     let mut admin = Service::new(
@@ -165,10 +199,11 @@ pub fn build(config: Config, opt: Opt) -> Server {
         ControlPlane {
             conf: pingress,
             shared,
+            certs: std::sync::Mutex::new(Some(certs)),
         },
     );
     server.add_service(proxy);
     server.add_service(admin);
     server.add_service(control);
-    server
+    Ok(server)
 }

@@ -1,11 +1,14 @@
 //! The Pingora `ProxyHttp` implementation: the hot path.
 //!
 //! * `request_filter`: look the request up in the current generation (one `ArcSwap` load,
-//!   no lock); answer 404/503 ourselves when there is nothing to proxy to.
+//!   no lock); answer a 308 to HTTPS for plain-HTTP requests to routes that want it, and
+//!   404/503 ourselves when there is nothing to proxy to.
 //! * `upstream_peer`: pick a ready endpoint of the route's pool, round robin, skipping
-//!   endpoints that already failed to connect for this request.
+//!   endpoints that already failed to connect for this request; the route's protocol picks
+//!   HTTP/1.1, HTTPS, h2c or HTTP/2 over TLS to the pod.
 //! * `fail_to_connect`: retry idempotent requests on another endpoint.
 //! * `upstream_request_filter`: X-Forwarded-*, X-Real-IP, X-Request-ID.
+//! * `response_filter`: HSTS on HTTPS responses for hosts with TLS configured.
 //! * `logging`: metrics and the JSON access log.
 
 mod request_id;
@@ -24,8 +27,9 @@ use pingora_proxy::{ProxyHttp, Session};
 use prometheus::IntGauge;
 
 use crate::accesslog::{rfc3339_now, AccessLog, Entry};
-use crate::config::UpstreamConf;
+use crate::config::{TlsConf, UpstreamConf};
 use crate::generation::{Action, Route, Shared};
+use crate::translate::Protocol;
 
 pub use request_id::new_request_id;
 
@@ -42,6 +46,8 @@ pub struct Ctx {
     request_id: Option<String>,
     /// Status of a response we wrote ourselves.
     own_status: u16,
+    /// The request came over TLS.
+    tls: bool,
     conn: Option<Arc<ConnGuard>>,
 }
 
@@ -67,15 +73,64 @@ pub struct Gateway {
     shared: Arc<Shared>,
     upstream: UpstreamConf,
     access_log: Option<AccessLog>,
+    /// `Strict-Transport-Security` value; None when disabled.
+    hsts: Option<http::HeaderValue>,
+    /// Port for redirect `Location`s (omitted when 443).
+    redirect_port: u16,
 }
 
+/// How many concurrent streams one HTTP/2 connection to a pod may carry.
+const UPSTREAM_H2_STREAMS: usize = 100;
+
 impl Gateway {
-    pub fn new(shared: Arc<Shared>, upstream: UpstreamConf, access_log: Option<AccessLog>) -> Self {
+    pub fn new(
+        shared: Arc<Shared>,
+        upstream: UpstreamConf,
+        access_log: Option<AccessLog>,
+        tls: &TlsConf,
+    ) -> Self {
         Gateway {
             shared,
             upstream,
             access_log,
+            hsts: tls
+                .hsts
+                .header_value()
+                .and_then(|v| http::HeaderValue::from_str(&v).ok()),
+            redirect_port: tls.redirect_port,
         }
+    }
+
+    /// 308 to the same host and path over HTTPS (method and body are kept by the client).
+    async fn redirect_https(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        let req = session.req_header();
+        let host = host_without_port(request_host(req));
+        let path = req.uri.path_and_query().map_or("/", |p| p.as_str());
+        let location = if self.redirect_port == 443 {
+            format!("https://{host}{path}")
+        } else {
+            format!("https://{host}:{}{path}", self.redirect_port)
+        };
+        let mut resp = ResponseHeader::build(308, Some(4))?;
+        resp.insert_header(http::header::LOCATION, location)?;
+        resp.insert_header(http::header::CONTENT_LENGTH, 0)?;
+        if let Some(id) = &ctx.request_id {
+            resp.insert_header("x-request-id", id.as_str())?;
+        }
+        ctx.own_status = 308;
+        self.shared.metrics.https_redirects.inc();
+        session.write_response_header(Box::new(resp), true).await?;
+        Ok(true)
+    }
+
+    /// HSTS for HTTPS responses on hosts with TLS configured.
+    fn add_hsts(&self, ctx: &Ctx, resp: &mut ResponseHeader) -> Result<()> {
+        if let (true, Some(v), Some(route)) = (ctx.tls, &self.hsts, &ctx.route) {
+            if route.tls_host {
+                resp.insert_header(http::header::STRICT_TRANSPORT_SECURITY, v.clone())?;
+            }
+        }
+        Ok(())
     }
 
     async fn respond(&self, session: &mut Session, ctx: &mut Ctx, status: u16) -> Result<bool> {
@@ -90,6 +145,7 @@ impl Gateway {
         if let Some(id) = &ctx.request_id {
             resp.insert_header("x-request-id", id.as_str())?;
         }
+        self.add_hsts(ctx, &mut resp)?;
         ctx.own_status = status;
         session.write_response_header(Box::new(resp), false).await?;
         session
@@ -106,6 +162,14 @@ fn request_host(req: &RequestHeader) -> &str {
         .and_then(|v| v.to_str().ok())
         .or_else(|| req.uri.host())
         .unwrap_or("")
+}
+
+/// `example.com` of `example.com:8080`; IPv6 literals keep their brackets.
+fn host_without_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host.split_inclusive(']').next().unwrap_or(host);
+    }
+    host.rsplit_once(':').map_or(host, |(h, _)| h)
 }
 
 fn client_ip(session: &Session) -> Option<std::net::IpAddr> {
@@ -160,6 +224,7 @@ impl ProxyHttp for Gateway {
             upstream_time: None,
             request_id: None,
             own_status: 0,
+            tls: false,
             conn: None,
         }
     }
@@ -198,6 +263,10 @@ impl ProxyHttp for Gateway {
         if ctx.conn.is_none() && !session.is_http2() {
             ctx.conn = Some(ConnGuard::new(&self.shared.metrics.downstream_connections));
         }
+        ctx.tls = session
+            .digest()
+            .and_then(|d| d.ssl_digest.as_ref())
+            .is_some();
         let req = session.req_header();
         ctx.request_id = Some(match req.headers.get("x-request-id") {
             Some(v) if acceptable_request_id(v.as_bytes()) => {
@@ -209,12 +278,17 @@ impl ProxyHttp for Gateway {
             let generation = self.shared.generation.load();
             generation.route(request_host(req), req.uri.path()).clone()
         };
+        let redirect = route.https_redirect && !ctx.tls;
         let status = match &route.action {
+            _ if redirect => None,
             Action::Respond(code) => Some(*code),
             Action::Proxy(pool) if pool.is_empty() => Some(503),
             Action::Proxy(_) => None,
         };
         ctx.route = Some(route);
+        if redirect {
+            return self.redirect_https(session, ctx).await;
+        }
         match status {
             Some(code) => self.respond(session, ctx, code).await,
             None => Ok(false),
@@ -222,19 +296,38 @@ impl ProxyHttp for Gateway {
     }
 
     async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
-        let Some(Action::Proxy(pool)) = ctx.route.as_ref().map(|r| &r.action) else {
+        let Some(route) = ctx.route.as_ref() else {
+            return Error::e_explain(InternalError, "no route for this request");
+        };
+        let Action::Proxy(pool) = &route.action else {
             return Error::e_explain(InternalError, "no upstream pool for this route");
         };
         let Some(addr) = pool.select(&ctx.tried) else {
             return Error::e_explain(HTTPStatus(503), "no ready endpoint left to try");
         };
         ctx.upstream = Some(addr);
-        let mut peer = HttpPeer::new(addr, false, String::new());
+        let tls = matches!(route.protocol, Protocol::Https | Protocol::H2Tls);
+        // Pods are reached by IP: no SNI is sent (as with nginx's default
+        // `proxy_ssl_server_name off`) and their certificates are not verified.
+        let sni = if tls {
+            addr.ip().to_string()
+        } else {
+            String::new()
+        };
+        let mut peer = HttpPeer::new(addr, tls, sni);
         let o = &mut peer.options;
         o.connection_timeout = Some(self.upstream.connect_timeout());
         o.read_timeout = Some(self.upstream.read_timeout());
         o.write_timeout = Some(self.upstream.write_timeout());
         o.idle_timeout = Some(self.upstream.idle_timeout());
+        if tls {
+            o.verify_cert = false;
+            o.verify_hostname = false;
+        }
+        if matches!(route.protocol, Protocol::H2c | Protocol::H2Tls) {
+            o.set_http_version(2, 2);
+            o.max_h2_streams = UPSTREAM_H2_STREAMS;
+        }
         Ok(Box::new(peer))
     }
 
@@ -289,15 +382,7 @@ impl ProxyHttp for Gateway {
             up.insert_header("x-forwarded-for", xff)?;
             up.insert_header("x-real-ip", ip.as_str())?;
         }
-        let proto = if session
-            .digest()
-            .and_then(|d| d.ssl_digest.as_ref())
-            .is_some()
-        {
-            "https"
-        } else {
-            "http"
-        };
+        let proto = if ctx.tls { "https" } else { "http" };
         up.insert_header("x-forwarded-proto", proto)?;
         let host = request_host(session.req_header()).to_string();
         if !host.is_empty() {
@@ -314,6 +399,15 @@ impl ProxyHttp for Gateway {
             up.insert_header("x-request-id", id.as_str())?;
         }
         Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        self.add_hsts(ctx, resp)
     }
 
     async fn upstream_response_filter(
@@ -393,6 +487,14 @@ mod tests {
         assert!(!acceptable_request_id(b""));
         assert!(!acceptable_request_id(b"has space"));
         assert!(!acceptable_request_id(&[b'a'; 129]));
+    }
+
+    #[test]
+    fn ports_are_stripped_from_hosts() {
+        assert_eq!(host_without_port("a.example.com:8080"), "a.example.com");
+        assert_eq!(host_without_port("a.example.com"), "a.example.com");
+        assert_eq!(host_without_port("[::1]:8080"), "[::1]");
+        assert_eq!(host_without_port("[::1]"), "[::1]");
     }
 
     #[test]

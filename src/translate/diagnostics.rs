@@ -15,10 +15,12 @@ pub enum DiagKind {
     InvalidPath,
     Conflict,
     UnsupportedAnnotation,
+    InvalidAnnotation,
+    TlsSecret,
 }
 
 impl DiagKind {
-    pub const ALL: [DiagKind; 9] = [
+    pub const ALL: [DiagKind; 11] = [
         DiagKind::ServiceNotFound,
         DiagKind::PortNotFound,
         DiagKind::ResourceBackend,
@@ -28,6 +30,8 @@ impl DiagKind {
         DiagKind::InvalidPath,
         DiagKind::Conflict,
         DiagKind::UnsupportedAnnotation,
+        DiagKind::InvalidAnnotation,
+        DiagKind::TlsSecret,
     ];
 
     /// Snake-case name, used as the metric label and in logs.
@@ -42,6 +46,8 @@ impl DiagKind {
             DiagKind::InvalidPath => "invalid_path",
             DiagKind::Conflict => "conflict",
             DiagKind::UnsupportedAnnotation => "unsupported_annotation",
+            DiagKind::InvalidAnnotation => "invalid_annotation",
+            DiagKind::TlsSecret => "tls_secret",
         }
     }
 }

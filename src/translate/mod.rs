@@ -11,7 +11,7 @@ mod tests;
 
 pub use diagnostics::{DiagKind, Diagnostic};
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
 
@@ -25,8 +25,16 @@ pub const CLASS_ANNOTATION: &str = "kubernetes.io/ingress.class";
 pub const DEFAULT_CLASS_ANNOTATION: &str = "ingressclass.kubernetes.io/is-default-class";
 /// Annotation prefixes whose keys we own or emulate; unknown keys under them are reported.
 const ANNOTATION_PREFIXES: &[&str] = &["nginx.ingress.kubernetes.io/", "pingress.dev/"];
+/// Redirect plain HTTP to HTTPS for hosts with TLS (`"true"`/`"false"`).
+pub const SSL_REDIRECT: &str = "nginx.ingress.kubernetes.io/ssl-redirect";
+/// Redirect plain HTTP to HTTPS even without TLS configured here (`"true"`/`"false"`).
+pub const FORCE_SSL_REDIRECT: &str = "nginx.ingress.kubernetes.io/force-ssl-redirect";
+/// Protocol spoken to the pods: HTTP, HTTPS, GRPC, GRPCS, H2C.
+pub const BACKEND_PROTOCOL: &str = "nginx.ingress.kubernetes.io/backend-protocol";
+/// `appProtocol` of a Service port that means HTTP/2 over cleartext.
+pub const APP_PROTOCOL_H2C: &str = "kubernetes.io/h2c";
 /// Annotations under those prefixes that are understood.
-const KNOWN_ANNOTATIONS: &[&str] = &[];
+const KNOWN_ANNOTATIONS: &[&str] = &[SSL_REDIRECT, FORCE_SSL_REDIRECT, BACKEND_PROTOCOL];
 
 /// What translation needs from the config.
 #[derive(Debug, Clone, PartialEq)]
@@ -34,6 +42,8 @@ pub struct TranslateConf {
     pub ingress_class: String,
     pub controller_name: String,
     pub watch_ingress_without_class: bool,
+    /// Redirect plain HTTP to HTTPS for hosts with TLS unless an Ingress turns it off.
+    pub ssl_redirect: bool,
     /// Global default backend: (`namespace/name`, port); None for the built-in 404.
     pub default_backend: Option<(ObjKey, PortRef)>,
 }
@@ -44,6 +54,7 @@ impl From<&PingressConf> for TranslateConf {
             ingress_class: c.ingress_class.clone(),
             controller_name: c.controller_name.clone(),
             watch_ingress_without_class: c.watch_ingress_without_class,
+            ssl_redirect: c.tls.ssl_redirect,
             default_backend: c.default_backend.as_ref().map(|d| {
                 let (ns, name) = d.service.split_once('/').unwrap_or(("default", &d.service));
                 (ObjKey::new(ns, name), d.port.clone())
@@ -80,12 +91,66 @@ pub enum BackendSpec {
     NotFound,
 }
 
+/// How the gateway talks to the pods of a backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Protocol {
+    /// HTTP/1.1 over cleartext (the default).
+    #[default]
+    Http1,
+    /// HTTP/1.1 over TLS (`backend-protocol: HTTPS`); the pod's certificate is not verified.
+    Https,
+    /// HTTP/2 over cleartext with prior knowledge (`GRPC`, `H2C`, `appProtocol: kubernetes.io/h2c`).
+    H2c,
+    /// HTTP/2 over TLS (`GRPCS`).
+    H2Tls,
+}
+
+impl Protocol {
+    /// The `backend-protocol` annotation value; Err for values we do not support.
+    fn from_annotation(v: &str) -> Result<Protocol, String> {
+        match v.trim().to_ascii_uppercase().as_str() {
+            "HTTP" => Ok(Protocol::Http1),
+            "HTTPS" => Ok(Protocol::Https),
+            "GRPC" | "H2C" => Ok(Protocol::H2c),
+            "GRPCS" => Ok(Protocol::H2Tls),
+            _ => Err(format!(
+                "value `{v}` is not supported (use HTTP, HTTPS, GRPC, GRPCS or H2C); using HTTP"
+            )),
+        }
+    }
+}
+
 /// A translated route target.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct RouteSpec {
     /// The Ingress the rule came from; None for the global default backend.
     pub ingress: Option<ObjKey>,
     pub backend: BackendSpec,
+    pub protocol: Protocol,
+    /// Answer plain-HTTP requests with a 308 to HTTPS.
+    pub https_redirect: bool,
+    /// The host has TLS configured (HSTS is sent on its HTTPS responses).
+    pub tls_host: bool,
+}
+
+/// One `spec.tls[]` entry of an Ingress of ours.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsBinding {
+    pub ingress: ObjKey,
+    /// `spec.tls[i]`, for messages.
+    pub field: String,
+    /// The Secret; None means the hosts are served with the default certificate.
+    pub secret: Option<ObjKey>,
+    /// Lowercase hosts (`*.example.com` for a wildcard).
+    pub hosts: Vec<String>,
+}
+
+/// The per-Ingress options read from annotations.
+#[derive(Debug, Clone, Copy, Default)]
+struct IngressOpts {
+    ssl_redirect: Option<bool>,
+    force_ssl_redirect: bool,
+    protocol: Option<Protocol>,
 }
 
 /// The result of translating one snapshot.
@@ -96,6 +161,8 @@ pub struct Translation {
     pub default_route: RouteSpec,
     /// Ingresses of our class, oldest first.
     pub ingresses: Vec<ObjKey>,
+    /// TLS entries of those Ingresses, oldest Ingress first.
+    pub tls: Vec<TlsBinding>,
     pub diagnostics: Vec<Diagnostic>,
 }
 
@@ -107,6 +174,8 @@ pub fn translate(snap: &Snapshot, conf: &TranslateConf) -> Translation {
         routes: RouteTable::default(),
         owners: HashMap::new(),
         diagnostics: Vec::new(),
+        tls: Vec::new(),
+        tls_hosts: HashSet::new(),
     };
     let default_route = t.global_default();
     let mut ours: Vec<(&ObjKey, &Ingress)> = snap
@@ -120,6 +189,11 @@ pub fn translate(snap: &Snapshot, conf: &TranslateConf) -> Translation {
         let tb = b.metadata.creation_timestamp.as_ref().map(|t| &t.0);
         ta.cmp(&tb).then_with(|| ka.cmp(kb))
     });
+    // TLS hosts first: a rule's host may get its TLS from another Ingress.
+    for (key, ing) in &ours {
+        t.tls_entries(key, ing);
+    }
+    t.tls_hosts = t.tls.iter().flat_map(|b| b.hosts.clone()).collect();
     for (key, ing) in &ours {
         t.ingress(key, ing);
     }
@@ -127,6 +201,7 @@ pub fn translate(snap: &Snapshot, conf: &TranslateConf) -> Translation {
         routes: t.routes,
         default_route,
         ingresses: ours.into_iter().map(|(k, _)| k.clone()).collect(),
+        tls: t.tls,
         diagnostics: t.diagnostics,
     }
 }
@@ -145,6 +220,9 @@ struct Translator<'a> {
     routes: RouteTable<RouteSpec>,
     owners: HashMap<Slot, ObjKey>,
     diagnostics: Vec<Diagnostic>,
+    tls: Vec<TlsBinding>,
+    /// Every host of `tls`.
+    tls_hosts: HashSet<String>,
 }
 
 impl Translator<'_> {
@@ -196,10 +274,14 @@ impl Translator<'_> {
     }
 
     fn global_default(&mut self) -> RouteSpec {
+        let mut protocol = Protocol::Http1;
         let backend = match self.conf.default_backend.clone() {
             None => BackendSpec::NotFound,
             Some((svc, port)) => match self.resolve(&svc.namespace, &svc.name, Some(&port)) {
-                Ok(key) => BackendSpec::Service(key),
+                Ok((key, app)) => {
+                    protocol = app.unwrap_or_default();
+                    BackendSpec::Service(key)
+                }
                 Err((kind, msg)) => {
                     self.diag(None, kind, format!("default backend: {msg}"));
                     BackendSpec::Unavailable {
@@ -212,16 +294,20 @@ impl Translator<'_> {
         RouteSpec {
             ingress: None,
             backend,
+            protocol,
+            https_redirect: false,
+            tls_host: false,
         }
     }
 
-    /// Resolve a Service port to its upstream pool key.
+    /// Resolve a Service port to its upstream pool key, and the protocol its `appProtocol`
+    /// asks for (if one we act on).
     fn resolve(
         &self,
         namespace: &str,
         service: &str,
         port: Option<&PortRef>,
-    ) -> Result<UpstreamKey, (DiagKind, String)> {
+    ) -> Result<(UpstreamKey, Option<Protocol>), (DiagKind, String)> {
         let key = ObjKey::new(namespace, service);
         let Some(svc) = self.snap.services.get(&key) else {
             return Err((
@@ -253,16 +339,30 @@ impl Translator<'_> {
                 format!("service {key} has no port {port}"),
             ));
         };
-        Ok(UpstreamKey {
+        let app = match found.app_protocol.as_deref() {
+            Some(APP_PROTOCOL_H2C) => Some(Protocol::H2c),
+            Some("https" | "kubernetes.io/wss") => Some(Protocol::Https),
+            _ => None,
+        };
+        let key = UpstreamKey {
             namespace: namespace.to_string(),
             service: service.to_string(),
             port_name: found.name.clone().unwrap_or_default(),
             port: found.port,
-        })
+        };
+        Ok((key, app))
     }
 
     /// A route target for an Ingress backend; None (with a diagnostic) when it must be skipped.
-    fn backend(&mut self, key: &ObjKey, b: &IngressBackend, what: &str) -> Option<RouteSpec> {
+    /// `host` is the rule's host (None for a catch-all default backend).
+    fn backend(
+        &mut self,
+        key: &ObjKey,
+        b: &IngressBackend,
+        what: &str,
+        opts: IngressOpts,
+        host: Option<&HostMatch>,
+    ) -> Option<RouteSpec> {
         if b.resource.is_some() {
             self.diag(
                 Some(key),
@@ -284,8 +384,12 @@ impl Translator<'_> {
             (_, Some(n)) => Some(PortRef::Number(n)),
             _ => None,
         });
+        let mut app = None;
         let backend = match self.resolve(&key.namespace, &svc.name, port.as_ref()) {
-            Ok(up) => BackendSpec::Service(up),
+            Ok((up, a)) => {
+                app = a;
+                BackendSpec::Service(up)
+            }
             Err((kind, msg)) => {
                 self.diag(Some(key), kind, format!("{what}: {msg}"));
                 BackendSpec::Unavailable {
@@ -294,10 +398,69 @@ impl Translator<'_> {
                 }
             }
         };
+        let tls_host = host.is_some_and(|h| self.is_tls_host(h));
+        let https_redirect = opts.force_ssl_redirect
+            || (tls_host && opts.ssl_redirect.unwrap_or(self.conf.ssl_redirect));
         Some(RouteSpec {
             ingress: Some(key.clone()),
             backend,
+            protocol: opts.protocol.or(app).unwrap_or_default(),
+            https_redirect,
+            tls_host,
         })
+    }
+
+    /// Whether some Ingress of ours configures TLS for this rule host.
+    fn is_tls_host(&self, host: &HostMatch) -> bool {
+        match host {
+            HostMatch::Any => false,
+            HostMatch::Wildcard(_) => self.tls_hosts.contains(&host.to_string()),
+            HostMatch::Exact(h) => {
+                self.tls_hosts.contains(h)
+                    || h.split_once('.')
+                        .is_some_and(|(_, parent)| self.tls_hosts.contains(&format!("*.{parent}")))
+            }
+        }
+    }
+
+    /// Collect `spec.tls[]` of one Ingress.
+    fn tls_entries(&mut self, key: &ObjKey, ing: &Ingress) {
+        let Some(spec) = &ing.spec else { return };
+        for (i, entry) in spec.tls.iter().flatten().enumerate() {
+            let field = format!("spec.tls[{i}]");
+            let mut hosts = Vec::new();
+            for h in entry.hosts.iter().flatten() {
+                match HostMatch::parse(Some(h)) {
+                    Ok(HostMatch::Any) | Err(_) => self.diag(
+                        Some(key),
+                        DiagKind::InvalidHost,
+                        format!("{field}.hosts: `{h}` is not a valid host; ignored"),
+                    ),
+                    Ok(m) => hosts.push(m.to_string()),
+                }
+            }
+            if entry.hosts.as_ref().is_none_or(|h| h.is_empty()) {
+                // No hosts: the entry covers the hosts of this Ingress's rules.
+                for rule in spec.rules.iter().flatten() {
+                    if let Ok(m @ (HostMatch::Exact(_) | HostMatch::Wildcard(_))) =
+                        HostMatch::parse(rule.host.as_deref())
+                    {
+                        hosts.push(m.to_string());
+                    }
+                }
+            }
+            let secret = entry
+                .secret_name
+                .as_deref()
+                .filter(|s| !s.is_empty())
+                .map(|s| ObjKey::new(key.namespace.clone(), s));
+            self.tls.push(TlsBinding {
+                ingress: key.clone(),
+                field,
+                secret,
+                hosts,
+            });
+        }
     }
 
     fn claim(&mut self, key: &ObjKey, slot: Slot, placed: bool, what: &str) {
@@ -319,7 +482,7 @@ impl Translator<'_> {
 
     fn ingress(&mut self, key: &ObjKey, ing: &Ingress) {
         debug_assert_eq!(namespace_of(&ing.metadata), key.namespace);
-        self.annotations(key, ing);
+        let opts = self.annotations(key, ing);
         let Some(spec) = &ing.spec else {
             self.diag(
                 Some(key),
@@ -329,10 +492,7 @@ impl Translator<'_> {
             return;
         };
         let rules = spec.rules.as_deref().unwrap_or_default();
-        let default = spec
-            .default_backend
-            .as_ref()
-            .and_then(|b| self.backend(key, b, "defaultBackend"));
+        let default_backend = spec.default_backend.as_ref();
         let mut hosts = Vec::new();
         for (ri, rule) in rules.iter().enumerate() {
             let host = match HostMatch::parse(rule.host.as_deref()) {
@@ -375,7 +535,7 @@ impl Translator<'_> {
                     );
                     continue;
                 }
-                let Some(target) = self.backend(key, &p.backend, &what) else {
+                let Some(target) = self.backend(key, &p.backend, &what, opts, Some(&host)) else {
                     continue;
                 };
                 let placed = self
@@ -393,29 +553,37 @@ impl Translator<'_> {
                 hosts.push(host);
             }
         }
-        let Some(default) = default else {
+        let Some(default_backend) = default_backend else {
             return;
         };
         if hosts.is_empty() {
+            let Some(default) = self.backend(key, default_backend, "defaultBackend", opts, None)
+            else {
+                return;
+            };
             let placed = self.routes.insert_fallback(default).is_ok();
             self.claim(key, Slot::Fallback, placed, "the catch-all defaultBackend");
         } else {
             for host in hosts {
-                let placed = self
-                    .routes
-                    .insert_host_default(&host, default.clone())
-                    .is_ok();
+                let Some(default) =
+                    self.backend(key, default_backend, "defaultBackend", opts, Some(&host))
+                else {
+                    return;
+                };
+                let placed = self.routes.insert_host_default(&host, default).is_ok();
                 let desc = format!("defaultBackend for host {host}");
                 self.claim(key, Slot::HostDefault(host), placed, &desc);
             }
         }
     }
 
-    fn annotations(&mut self, key: &ObjKey, ing: &Ingress) {
+    /// Read the annotations we act on; report unknown ones and bad values.
+    fn annotations(&mut self, key: &ObjKey, ing: &Ingress) -> IngressOpts {
+        let mut opts = IngressOpts::default();
         let Some(annotations) = &ing.metadata.annotations else {
-            return;
+            return opts;
         };
-        for name in annotations.keys() {
+        for (name, value) in annotations {
             let ours = ANNOTATION_PREFIXES.iter().any(|p| name.starts_with(p));
             if ours && !KNOWN_ANNOTATIONS.contains(&name.as_str()) {
                 self.diag(
@@ -423,7 +591,35 @@ impl Translator<'_> {
                     DiagKind::UnsupportedAnnotation,
                     format!("annotation {name} is not supported; ignored"),
                 );
+                continue;
+            }
+            let bool_value = || match value.trim() {
+                "true" => Ok(true),
+                "false" => Ok(false),
+                _ => Err(format!(
+                    "value `{value}` is not \"true\" or \"false\"; ignored"
+                )),
+            };
+            let parsed = match name.as_str() {
+                SSL_REDIRECT => bool_value().map(|v| opts.ssl_redirect = Some(v)),
+                FORCE_SSL_REDIRECT => bool_value().map(|v| opts.force_ssl_redirect = v),
+                BACKEND_PROTOCOL => match Protocol::from_annotation(value) {
+                    Ok(p) => {
+                        opts.protocol = Some(p);
+                        Ok(())
+                    }
+                    Err(e) => Err(e),
+                },
+                _ => Ok(()),
+            };
+            if let Err(e) = parsed {
+                self.diag(
+                    Some(key),
+                    DiagKind::InvalidAnnotation,
+                    format!("annotation {name}: {e}"),
+                );
             }
         }
+        opts
     }
 }

@@ -14,6 +14,7 @@ fn conf() -> TranslateConf {
         ingress_class: "pingress".into(),
         controller_name: "pingress.dev/ingress-controller".into(),
         watch_ingress_without_class: false,
+        ssl_redirect: true,
         default_backend: None,
     }
 }
@@ -368,5 +369,136 @@ fn translation_is_deterministic() {
     assert_eq!(
         lookup(&a, "shop.example.com", "/"),
         lookup(&b, "shop.example.com", "/")
+    );
+}
+
+const TLS_SPEC: &str = "  ingressClassName: pingress\n  tls:\n  - hosts: [secure.example.com, \"*.wild.example.com\"]\n    secretName: cert\n  rules:\n  - host: secure.example.com\n    http:\n      paths:\n      - {path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}\n  - host: a.wild.example.com\n    http:\n      paths:\n      - {path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}\n  - host: plain.example.com\n    http:\n      paths:\n      - {path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}\n";
+
+#[test]
+fn tls_entries_become_bindings_and_redirect_their_hosts() {
+    let y = format!("{SERVICES}{}", ingress("a", "", TLS_SPEC));
+    let t = translate(&snap(&y), &conf());
+    assert!(t.diagnostics.is_empty(), "{:?}", t.diagnostics);
+    assert_eq!(t.tls.len(), 1);
+    assert_eq!(t.tls[0].secret, Some(ObjKey::new("shop", "cert")));
+    assert_eq!(
+        t.tls[0].hosts,
+        vec!["secure.example.com", "*.wild.example.com"]
+    );
+    let secure = lookup(&t, "secure.example.com", "/").unwrap();
+    assert!(secure.tls_host && secure.https_redirect);
+    let wild = lookup(&t, "a.wild.example.com", "/").unwrap();
+    assert!(
+        wild.tls_host && wild.https_redirect,
+        "wildcard TLS host covers it"
+    );
+    let plain = lookup(&t, "plain.example.com", "/").unwrap();
+    assert!(!plain.tls_host && !plain.https_redirect);
+
+    let mut c = conf();
+    c.ssl_redirect = false;
+    let t = translate(&snap(&y), &c);
+    let secure = lookup(&t, "secure.example.com", "/").unwrap();
+    assert!(secure.tls_host && !secure.https_redirect);
+}
+
+#[test]
+fn redirect_annotations() {
+    let cases = [
+        // (annotations, redirect on the TLS host, redirect on the plain host)
+        ("", true, false),
+        ("    nginx.ingress.kubernetes.io/ssl-redirect: \"false\"\n", false, false),
+        ("    nginx.ingress.kubernetes.io/force-ssl-redirect: \"true\"\n", true, true),
+        (
+            "    nginx.ingress.kubernetes.io/ssl-redirect: \"false\"\n    nginx.ingress.kubernetes.io/force-ssl-redirect: \"true\"\n",
+            true,
+            true,
+        ),
+    ];
+    for (annotations, tls_redirect, plain_redirect) in cases {
+        let meta = if annotations.is_empty() {
+            String::new()
+        } else {
+            format!("  annotations:\n{annotations}")
+        };
+        let y = format!("{SERVICES}{}", ingress("a", &meta, TLS_SPEC));
+        let t = translate(&snap(&y), &conf());
+        assert!(
+            t.diagnostics.is_empty(),
+            "{annotations}: {:?}",
+            t.diagnostics
+        );
+        let r = |h: &str| lookup(&t, h, "/").unwrap().https_redirect;
+        assert_eq!(r("secure.example.com"), tls_redirect, "{annotations}");
+        assert_eq!(r("plain.example.com"), plain_redirect, "{annotations}");
+    }
+    let y = format!(
+        "{SERVICES}{}",
+        ingress(
+            "a",
+            "  annotations:\n    nginx.ingress.kubernetes.io/ssl-redirect: \"yes\"\n",
+            TLS_SPEC
+        )
+    );
+    let t = translate(&snap(&y), &conf());
+    assert_eq!(t.diagnostics.len(), 1);
+    assert_eq!(t.diagnostics[0].kind, DiagKind::InvalidAnnotation);
+    assert!(t.diagnostics[0].message.contains("ssl-redirect"));
+    assert!(
+        lookup(&t, "secure.example.com", "/")
+            .unwrap()
+            .https_redirect
+    );
+}
+
+#[test]
+fn backend_protocol_from_annotation_and_app_protocol() {
+    let svc = "---\napiVersion: v1\nkind: Service\nmetadata: {name: grpc, namespace: shop}\nspec:\n  ports:\n  - {name: h2, port: 50051, appProtocol: kubernetes.io/h2c}\n";
+    let rule = |svc: &str, port: i32| {
+        format!("  ingressClassName: pingress\n  rules:\n  - host: p.example.com\n    http:\n      paths:\n      - {{path: /, pathType: Prefix, backend: {{service: {{name: {svc}, port: {{number: {port}}}}}}}}}\n")
+    };
+    let proto = |annotation: &str, svc_name: &str, port: i32| {
+        let meta = if annotation.is_empty() {
+            String::new()
+        } else {
+            format!("  annotations:\n    nginx.ingress.kubernetes.io/backend-protocol: \"{annotation}\"\n")
+        };
+        let y = format!(
+            "{SERVICES}{svc}{}",
+            ingress("a", &meta, &rule(svc_name, port))
+        );
+        let t = translate(&snap(&y), &conf());
+        (
+            lookup(&t, "p.example.com", "/").unwrap().protocol,
+            t.diagnostics,
+        )
+    };
+    assert_eq!(proto("", "web", 80).0, Protocol::Http1);
+    assert_eq!(proto("HTTPS", "web", 80).0, Protocol::Https);
+    assert_eq!(proto("GRPC", "web", 80).0, Protocol::H2c);
+    assert_eq!(proto("h2c", "web", 80).0, Protocol::H2c);
+    assert_eq!(proto("GRPCS", "web", 80).0, Protocol::H2Tls);
+    assert_eq!(proto("", "grpc", 50051).0, Protocol::H2c, "appProtocol");
+    assert_eq!(
+        proto("HTTP", "grpc", 50051).0,
+        Protocol::Http1,
+        "annotation wins"
+    );
+    let (p, diags) = proto("FCGI", "web", 80);
+    assert_eq!(p, Protocol::Http1);
+    assert_eq!(diags[0].kind, DiagKind::InvalidAnnotation);
+    assert!(diags[0].message.contains("FCGI"));
+}
+
+#[test]
+fn tls_without_hosts_covers_the_rule_hosts() {
+    let spec = "  ingressClassName: pingress\n  tls:\n  - secretName: cert\n  rules:\n  - host: secure.example.com\n    http:\n      paths:\n      - {path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}\n";
+    let y = format!("{SERVICES}{}", ingress("a", "", spec));
+    let t = translate(&snap(&y), &conf());
+    assert_eq!(t.tls[0].hosts, vec!["secure.example.com"]);
+    assert!(
+        lookup(&t, "secure.example.com", "/")
+            .unwrap()
+            .https_redirect
     );
 }
