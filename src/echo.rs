@@ -41,14 +41,20 @@ pub async fn serve(listener: TcpListener, name: String) {
             continue;
         };
         let _ = stream.set_nodelay(true);
-        tokio::spawn(async move {
-            let svc = service_fn(move |req| handle(req, name));
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), svc)
-                .with_upgrades()
-                .await;
-        });
+        tokio::spawn(serve_connection(stream, name));
     }
+}
+
+/// Serve one connection (plain TCP, or a TLS stream for an HTTPS pod) as `name`.
+pub async fn serve_connection<I>(io: I, name: &'static str)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = service_fn(move |req| handle(req, name));
+    let _ = hyper::server::conn::http1::Builder::new()
+        .serve_connection(TokioIo::new(io), svc)
+        .with_upgrades()
+        .await;
 }
 
 /// Bind `addr` and serve in a background task; returns the bound address.

@@ -6,6 +6,7 @@ mod support;
 
 use std::process::Command;
 
+use support::tls;
 use support::*;
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/walkthrough");
@@ -41,18 +42,60 @@ async fn walkthrough_manifests_are_served_as_written() {
             slices("default", "tomcat", "http", &[tomcat])
         ),
     ));
+    // Step 7: the certificate made with the walkthrough's own openssl commands, stored as
+    // `kubectl create secret tls tomcat-ingress-secret` would.
+    let keys = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let ok = Command::new("openssl")
+            .args(args)
+            .current_dir(keys.path())
+            .output()
+            .expect("openssl")
+            .status
+            .success();
+        assert!(ok, "openssl {args:?}");
+    };
+    run(&["genrsa", "-out", "tls.key", "2048"]);
+    run(&[
+        "req",
+        "-new",
+        "-x509",
+        "-key",
+        "tls.key",
+        "-out",
+        "tls.crt",
+        "-days",
+        "30",
+        "-subj",
+        "/C=CN/ST=Beijing/L=Beijing/O=DevOps/CN=tomcat.lucky.com",
+    ]);
+    let pem = tls::Pem {
+        cert: std::fs::read_to_string(keys.path().join("tls.crt")).unwrap(),
+        key: std::fs::read_to_string(keys.path().join("tls.key")).unwrap(),
+    };
+    files.push((
+        "secret.yaml".into(),
+        tls::tls_secret("default", "tomcat-ingress-secret", &pem),
+    ));
     let files: Vec<(&str, String)> = files.iter().map(|(n, t)| (n.as_str(), t.clone())).collect();
     // The walkthrough's class annotation is "nginx": run as a drop-in for that class.
     let gw = Gateway::start_with(&files, "  ingress_class: nginx\n").await;
 
     let mut seen = std::collections::BTreeSet::new();
     for _ in 0..6 {
-        seen.insert(gw.who("tomcat.lucky.com", "/").await);
+        seen.insert(gw.who_https("tomcat.lucky.com", "/").await);
     }
     assert_eq!(
         seen.into_iter().collect::<Vec<_>>(),
         vec!["myapp-1", "myapp-2", "myapp-3"]
     );
+    let subject = tls::served_subject(gw.https, Some("tomcat.lucky.com"));
+    assert!(
+        subject.contains("O=DevOps") && subject.contains("CN=tomcat.lucky.com"),
+        "{subject}"
+    );
+    // Step 8: with TLS set, plain HTTP is redirected...
+    assert_eq!(gw.who("tomcat.lucky.com", "/").await, "308");
     assert_eq!(gw.who("tomcat.lucky6.com", "/index.jsp").await, "tomcat-1");
     // single-service.yaml names no class at all and no default class exists: not ours.
     assert_eq!(gw.who("other.example", "/").await, "404");
@@ -63,6 +106,29 @@ async fn walkthrough_manifests_are_served_as_written() {
         log.contains("already served by ingress default/ingress-myapp"),
         "{log}"
     );
+    // ...unless the annotation of step 8 turns it off.
+    let tls_ingress = std::fs::read_to_string(format!("{FIXTURES}/ingress-tomcat-tls.yaml"))
+        .unwrap()
+        .replace(
+            "    kubernetes.io/ingress.class: \"nginx\"\n",
+            "    kubernetes.io/ingress.class: \"nginx\"\n    nginx.ingress.kubernetes.io/ssl-redirect: 'false'\n",
+        );
+    let myapp = std::fs::read_to_string(format!("{FIXTURES}/ingress-myapp.yaml"))
+        .unwrap()
+        .replace(
+            "    kubernetes.io/ingress.class: \"nginx\"\n",
+            "    kubernetes.io/ingress.class: \"nginx\"\n    nginx.ingress.kubernetes.io/ssl-redirect: 'false'\n",
+        );
+    assert!(tls_ingress.contains("ssl-redirect") && myapp.contains("ssl-redirect"));
+    gw.write("ingress-tomcat-tls.yaml", &tls_ingress);
+    gw.write("ingress-myapp.yaml", &myapp);
+    eventually("plain HTTP served again", || async {
+        gw.who("tomcat.lucky.com", "/")
+            .await
+            .starts_with("myapp-")
+            .then_some(())
+    })
+    .await;
 }
 
 async fn pod_named(name: String) -> std::net::SocketAddr {
@@ -142,9 +208,19 @@ async fn deploy_examples_route_as_documented() {
         ),
     ));
     let gw = Gateway::start(&files).await;
-    assert_eq!(gw.who("tomcat.lucky.com", "/").await, "myapp-pod");
-    assert_eq!(gw.who("tomcat.lucky.com", "/tomcat/x").await, "tomcat-pod");
+    // tomcat.lucky.com has TLS (Secret tomcat-ingress-secret, not created here: the default
+    // certificate is served and a diagnostic says so); plain HTTP is redirected.
+    assert_eq!(gw.who("tomcat.lucky.com", "/").await, "308");
+    assert_eq!(gw.who_https("tomcat.lucky.com", "/").await, "myapp-pod");
+    assert_eq!(
+        gw.who_https("tomcat.lucky.com", "/tomcat/x").await,
+        "tomcat-pod"
+    );
     assert_eq!(gw.who("tomcat.lucky6.com", "/").await, "tomcat-pod");
+    assert_eq!(
+        gw.metric("pingress_diagnostics{kind=\"tls_secret\"}").await,
+        Some(1.0)
+    );
     assert_eq!(
         gw.metric("pingress_diagnostics{kind=\"conflict\"}").await,
         Some(0.0)

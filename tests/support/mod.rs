@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 pub use pingress::echo::Echo;
 
 pub mod fake_api;
+pub mod tls;
 
 /// Generous deadline for anything that should happen "well under a second".
 pub const DEADLINE: Duration = Duration::from_secs(20);
@@ -56,6 +57,7 @@ pub struct Gateway {
     child: Child,
     pub dir: tempfile::TempDir,
     pub http: SocketAddr,
+    pub https: SocketAddr,
     pub admin: SocketAddr,
     pub client: reqwest::Client,
 }
@@ -123,10 +125,12 @@ impl Gateway {
         let client = reqwest::Client::builder()
             .no_proxy()
             .pool_max_idle_per_host(16)
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .unwrap();
         for _attempt in 0..3 {
             let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+            let https: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
             let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
             let source = match &kubeconfig {
                 None => format!(
@@ -150,7 +154,8 @@ impl Gateway {
             let conf = format!(
                 "version: 1\nthreads: 2\npid_file: {d}/pid\nupgrade_sock: {d}/upgrade.sock\n\
                  grace_period_seconds: 2\ngraceful_shutdown_timeout_seconds: 5\n\
-                 pingress:\n  http_listen: [\"{http}\"]\n  admin_listen: \"{admin}\"\n  \
+                 pingress:\n  http_listen: [\"{http}\"]\n  https_listen: [\"{https}\"]\n  \
+                 admin_listen: \"{admin}\"\n  \
                  source: {source}\n  \
                  debounce_ms: 20\n  upstream: {{connect_timeout_ms: 1000}}\n{extra}",
                 d = dir.path().display(),
@@ -172,6 +177,7 @@ impl Gateway {
                 child,
                 dir,
                 http,
+                https,
                 admin,
                 client: client.clone(),
             };
@@ -291,6 +297,29 @@ impl Gateway {
                 .map(|e| e.pod)
                 .unwrap_or(body),
             Ok((status, _)) => status.to_string(),
+            Err(e) => format!("error: {e}"),
+        }
+    }
+
+    /// Like `who`, over HTTPS with SNI `host` (any certificate accepted; tests that care about
+    /// the certificate use `tls::served_subject` or a verifying client).
+    pub async fn who_https(&self, host: &str, path: &str) -> String {
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .danger_accept_invalid_certs(true)
+            .redirect(reqwest::redirect::Policy::none())
+            .resolve(host, self.https)
+            .build()
+            .unwrap();
+        let url = format!("https://{host}:{}{path}", self.https.port());
+        match client.get(url).send().await {
+            Ok(r) if r.status() == 200 => {
+                let body = r.text().await.unwrap_or_default();
+                serde_json::from_str::<Echo>(&body)
+                    .map(|e| e.pod)
+                    .unwrap_or(body)
+            }
+            Ok(r) => r.status().as_u16().to_string(),
             Err(e) => format!("error: {e}"),
         }
     }
