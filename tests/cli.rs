@@ -40,7 +40,7 @@ fn check_file(text: &str) -> (bool, String) {
 fn shipped_local_config_and_example_manifests_check_clean() {
     let (ok, out) = run(&["-t", "-c", "conf/local.yaml"]);
     assert!(ok, "{out}");
-    assert!(out.contains("2 ingresses of ours"), "{out}");
+    assert!(out.contains("3 ingresses of ours"), "{out}");
     assert!(out.contains("0 diagnostics"), "{out}");
     assert!(!out.contains("warning"), "{out}");
 }

@@ -1,6 +1,6 @@
 //! gRPC through the gateway with a real gRPC client (tonic, raw-bytes codec) against a gRPC
-//! backend written in the tests: unary, server-streaming and bidirectional calls, error
-//! status and custom trailers, over TLS (HTTP/2 by ALPN) and h2c, to h2c pods (by
+//! backend written in the tests: unary, server-streaming, client-streaming and bidirectional
+//! calls, error status and custom trailers, over TLS (HTTP/2 by ALPN) and h2c, to h2c pods (by
 //! `appProtocol: kubernetes.io/h2c` and by `backend-protocol: GRPC`) and to TLS pods
 //! (`backend-protocol: GRPCS`).
 
@@ -134,6 +134,24 @@ async fn exercise(ch: Channel, what: &str) {
     assert_eq!(items, ["item-0", "item-1", "item-2"], "{what}");
     let trailers = stream.trailers().await.unwrap().unwrap();
     assert_eq!(trailers.get("x-count").unwrap(), "1", "{what}");
+
+    // Client streaming.
+    grpc.ready().await.unwrap();
+    let parts = ["a", "b", "c"].map(|m| Bytes::from_static(m.as_bytes()));
+    let resp = grpc
+        .client_streaming(
+            Request::new(futures_util::stream::iter(parts)),
+            PathAndQuery::from_static("/test.Echo/ClientStream"),
+            Raw,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{what}: client streaming: {e:?}"));
+    assert_eq!(resp.metadata().get("x-count").unwrap(), "3", "{what}");
+    assert_eq!(
+        resp.into_inner(),
+        Bytes::from_static(b"got:a+b+c"),
+        "{what}"
+    );
 
     // Bidirectional, interleaved: each message is answered before the next is sent, so the
     // request stream is still open while responses flow back.

@@ -368,3 +368,57 @@ async fn status_can_publish_the_address_of_a_named_service() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_secrets_from_the_api_are_served_rotated_and_kept_when_deleted() {
+    use support::tls::{served_subject, tls_ingress, tls_secret, Ca};
+    let api = FakeApi::start().await;
+    let a = pod("a").await;
+    let ca = Ca::new();
+    let gen1 = ca.issue(&["k.example.com"], "gen-1");
+    let gen2 = ca.issue(&["k.example.com"], "gen-2");
+    api.apply_yaml(&format!(
+        "{CLASS}{}{}{}",
+        service("shop", "web", &[("http", 80)]),
+        tls_secret("shop", "k-cert", &gen1),
+        tls_ingress(
+            "shop",
+            "web",
+            &[],
+            &[("k-cert", &["k.example.com"])],
+            &["k.example.com"],
+            "web",
+            "80"
+        ),
+    ));
+    api.apply_yaml(&slices("shop", "web", "http", &[a]));
+    let gw = Gateway::start_kube(&api, "t", FAST_LEASE).await;
+    assert!(served_subject(gw.https, Some("k.example.com")).contains("O=gen-1"));
+    assert_eq!(gw.who("k.example.com", "/").await, "308");
+    assert_eq!(gw.who_https("k.example.com", "/").await, "a");
+
+    // Rotation through a watch event.
+    api.apply_yaml(&tls_secret("shop", "k-cert", &gen2));
+    eventually("rotated certificate served", || async {
+        served_subject(gw.https, Some("k.example.com"))
+            .contains("O=gen-2")
+            .then_some(())
+    })
+    .await;
+
+    // Deleted: diagnostic and a Warning Event on the Ingress; gen-2 stays in service.
+    api.delete("Secret", "shop", "k-cert");
+    eventually("tls_secret Event", || async {
+        api.list("Event")
+            .iter()
+            .any(|e| {
+                e["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("secret shop/k-cert not found"))
+            })
+            .then_some(())
+    })
+    .await;
+    assert!(served_subject(gw.https, Some("k.example.com")).contains("O=gen-2"));
+    assert_eq!(gw.who_https("k.example.com", "/").await, "a");
+}

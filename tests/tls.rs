@@ -13,6 +13,9 @@ use support::*;
 
 const NS: &str = "shop";
 
+/// (annotation key, value).
+type Annotation<'a> = (&'a str, &'a str);
+
 /// A site with TLS: Service `web` with `pods`, `secrets` (name, pem) and one Ingress.
 fn tls_site(
     pods: &[SocketAddr],
@@ -228,7 +231,7 @@ async fn plain_http_is_redirected_as_the_annotations_say() {
     let pod = pod("web-1").await;
     // One Ingress per annotation combination, each with its own TLS host, plus a host
     // without TLS and force-ssl-redirect.
-    let cases: [(&str, &[(&str, &str)], bool); 5] = [
+    let cases: [(&str, &[Annotation], bool); 5] = [
         ("default", &[], true),
         (
             "off",

@@ -128,6 +128,9 @@ impl ResolvesServerCert for CertStore {
     }
 }
 
+/// A Secret's certificate, or why it cannot be used.
+type Loaded = Result<Arc<LoadedCert>, String>;
+
 /// Builds certificate tables for a [`CertStore`]; owned by the controller.
 pub struct Certs {
     store: Arc<CertStore>,
@@ -136,7 +139,7 @@ pub struct Certs {
     base_default: Arc<LoadedCert>,
     default_secret: Option<ObjKey>,
     /// Parsed Secrets by key, with the object they were parsed from.
-    cache: HashMap<ObjKey, (Arc<Secret>, Result<Arc<LoadedCert>, String>)>,
+    cache: HashMap<ObjKey, (Arc<Secret>, Loaded)>,
 }
 
 impl Certs {
@@ -184,7 +187,7 @@ impl Certs {
     }
 
     /// Parse (or take from the cache) one Secret.
-    fn load_secret(&mut self, key: &ObjKey, snap: &Snapshot) -> Result<Arc<LoadedCert>, String> {
+    fn load_secret(&mut self, key: &ObjKey, snap: &Snapshot) -> Loaded {
         let Some(secret) = snap.secrets.get(key) else {
             self.cache.remove(key);
             return Err(format!(

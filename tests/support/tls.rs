@@ -212,6 +212,7 @@ pub async fn https_pod(name: &str, pem: &Pem) -> SocketAddr {
 /// * `Bidi`: answers each message with `echo:<msg>` as soon as it arrives; at the end,
 ///   trailers with `grpc-status: 0` and `x-count: <messages>`.
 /// * `ServerStream`: the request is a number N; answers N messages `item-<i>`.
+/// * `ClientStream`: reads every message, then answers once with `got:<messages joined by +>`.
 pub async fn grpc_pod(pem: Option<&Pem>) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -288,6 +289,7 @@ async fn grpc_call(
         return;
     };
     let mut count = 0usize;
+    let mut collected: Vec<String> = Vec::new();
     while let Some(chunk) = body.data().await {
         let Ok(chunk) = chunk else { return };
         let _ = body.flow_control().release_capacity(chunk.len());
@@ -300,6 +302,9 @@ async fn grpc_call(
                     out.extend_from_slice(&msg);
                     let _ = send.send_data(grpc_frame(&out), false);
                 }
+                "/test.Echo/ClientStream" => {
+                    collected.push(String::from_utf8_lossy(&msg).into_owned());
+                }
                 "/test.Echo/ServerStream" => {
                     let n: usize = std::str::from_utf8(&msg).unwrap().parse().unwrap();
                     for i in 0..n {
@@ -309,6 +314,10 @@ async fn grpc_call(
                 _ => {}
             }
         }
+    }
+    if method == "/test.Echo/ClientStream" {
+        let reply = format!("got:{}", collected.join("+"));
+        let _ = send.send_data(grpc_frame(reply.as_bytes()), false);
     }
     let extra = match method.as_str() {
         "/test.Echo/Unary" => ("x-trailer", "unary-done".to_string()),
