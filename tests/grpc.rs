@@ -190,6 +190,8 @@ async fn exercise(ch: Channel, what: &str) {
 struct Setup {
     gw: Gateway,
     ca: Ca,
+    /// Connections accepted by the h2c pod.
+    h2c_connections: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 async fn setup() -> Setup {
@@ -197,8 +199,8 @@ async fn setup() -> Setup {
     let names = ["grpc.example.test", "grpcs.example.test"];
     let gateway_cert = ca.issue(&names, "gateway");
     let pod_cert = ca.issue(&["pod.internal"], "pod");
-    let h2c_pod: SocketAddr = grpc_pod(None).await;
-    let tls_pod: SocketAddr = grpc_pod(Some(&pod_cert)).await;
+    let (h2c_pod, h2c_connections): (SocketAddr, _) = grpc_pod(None).await;
+    let (tls_pod, _) = grpc_pod(Some(&pod_cert)).await;
     let manifests = format!(
         "{CLASS}{}{}{}{}{}{}{}{}{}{}",
         grpc_service("grpc-h2c", Some("kubernetes.io/h2c")),
@@ -237,12 +239,16 @@ async fn setup() -> Setup {
         ),
     );
     let gw = Gateway::start_with(&[("grpc.yaml", manifests)], "  h2c: true\n").await;
-    Setup { gw, ca }
+    Setup {
+        gw,
+        ca,
+        h2c_connections,
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_over_tls_to_h2c_and_tls_pods_keeps_streams_status_and_trailers() {
-    let Setup { gw, ca } = setup().await;
+    let Setup { gw, ca, .. } = setup().await;
     let endpoint = format!("https://127.0.0.1:{}", gw.https.port());
     exercise(
         channel(endpoint.clone(), "https://grpc.example.test", Some(&ca)).await,
@@ -262,7 +268,11 @@ async fn grpc_over_tls_to_h2c_and_tls_pods_keeps_streams_status_and_trailers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_over_h2c_to_an_annotated_backend() {
-    let Setup { gw, .. } = setup().await;
+    let Setup {
+        gw,
+        h2c_connections,
+        ..
+    } = setup().await;
     exercise(
         channel(
             format!("http://{}", gw.http),
@@ -295,5 +305,12 @@ async fn grpc_over_h2c_to_an_annotated_backend() {
             assert_eq!(r.into_inner(), format!("echo:n{i}").as_bytes());
         }
     });
+    let before = h2c_connections.load(std::sync::atomic::Ordering::SeqCst);
     futures_util::future::join_all(calls).await;
+    // 50 concurrent calls share the gateway's HTTP/2 connection(s) to the pod.
+    let opened = h2c_connections.load(std::sync::atomic::Ordering::SeqCst) - before;
+    assert!(
+        opened <= 5,
+        "{opened} new upstream connections for 50 concurrent calls"
+    );
 }

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -213,19 +214,26 @@ pub async fn https_pod(name: &str, pem: &Pem) -> SocketAddr {
 ///   trailers with `grpc-status: 0` and `x-count: <messages>`.
 /// * `ServerStream`: the request is a number N; answers N messages `item-<i>`.
 /// * `ClientStream`: reads every message, then answers once with `got:<messages joined by +>`.
-pub async fn grpc_pod(pem: Option<&Pem>) -> SocketAddr {
+///
+/// Also returns the number of connections it has accepted so far.
+pub async fn grpc_pod(pem: Option<&Pem>) -> (SocketAddr, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let config = pem.map(|p| server_config(p, &[b"h2"]));
-    tokio::spawn(accept_loop(listener, config, |io| async move {
-        let Ok(mut conn) = h2::server::handshake(io).await else {
-            return;
-        };
-        while let Some(Ok((req, respond))) = conn.accept().await {
-            tokio::spawn(grpc_call(req, respond));
+    let connections = Arc::new(AtomicUsize::new(0));
+    let counter = connections.clone();
+    tokio::spawn(accept_loop(listener, config, move |io| {
+        counter.fetch_add(1, Ordering::SeqCst);
+        async move {
+            let Ok(mut conn) = h2::server::handshake(io).await else {
+                return;
+            };
+            while let Some(Ok((req, respond))) = conn.accept().await {
+                tokio::spawn(grpc_call(req, respond));
+            }
         }
     }));
-    addr
+    (addr, connections)
 }
 
 /// gRPC length-prefixed message framing.
