@@ -1,0 +1,736 @@
+#!/usr/bin/env python3
+"""Load harness: pingress vs nginx vs haproxy on 127.0.0.1, same routes, same backend, same
+load generator, in one run.
+
+Per scenario and round, each proxy is run in turn (interleaved, so drift on a noisy machine
+hits all of them alike); the figures reported are medians over the rounds:
+
+* requests/s and latency p50/p99/p99.9 from the load generator (wrk, or h2load for HTTP/2);
+* proxy CPU microseconds per request, from the proxy processes' own CPU time
+  (/proc/PID/task/*/schedstat, nanoseconds, all threads and worker processes) over the run,
+  divided by the requests completed;
+* peak RSS (VmHWM, summed over the proxy's processes) after the scenario;
+* errors: connect/read/write/timeout errors plus non-2xx answers.
+
+The proxy under test is pinned to the last CPU, the load generator and the echo backend to
+the others (when the machine has at least 2). Every proxy runs one worker thread/process.
+
+Usage: benches/load/run [--smoke] [--rounds N] [--duration S] [--scenarios a,b] [--proxies p,q]
+Output: benches/results/latest.{json,md,svg} (or --out DIR).
+"""
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = ROOT / "target" / "release" / "pingress"
+
+# name: (description, protocol, path, mode, connections)
+#   mode: keepalive | close (new connection per request) | h2 | hosts | churn
+SCENARIOS = {
+    "h1-small": ("HTTP/1.1 keep-alive, 13-byte response", "http", "/?size=13", "keepalive", 50),
+    "h1-16k": ("HTTP/1.1 keep-alive, 16 KiB response", "http", "/?size=16384", "keepalive", 50),
+    "h1-1m": ("HTTP/1.1 keep-alive, 1 MiB response", "http", "/?size=1048576", "keepalive", 10),
+    "h1-newconn": ("HTTP/1.1, new connection per request", "http", "/?size=13", "close", 50),
+    "tls-small": ("TLS keep-alive, 13-byte response", "https", "/?size=13", "keepalive", 50),
+    "tls-newconn": ("TLS, new connection (full handshake) per request", "https", "/?size=13", "close", 50),
+    "h2-tls": ("HTTP/2 over TLS, 10 connections x 10 streams", "https", "/?size=13", "h2", 10),
+    "hosts-1000": ("1,000 hosts x 10 paths, random host+path per request", "http", "/?size=13", "hosts", 50),
+    "churn": ("route and endpoint change every 100 ms under load", "http", "/?size=13", "churn", 50),
+}
+PROXIES = ["pingress", "nginx", "haproxy"]
+HOST = "bench.local"
+
+
+def log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, timeout=20.0):
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
+
+
+def cpus():
+    n = os.cpu_count() or 1
+    if n >= 2 and shutil.which("taskset"):
+        return [str(n - 1)], [",".join(str(i) for i in range(n - 1))]
+    return None, None
+
+
+PROXY_CPU, CLIENT_CPU = cpus()
+
+
+def pinned(cmd, cpu):
+    return (["taskset", "-c", cpu[0]] + cmd) if cpu else cmd
+
+
+# ---------------------------------------------------------------- process accounting
+
+
+def tree(pid):
+    """pid and all its descendants."""
+    out = [pid]
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            children = Path(f"/proc/{pid}/task/{tid}/children").read_text().split()
+            for c in children:
+                out.extend(tree(int(c)))
+    except OSError:
+        pass
+    return out
+
+
+def cpu_ns(pid):
+    total = 0
+    for p in tree(pid):
+        try:
+            for tid in os.listdir(f"/proc/{p}/task"):
+                total += int(Path(f"/proc/{p}/task/{tid}/schedstat").read_text().split()[0])
+        except OSError:
+            pass
+    return total
+
+
+def rss_kib(pid, key="VmHWM"):
+    total = 0
+    for p in tree(pid):
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith(key + ":"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
+# ---------------------------------------------------------------- configs
+
+
+def routes_for(scenario):
+    """(host, path) pairs every proxy serves, all to the same backend."""
+    if scenario == "hosts-1000":
+        return [(f"h{i}.bench.local", f"/p{j}") for i in range(1000) for j in range(10)]
+    return [(HOST, "/")]
+
+
+def write_certs(d):
+    key, crt = d / "tls.key", d / "tls.crt"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+         "-nodes", "-keyout", str(key), "-out", str(crt), "-days", "30",
+         "-subj", f"/CN={HOST}", "-addext", f"subjectAltName=DNS:{HOST}"],
+        check=True, capture_output=True)
+    (d / "combined.pem").write_text(crt.read_text() + key.read_text())
+    return crt, key
+
+
+def pingress_manifests(d, routes, backends, with_tls):
+    import base64
+    m = d / "manifests"
+    m.mkdir(exist_ok=True)
+    for f in m.iterdir():
+        f.unlink()
+    docs = ["apiVersion: networking.k8s.io/v1\nkind: IngressClass\nmetadata: {name: pingress}\n"
+            "spec: {controller: pingress.dev/ingress-controller}\n",
+            "apiVersion: v1\nkind: Service\nmetadata: {name: be, namespace: bench}\n"
+            "spec:\n  ports:\n  - {name: http, port: 80}\n"]
+    (m / "00-base.yaml").write_text("---\n".join(docs))
+    pingress_endpoints(d, backends)
+    if with_tls:
+        crt = base64.b64encode((d / "tls.crt").read_bytes()).decode()
+        key = base64.b64encode((d / "tls.key").read_bytes()).decode()
+        (m / "05-secret.yaml").write_text(
+            "apiVersion: v1\nkind: Secret\nmetadata: {name: bench-tls, namespace: bench}\n"
+            f"type: kubernetes.io/tls\ndata:\n  tls.crt: {crt}\n  tls.key: {key}\n")
+    by_host = {}
+    for h, p in routes:
+        by_host.setdefault(h, []).append(p)
+    out = []
+    for i, (h, paths) in enumerate(by_host.items()):
+        rule = "".join(
+            f"      - {{path: {p}, pathType: Prefix, backend: {{service: {{name: be, port: {{number: 80}}}}}}}}\n"
+            for p in paths)
+        tls = (f"  tls:\n  - hosts: [{h}]\n    secretName: bench-tls\n" if with_tls else "")
+        out.append(
+            f"apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {{name: r{i}, namespace: bench,"
+            f" annotations: {{nginx.ingress.kubernetes.io/ssl-redirect: \"false\"}}}}\n"
+            f"spec:\n  ingressClassName: pingress\n{tls}  rules:\n  - host: {h}\n    http:\n      paths:\n{rule}")
+    (m / "20-ingresses.yaml").write_text("---\n".join(out))
+    return m
+
+
+def pingress_endpoints(d, backends):
+    eps = "".join(f"- addresses: [\"127.0.0.1\"]\n" for _ in backends[:1])
+    slices = []
+    for i, port in enumerate(backends):
+        slices.append(
+            f"apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: be-{i}\n"
+            f"  namespace: bench\n  labels: {{kubernetes.io/service-name: be}}\naddressType: IPv4\n"
+            f"ports:\n- {{name: http, port: {port}}}\nendpoints:\n{eps}")
+    tmp = d / "manifests" / ".10-endpoints.tmp"
+    tmp.write_text("---\n".join(slices))
+    tmp.rename(d / "manifests" / "10-endpoints.yaml")
+
+
+def pingress_conf(d, http, https, admin, manifests):
+    conf = d / "pingress.yaml"
+    conf.write_text(
+        f"version: 1\nthreads: 1\nwork_stealing: false\npid_file: {d}/pingress.pid\n"
+        f"upgrade_sock: {d}/pingress.sock\nupstream_keepalive_pool_size: 256\n"
+        f"pingress:\n  http_listen: [\"127.0.0.1:{http}\"]\n  https_listen: [\"127.0.0.1:{https}\"]\n"
+        f"  admin_listen: \"127.0.0.1:{admin}\"\n"
+        f"  source: {{kind: manifests, manifests_dir: {manifests}, poll_interval_ms: 50}}\n"
+        f"  debounce_ms: 20\n  access_log: {{enabled: false}}\n")
+    return conf
+
+
+def nginx_conf(d, http, https, routes, backends, crt, key):
+    servers = {}
+    for h, p in routes:
+        servers.setdefault(h, []).append(p)
+    blocks = []
+    for h, paths in servers.items():
+        locs = "".join(f"    location {p} {{ proxy_pass http://be; }}\n" for p in paths)
+        blocks.append(
+            f"  server {{\n    listen 127.0.0.1:{http};\n    listen 127.0.0.1:{https} ssl http2;\n"
+            f"    server_name {h};\n{locs}  }}\n")
+    ups = "".join(f"    server 127.0.0.1:{p};\n" for p in backends)
+    conf = d / "nginx.conf"
+    conf.write_text(f"""
+worker_processes 1;
+daemon off;
+master_process on;
+pid {d}/nginx.pid;
+error_log {d}/nginx-error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  client_body_temp_path {d}/nginx-body;
+  proxy_temp_path {d}/nginx-proxy;
+  fastcgi_temp_path {d}/nginx-fastcgi;
+  uwsgi_temp_path {d}/nginx-uwsgi;
+  scgi_temp_path {d}/nginx-scgi;
+  server_names_hash_bucket_size 128;
+  server_names_hash_max_size 8192;
+  keepalive_requests 100000;
+  ssl_certificate {crt};
+  ssl_certificate_key {key};
+  ssl_protocols TLSv1.2 TLSv1.3;
+  ssl_session_tickets off;
+  proxy_http_version 1.1;
+  proxy_buffering off;
+  proxy_set_header Connection "";
+  proxy_set_header Host $host;
+  proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+  proxy_set_header X-Real-IP $remote_addr;
+  proxy_set_header X-Forwarded-Proto $scheme;
+  proxy_set_header X-Forwarded-Host $host;
+  proxy_set_header X-Forwarded-Port $server_port;
+  proxy_set_header X-Request-ID $request_id;
+  upstream be {{
+{ups}    keepalive 256;
+  }}
+  server {{
+    listen 127.0.0.1:{http} default_server;
+    listen 127.0.0.1:{https} ssl http2 default_server;
+    return 404;
+  }}
+{"".join(blocks)}}}
+""")
+    return conf
+
+
+def haproxy_conf(d, http, https, routes, backends):
+    lines = [f"{h}{p} be" for h, p in routes]
+    (d / "routes.map").write_text("\n".join(lines) + "\n")
+    servers = "".join(f"  server s{i} 127.0.0.1:{p}\n" for i, p in enumerate(backends))
+    conf = d / "haproxy.cfg"
+    conf.write_text(f"""
+global
+  nbthread 1
+  maxconn 4000
+  pidfile {d}/haproxy.pid
+  tune.ssl.default-dh-param 2048
+  ssl-default-bind-options ssl-min-ver TLSv1.2 no-tls-tickets
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+  option http-keep-alive
+  http-reuse always
+frontend fe
+  bind 127.0.0.1:{http}
+  bind 127.0.0.1:{https} ssl crt {d}/combined.pem alpn h2,http/1.1
+  unique-id-format %{{+X}}o%ci%cp%fp%Ts%rt
+  option forwardfor
+  http-request set-header X-Real-IP %[src]
+  http-request set-header X-Forwarded-Proto https if {{ ssl_fc }}
+  http-request set-header X-Forwarded-Proto http if !{{ ssl_fc }}
+  http-request set-header X-Forwarded-Host %[req.hdr(host)]
+  http-request set-header X-Forwarded-Port %[dst_port]
+  http-request set-header X-Request-ID %[unique-id]
+  use_backend %[base,map_beg({d}/routes.map)]
+  default_backend notfound
+backend be
+{servers}backend notfound
+  http-request return status 404
+""")
+    return conf
+
+
+# ---------------------------------------------------------------- proxies
+
+
+class Proxy:
+    def __init__(self, name, d, routes, backends, crt, key):
+        self.name, self.d = name, d
+        self.http, self.https = free_port(), free_port()
+        self.routes, self.backends = routes, backends
+        self.crt, self.key = crt, key
+        self.proc = None
+
+    def start(self):
+        d = self.d
+        if self.name == "pingress":
+            self.admin = free_port()
+            m = pingress_manifests(d, self.routes, self.backends, True)
+            conf = pingress_conf(d, self.http, self.https, self.admin, m)
+            cmd = [str(BIN), "-c", str(conf)]
+        elif self.name == "nginx":
+            for sub in ["nginx-body", "nginx-proxy", "nginx-fastcgi", "nginx-uwsgi", "nginx-scgi"]:
+                (d / sub).mkdir(exist_ok=True)
+            conf = nginx_conf(d, self.http, self.https, self.routes, self.backends, self.crt, self.key)
+            cmd = ["nginx", "-c", str(conf), "-p", str(d)]
+        else:
+            conf = haproxy_conf(d, self.http, self.https, self.routes, self.backends)
+            cmd = ["haproxy", "-W", "-db", "-f", str(conf)]
+        self.conf = conf
+        self.proc = subprocess.Popen(pinned(cmd, PROXY_CPU), stdout=subprocess.DEVNULL,
+                                     stderr=open(d / f"{self.name}.stderr", "w"))
+        wait_port(self.http)
+        wait_port(self.https)
+        if self.name == "pingress":
+            end = time.time() + 30
+            while time.time() < end:
+                try:
+                    if urllib.request.urlopen(f"http://127.0.0.1:{self.admin}/readyz").status == 200:
+                        break
+                except OSError:
+                    time.sleep(0.05)
+        # Warm-up: first requests of each kind fill pools and caches.
+        subprocess.run(["curl", "-sk", "-o", "/dev/null", "-H", f"Host: {self.routes[0][0]}",
+                        f"http://127.0.0.1:{self.http}{self.routes[0][1]}"], check=False)
+        return self
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def reconfigure(self, backends):
+        """Churn step: point the routes at `backends` (live for pingress, reload for the others)."""
+        self.backends = backends
+        if self.name == "pingress":
+            pingress_endpoints(self.d, backends)
+        elif self.name == "nginx":
+            nginx_conf(self.d, self.http, self.https, self.routes, backends, self.crt, self.key)
+            self.proc.send_signal(signal.SIGHUP)
+        else:
+            haproxy_conf(self.d, self.http, self.https, self.routes, backends)
+            self.proc.send_signal(signal.SIGUSR2)
+
+    def stop(self):
+        if self.proc:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+# ---------------------------------------------------------------- load generators
+
+WRK_DONE = r"""
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'RESULT {"requests":%d,"duration_us":%d,"bytes":%d,"connect":%d,"read":%d,"write":%d,"status":%d,"timeout":%d,"p50":%d,"p99":%d,"p999":%d}\n',
+    summary.requests, summary.duration, summary.bytes, e.connect, e.read, e.write, e.status,
+    e.timeout, latency:percentile(50), latency:percentile(99), latency:percentile(99.9)))
+end
+"""
+
+
+def wrk_script(d, scenario, routes, close):
+    lua = []
+    hdr = '["Connection"]="close",' if close else ""
+    if scenario == "hosts-1000":
+        lua.append("local reqs = {}\ninit = function(args)\n")
+        for i, (h, p) in enumerate(routes):
+            lua.append(f'  reqs[{i + 1}] = wrk.format(nil, "{p}/x?size=13", {{["Host"]="{h}",{hdr}}})\n')
+        lua.append("end\nlocal n = 0\nrequest = function()\n  n = n + 7919\n"
+                   "  return reqs[(n % #reqs) + 1]\nend\n")
+    else:
+        lua.append(f'wrk.headers["Host"] = "{HOST}"\n')
+        if close:
+            lua.append('wrk.headers["Connection"] = "close"\n')
+    lua.append(WRK_DONE)
+    f = d / f"wrk-{scenario}.lua"
+    f.write_text("".join(lua))
+    return f
+
+
+def run_wrk(d, proxy, scenario, duration, conns):
+    desc, proto, path, mode, _ = SCENARIOS[scenario]
+    port = proxy.https if proto == "https" else proxy.http
+    script = wrk_script(d, scenario, proxy.routes, mode == "close")
+    url = f"{proto}://127.0.0.1:{port}{path}"
+    cmd = pinned(["wrk", "-t", "1", "-c", str(conns), "-d", f"{duration}s", "--timeout", "5s",
+                  "-s", str(script), url], CLIENT_CPU)
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60)
+    m = re.search(r"^RESULT (.*)$", out.stdout, re.M)
+    if not m:
+        raise RuntimeError(f"wrk gave no result: {out.stdout}\n{out.stderr}")
+    r = json.loads(m.group(1))
+    errors = r["connect"] + r["read"] + r["write"] + r["timeout"] + r["status"]
+    return {
+        "requests": r["requests"],
+        "seconds": r["duration_us"] / 1e6,
+        "p50_ms": r["p50"] / 1000, "p99_ms": r["p99"] / 1000, "p999_ms": r["p999"] / 1000,
+        "errors": errors,
+    }
+
+
+def percentile(sorted_vals, q):
+    if not sorted_vals:
+        return 0.0
+    k = min(len(sorted_vals) - 1, max(0, int(round(q / 100 * len(sorted_vals) + 0.5)) - 1))
+    return sorted_vals[k]
+
+
+def run_h2load(d, proxy, scenario, duration, conns):
+    _, _, path, _, _ = SCENARIOS[scenario]
+    logf = d / "h2load.log"
+    if logf.exists():
+        logf.unlink()
+    url = f"https://127.0.0.1:{proxy.https}{path}"
+    cmd = pinned(["h2load", "-c", str(conns), "-m", "10", "-D", str(duration),
+                  "-H", f":authority: {HOST}", "--log-file", str(logf), url], CLIENT_CPU)
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60)
+    m = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored, (\d+) timeout", out.stdout)
+    if not m:
+        raise RuntimeError(f"h2load gave no result: {out.stdout}\n{out.stderr}")
+    done, ok = int(m.group(1)), int(m.group(2))
+    codes = re.search(r"status codes: (\d+) 2xx", out.stdout)
+    ok2xx = int(codes.group(1)) if codes else 0
+    lat = sorted(int(l.split("\t")[2]) for l in logf.read_text().splitlines() if l.count("\t") >= 2)
+    return {
+        "requests": done, "seconds": float(duration),
+        "p50_ms": percentile(lat, 50) / 1000, "p99_ms": percentile(lat, 99) / 1000,
+        "p999_ms": percentile(lat, 99.9) / 1000,
+        "errors": done - ok2xx + (done - ok),
+    }
+
+
+# ---------------------------------------------------------------- the run
+
+
+def measure(d, proxy, scenario, duration, backends):
+    _, _, _, mode, conns = SCENARIOS[scenario]
+    c0 = cpu_ns(proxy.pid)
+    churn_steps = 0
+    if mode == "churn":
+        import threading
+        stop = threading.Event()
+
+        def churn():
+            nonlocal churn_steps
+            i = 0
+            while not stop.wait(0.1):
+                i += 1
+                proxy.reconfigure([backends[i % len(backends)]])
+                churn_steps += 1
+        t = threading.Thread(target=churn)
+        t.start()
+        try:
+            r = run_wrk(d, proxy, scenario, duration, conns)
+        finally:
+            stop.set()
+            t.join()
+    elif mode == "h2":
+        r = run_h2load(d, proxy, scenario, duration, conns)
+    else:
+        r = run_wrk(d, proxy, scenario, duration, conns)
+    c1 = cpu_ns(proxy.pid)
+    r["rps"] = r["requests"] / r["seconds"] if r["seconds"] else 0
+    r["cpu_us_per_req"] = (c1 - c0) / 1000 / r["requests"] if r["requests"] else None
+    r["rss_peak_kib"] = rss_kib(proxy.pid)
+    if mode == "churn":
+        r["changes"] = churn_steps
+    return r
+
+
+def median_of(runs, key):
+    vals = [r[key] for r in runs if r.get(key) is not None]
+    return statistics.median(vals) if vals else None
+
+
+def idle_and_10k_rss(d, backends):
+    """pingress RSS idle (one route) and with 10,000 Ingresses loaded."""
+    out = {}
+    for label, routes in [("idle", [(HOST, "/")]),
+                          ("10k_ingresses", [(f"h{i}.bench.local", "/") for i in range(10000)])]:
+        sub = d / f"rss-{label}"
+        sub.mkdir()
+        shutil.copy(d / "tls.crt", sub / "tls.crt")
+        shutil.copy(d / "tls.key", sub / "tls.key")
+        p = Proxy("pingress", sub, routes, backends, d / "tls.crt", d / "tls.key").start()
+        time.sleep(1)
+        out[label] = {"rss_kib": rss_kib(p.pid, "VmRSS"), "rss_peak_kib": rss_kib(p.pid)}
+        p.stop()
+    return out
+
+
+def machine():
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = ""
+    try:
+        kib = int(Path("/proc/meminfo").read_text().split()[1])
+        mem = f"{kib / 1048576:.0f} GiB"
+    except (OSError, ValueError, IndexError):
+        pass
+    return {"cpu": model, "cores": os.cpu_count(), "memory": mem, "kernel": platform.release(),
+            "pinning": f"proxy on CPU {PROXY_CPU[0]}, load generator and backend on CPU {CLIENT_CPU[0]}"
+            if PROXY_CPU else "none (fewer than 2 CPUs or no taskset)"}
+
+
+def versions():
+    def first(cmd):
+        try:
+            r = subprocess.run(cmd, capture_output=True, text=True)
+            return (r.stdout + r.stderr).strip().splitlines()[0]
+        except (OSError, IndexError):
+            return "?"
+    return {"pingress": first([str(BIN), "--version"]), "nginx": first(["nginx", "-v"]),
+            "haproxy": first(["haproxy", "-v"]), "wrk": first(["wrk", "-v"]),
+            "h2load": first(["h2load", "--version"])}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--smoke", action="store_true", help="1 round of 1 s per proxy and scenario")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--duration", type=float, default=8)
+    ap.add_argument("--scenarios", default=",".join(SCENARIOS))
+    ap.add_argument("--proxies", default=",".join(PROXIES))
+    ap.add_argument("--out", default=str(ROOT / "benches" / "results"))
+    ap.add_argument("--command", default="benches/load/run")
+    ap.add_argument("--keep", action="store_true", help="keep the temporary directory (configs, logs)")
+    args = ap.parse_args()
+    if args.smoke:
+        args.rounds, args.duration = 1, 1
+    scenarios = [s for s in args.scenarios.split(",") if s]
+    proxies = [p for p in args.proxies.split(",") if p]
+    for s in scenarios:
+        if s not in SCENARIOS:
+            sys.exit(f"unknown scenario {s}; known: {', '.join(SCENARIOS)}")
+    for p in proxies:
+        if p not in PROXIES:
+            sys.exit(f"unknown proxy {p}; known: {', '.join(PROXIES)}")
+
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    d = Path(tempfile.mkdtemp(prefix="pingress-bench-"))
+    write_certs(d)
+    backend_procs, backends = [], []
+    for i in range(2):
+        port = free_port()
+        backend_procs.append(subprocess.Popen(
+            pinned([str(BIN), "echo", "--listen", f"127.0.0.1:{port}", "--name", f"be-{i}"], CLIENT_CPU),
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        backends.append(port)
+    for p in backends:
+        wait_port(p)
+
+    results = {}
+    try:
+        for s in scenarios:
+            log(f"== {s}: {SCENARIOS[s][0]}")
+            routes = routes_for(s)
+            runs = {p: [] for p in proxies}
+            for rnd in range(args.rounds):
+                for p in proxies:
+                    pd = d / f"{s}-{p}"
+                    pd.mkdir(exist_ok=True)
+                    proxy = Proxy(p, pd, routes, [backends[0]], d / "tls.crt", d / "tls.key")
+                    shutil.copy(d / "combined.pem", pd / "combined.pem")
+                    shutil.copy(d / "tls.crt", pd / "tls.crt")
+                    shutil.copy(d / "tls.key", pd / "tls.key")
+                    try:
+                        proxy.start()
+                        r = measure(pd, proxy, s, args.duration, backends)
+                    finally:
+                        proxy.stop()
+                    runs[p].append(r)
+                    log(f"   round {rnd + 1} {p:9} {r['rps']:9.0f} req/s  cpu {r['cpu_us_per_req'] or 0:6.1f} us/req"
+                        f"  p99 {r['p99_ms']:7.2f} ms  errors {r['errors']}")
+            results[s] = {}
+            for p, rs in runs.items():
+                agg = {k: median_of(rs, k) for k in
+                       ["rps", "p50_ms", "p99_ms", "p999_ms", "cpu_us_per_req", "rss_peak_kib"]}
+                agg["errors"] = sum(r["errors"] for r in rs)
+                agg["requests"] = sum(r["requests"] for r in rs)
+                if "changes" in rs[0]:
+                    agg["changes"] = sum(r["changes"] for r in rs)
+                agg["rounds"] = rs
+                results[s][p] = agg
+        memory = idle_and_10k_rss(d, [backends[0]]) if "pingress" in proxies else {}
+    finally:
+        for b in backend_procs:
+            b.terminate()
+        if not args.keep:
+            shutil.rmtree(d, ignore_errors=True)
+    report = {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "command": args.command + (" --smoke" if args.smoke else ""),
+        "rounds": args.rounds, "duration_s": args.duration,
+        "machine": machine(), "versions": versions(),
+        "scenarios": {s: SCENARIOS[s][0] for s in scenarios},
+        "results": results, "pingress_memory": memory,
+    }
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    name = "smoke" if args.smoke else "latest"
+    (out / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out / f"{name}.md").write_text(markdown(report))
+    (out / f"{name}.svg").write_text(svg(report))
+    print(markdown(report))
+    log(f"wrote {out}/{name}.json, .md, .svg")
+    failed = [(s, p) for s, r in results.items() for p, a in r.items() if a["requests"] == 0]
+    if failed:
+        sys.exit(f"no requests completed for {failed}")
+
+
+def markdown(rep):
+    m = rep["machine"]
+    lines = [
+        f"Run {rep['date']}: `{rep['command']}` ({rep['rounds']} interleaved rounds x "
+        f"{rep['duration_s']:g} s per proxy and scenario; medians).",
+        f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory']}, Linux {m['kernel']}; {m['pinning']}.",
+        "Versions: " + "; ".join(f"{v}" for v in rep["versions"].values()) + ".",
+        "",
+        "| scenario | proxy | req/s | p50 ms | p99 ms | p99.9 ms | CPU us/req | peak RSS MiB | errors |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for s, by in rep["results"].items():
+        for p, a in by.items():
+            extra = f" ({a['changes']} changes)" if "changes" in a else ""
+            lines.append(
+                f"| {s} | {p} | {a['rps']:.0f} | {a['p50_ms']:.2f} | {a['p99_ms']:.2f} | {a['p999_ms']:.2f} | "
+                f"{a['cpu_us_per_req']:.1f} | {a['rss_peak_kib'] / 1024:.1f} | {a['errors']}{extra} |")
+    if rep.get("pingress_memory"):
+        mem = rep["pingress_memory"]
+        lines.append("")
+        lines.append(
+            f"pingress memory: idle RSS {mem['idle']['rss_kib'] / 1024:.1f} MiB; with 10,000 Ingresses "
+            f"loaded {mem['10k_ingresses']['rss_kib'] / 1024:.1f} MiB (peak "
+            f"{mem['10k_ingresses']['rss_peak_kib'] / 1024:.1f} MiB).")
+    lines.append("")
+    lines.append("Scenarios: " + "; ".join(f"`{s}` {d}" for s, d in rep["scenarios"].items()) + ".")
+    return "\n".join(lines) + "\n"
+
+
+def svg(rep):
+    """Two grouped bar charts, CPU per request and p99, each relative to nginx (1.0 = nginx) so
+    scenarios of very different cost share one axis; the absolute value is printed on each bar."""
+    colors = {"pingress": "#d9480f", "nginx": "#2b8a3e", "haproxy": "#1864ab"}
+    scen = list(rep["results"])
+    proxies = sorted({p for by in rep["results"].values() for p in by}, key=PROXIES.index)
+    base = "nginx" if "nginx" in proxies else proxies[0]
+    bar, gap, left, top, ch = 26, 26, 60, 50, 230
+    group = bar * len(proxies) + gap
+    width = left + group * len(scen) + 30
+    height = 2 * (ch + 120) + 50
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+             f'font-family="sans-serif" font-size="11">',
+             f'<rect width="{width}" height="{height}" fill="white"/>']
+    charts = [("cpu_us_per_req", "us", f"proxy CPU per request, relative to {base} (lower is better)"),
+              ("p99_ms", "ms", f"p99 latency, relative to {base} (lower is better)")]
+    for ci, (key, unit, title) in enumerate(charts):
+        y0 = top + ci * (ch + 120)
+        ratios = {}
+        for s_ in scen:
+            b = rep["results"][s_].get(base, {}).get(key) or 0
+            for p in proxies:
+                v = (rep["results"][s_].get(p) or {}).get(key) or 0
+                ratios[(s_, p)] = (v / b if b else 0, v)
+        vmax = max([r for r, _ in ratios.values()] + [1.0]) * 1.15
+        parts.append(f'<text x="{left}" y="{y0 - 18}" font-size="14" font-weight="bold">{title}</text>')
+        for t in range(5):
+            v = vmax * t / 4
+            y = y0 + ch - ch * t / 4
+            parts.append(f'<line x1="{left}" y1="{y:.1f}" x2="{width - 20}" y2="{y:.1f}" stroke="#e5e5e5"/>')
+            parts.append(f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{v:.2f}x</text>')
+        y1 = y0 + ch - ch / vmax
+        parts.append(f'<line x1="{left}" y1="{y1:.1f}" x2="{width - 20}" y2="{y1:.1f}" stroke="#888" stroke-dasharray="4 3"/>')
+        for si, s_ in enumerate(scen):
+            gx = left + 10 + si * group
+            for pi, p in enumerate(proxies):
+                r, v = ratios[(s_, p)]
+                h = ch * r / vmax
+                x = gx + pi * bar
+                parts.append(f'<rect x="{x}" y="{y0 + ch - h:.1f}" width="{bar - 3}" height="{h:.1f}" '
+                             f'fill="{colors[p]}"><title>{s_} {p}: {v:.2f} {unit}</title></rect>')
+                parts.append(f'<text x="{x + (bar - 3) / 2:.1f}" y="{y0 + ch - h - 3:.1f}" font-size="8" '
+                             f'text-anchor="middle">{v:.3g}</text>')
+            cx = gx + bar * len(proxies) / 2
+            parts.append(f'<text x="{cx:.0f}" y="{y0 + ch + 14}" text-anchor="end" '
+                         f'transform="rotate(-30 {cx:.0f},{y0 + ch + 14})">{s_}</text>')
+    for pi, p in enumerate(proxies):
+        x = left + pi * 110
+        y = height - 18
+        parts.append(f'<rect x="{x}" y="{y - 10}" width="12" height="12" fill="{colors[p]}"/>'
+                     f'<text x="{x + 16}" y="{y}">{p}</text>')
+    parts.append(f'<text x="{left + len(proxies) * 110}" y="{height - 18}">bar labels: absolute '
+                 f'(CPU in us per request, p99 in ms)</text>')
+    parts.append("</svg>")
+    return "\n".join(parts) + "\n"
+
+
+if __name__ == "__main__":
+    main()
