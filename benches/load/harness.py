@@ -36,7 +36,8 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-BIN = ROOT / "target" / "release" / "pingress"
+# PINGRESS_BIN points the harness at another build (A/B comparisons of hot-path changes).
+BIN = Path(os.environ.get("PINGRESS_BIN", ROOT / "target" / "release" / "pingress"))
 
 # name: (description, protocol, path, mode, connections)
 #   mode: keepalive | close (new connection per request) | h2 | hosts | churn
@@ -412,7 +413,7 @@ def run_wrk(d, proxy, scenario, duration, conns):
     port = proxy.https if proto == "https" else proxy.http
     script = wrk_script(d, scenario, proxy.routes, mode == "close")
     url = f"{proto}://127.0.0.1:{port}{path}"
-    cmd = pinned(["wrk", "-t", "1", "-c", str(conns), "-d", f"{duration}s", "--timeout", "5s",
+    cmd = pinned(["wrk", "-t", "1", "-c", str(conns), "-d", f"{max(1, round(duration))}s", "--timeout", "5s",
                   "-s", str(script), url], CLIENT_CPU)
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60)
     m = re.search(r"^RESULT (.*)$", out.stdout, re.M)
@@ -441,7 +442,7 @@ def run_h2load(d, proxy, scenario, duration, conns):
     if logf.exists():
         logf.unlink()
     url = f"https://127.0.0.1:{proxy.https}{path}"
-    cmd = pinned(["h2load", "-c", str(conns), "-m", "10", "-D", str(duration),
+    cmd = pinned(["h2load", "-c", str(conns), "-m", "10", "-D", str(max(1, round(duration))),
                   "-H", f":authority: {HOST}", "--log-file", str(logf), url], CLIENT_CPU)
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60)
     m = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored, (\d+) timeout", out.stdout)
