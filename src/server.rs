@@ -152,11 +152,18 @@ pub fn build(config: Config, opt: Opt) -> anyhow::Result<Server> {
 
     let shared = Shared::new(metrics);
     let access_log = pingress.access_log.enabled.then(AccessLog::stdout);
+    let ports: Vec<u16> = pingress
+        .http_listen
+        .iter()
+        .chain(&pingress.https_listen)
+        .filter_map(|a| crate::config::parse_listen(a).ok().map(|a| a.port()))
+        .collect();
     let gateway = Gateway::new(
         shared.clone(),
         pingress.upstream.clone(),
         access_log,
         &pingress.tls,
+        &ports,
     );
     let drain = Duration::from_millis(pingress.keepalive_drain_ms);
     let mut app = pingora_proxy::http_proxy(&server.configuration, gateway);

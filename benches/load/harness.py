@@ -7,8 +7,9 @@ hits all of them alike); the figures reported are medians over the rounds:
 
 * requests/s and latency p50/p99/p99.9 from the load generator (wrk, or h2load for HTTP/2);
 * proxy CPU microseconds per request, from the proxy processes' own CPU time
-  (/proc/PID/task/*/schedstat, nanoseconds, all threads and worker processes) over the run,
-  divided by the requests completed;
+  (/proc/PID/task/*/schedstat, nanoseconds, all threads and worker processes, plus workers
+  that exited during the run, from the parent's cutime/cstime) over the run, divided by the
+  requests completed;
 * peak RSS (VmHWM, summed over the proxy's processes) after the scenario;
 * errors: connect/read/write/timeout errors plus non-2xx answers.
 
@@ -107,13 +108,21 @@ def tree(pid):
     return out
 
 
+TICK_NS = 1e9 / os.sysconf("SC_CLK_TCK")
+
+
 def cpu_ns(pid):
+    """CPU time of the process tree: live threads (schedstat, ns) plus the CPU of children
+    that exited and were reaped (cutime + cstime, clock ticks), e.g. nginx or haproxy workers
+    replaced by a reload."""
     total = 0
     for p in tree(pid):
         try:
             for tid in os.listdir(f"/proc/{p}/task"):
                 total += int(Path(f"/proc/{p}/task/{tid}/schedstat").read_text().split()[0])
-        except OSError:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int((int(fields[13]) + int(fields[14])) * TICK_NS)  # cutime, cstime
+        except (OSError, ValueError, IndexError):
             pass
     return total
 

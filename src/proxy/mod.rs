@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use http::HeaderValue;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::protocols::Digest;
@@ -43,7 +44,9 @@ pub struct Ctx {
     tried: Vec<SocketAddr>,
     upstream_start: Option<Instant>,
     upstream_time: Option<Duration>,
-    request_id: Option<String>,
+    /// The client's plain X-Request-ID, or a generated one; shared (not copied) into the
+    /// upstream request and our own answers.
+    request_id: Option<HeaderValue>,
     /// Status of a response we wrote ourselves.
     own_status: u16,
     /// The request came over TLS.
@@ -77,7 +80,12 @@ pub struct Gateway {
     hsts: Option<http::HeaderValue>,
     /// Port for redirect `Location`s (omitted when 443).
     redirect_port: u16,
+    /// `X-Forwarded-Port` values of the listening ports, made once.
+    ports: Vec<(u16, HeaderValue)>,
 }
+
+const HTTPS: HeaderValue = HeaderValue::from_static("https");
+const HTTP: HeaderValue = HeaderValue::from_static("http");
 
 /// How many concurrent streams one HTTP/2 connection to a pod may carry.
 const UPSTREAM_H2_STREAMS: usize = 100;
@@ -88,8 +96,13 @@ impl Gateway {
         upstream: UpstreamConf,
         access_log: Option<AccessLog>,
         tls: &TlsConf,
+        listen_ports: &[u16],
     ) -> Self {
         Gateway {
+            ports: listen_ports
+                .iter()
+                .map(|p| (*p, HeaderValue::from(*p)))
+                .collect(),
             shared,
             upstream,
             access_log,
@@ -115,12 +128,20 @@ impl Gateway {
         resp.insert_header(http::header::LOCATION, location)?;
         resp.insert_header(http::header::CONTENT_LENGTH, 0)?;
         if let Some(id) = &ctx.request_id {
-            resp.insert_header("x-request-id", id.as_str())?;
+            resp.insert_header("x-request-id", id.clone())?;
         }
         ctx.own_status = 308;
         self.shared.metrics.https_redirects.inc();
         session.write_response_header(Box::new(resp), true).await?;
         Ok(true)
+    }
+
+    /// `X-Forwarded-Port` for a local port: shared when it is one we listen on.
+    fn port_value(&self, port: u16) -> HeaderValue {
+        self.ports
+            .iter()
+            .find(|(p, _)| *p == port)
+            .map_or_else(|| HeaderValue::from(port), |(_, v)| v.clone())
     }
 
     /// HSTS for HTTPS responses on hosts with TLS configured.
@@ -143,7 +164,7 @@ impl Gateway {
         resp.insert_header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")?;
         resp.insert_header(http::header::CONTENT_LENGTH, body.len())?;
         if let Some(id) = &ctx.request_id {
-            resp.insert_header("x-request-id", id.as_str())?;
+            resp.insert_header("x-request-id", id.clone())?;
         }
         self.add_hsts(ctx, &mut resp)?;
         ctx.own_status = status;
@@ -268,12 +289,10 @@ impl ProxyHttp for Gateway {
             .and_then(|d| d.ssl_digest.as_ref())
             .is_some();
         let req = session.req_header();
-        ctx.request_id = Some(match req.headers.get("x-request-id") {
-            Some(v) if acceptable_request_id(v.as_bytes()) => {
-                String::from_utf8_lossy(v.as_bytes()).into_owned()
-            }
-            _ => new_request_id(),
-        });
+        ctx.request_id = match req.headers.get("x-request-id") {
+            Some(v) if acceptable_request_id(v.as_bytes()) => Some(v.clone()),
+            _ => HeaderValue::try_from(new_request_id()).ok(),
+        };
         let route = {
             let generation = self.shared.generation.load();
             generation.route(request_host(req), req.uri.path()).clone()
@@ -371,21 +390,33 @@ impl ProxyHttp for Gateway {
         up: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        let ip = client_ip(session).map(|ip| ip.to_string());
+        // Values are shared `HeaderValue`s where possible (no copy): the client address once,
+        // the Host and request id as received, static protocol names, per-port values
+        // made at start-up. Each insert still costs Pingora a header-name allocation.
+        let req = session.req_header();
+        let ip = client_ip(session).and_then(|ip| HeaderValue::try_from(ip.to_string()).ok());
         if let Some(ip) = &ip {
-            let xff = match session.req_header().headers.get("x-forwarded-for") {
+            let xff = match req.headers.get("x-forwarded-for") {
                 Some(prev) if !prev.is_empty() => {
-                    format!("{}, {ip}", String::from_utf8_lossy(prev.as_bytes()))
+                    let mut v = Vec::with_capacity(prev.len() + 2 + ip.len());
+                    v.extend_from_slice(prev.as_bytes());
+                    v.extend_from_slice(b", ");
+                    v.extend_from_slice(ip.as_bytes());
+                    HeaderValue::from_bytes(&v).unwrap_or_else(|_| ip.clone())
                 }
                 _ => ip.clone(),
             };
             up.insert_header("x-forwarded-for", xff)?;
-            up.insert_header("x-real-ip", ip.as_str())?;
+            up.insert_header("x-real-ip", ip.clone())?;
         }
-        let proto = if ctx.tls { "https" } else { "http" };
+        let proto = if ctx.tls { HTTPS } else { HTTP };
         up.insert_header("x-forwarded-proto", proto)?;
-        let host = request_host(session.req_header()).to_string();
-        if !host.is_empty() {
+        let host = req
+            .headers
+            .get(http::header::HOST)
+            .cloned()
+            .or_else(|| req.uri.host().and_then(|h| HeaderValue::from_str(h).ok()));
+        if let Some(host) = host {
             up.insert_header("x-forwarded-host", host)?;
         }
         if let Some(port) = session
@@ -393,10 +424,10 @@ impl ProxyHttp for Gateway {
             .and_then(|a| a.as_inet())
             .map(|a| a.port())
         {
-            up.insert_header("x-forwarded-port", port.to_string())?;
+            up.insert_header("x-forwarded-port", self.port_value(port))?;
         }
         if let Some(id) = &ctx.request_id {
-            up.insert_header("x-request-id", id.as_str())?;
+            up.insert_header("x-request-id", id.clone())?;
         }
         Ok(())
     }
@@ -471,7 +502,11 @@ impl ProxyHttp for Gateway {
                 duration_ms: elapsed.as_micros() as f64 / 1000.0,
                 upstream: &upstream,
                 ingress,
-                request_id: ctx.request_id.as_deref().unwrap_or("-"),
+                request_id: ctx
+                    .request_id
+                    .as_ref()
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("-"),
             });
         }
     }
