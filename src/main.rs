@@ -1,5 +1,12 @@
 //! The `pingress` command: run the gateway, check a config, or run the demo echo backend.
 
+/// mimalloc instead of glibc malloc: Pingora's request path allocates and frees many small
+/// buffers. Measured (callgrind, one proxied HTTP/1.1 request): 123.3k -> 103.1k
+/// instructions; load harness h1-small: about 12% less CPU per request, for about 16 MiB
+/// more peak RSS.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
