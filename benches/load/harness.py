@@ -457,15 +457,16 @@ def run_h2load(d, proxy, scenario, duration, conns):
     m = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored, (\d+) timeout", out.stdout)
     if not m:
         raise RuntimeError(f"h2load gave no result: {out.stdout}\n{out.stderr}")
-    done, ok = int(m.group(1)), int(m.group(2))
-    codes = re.search(r"status codes: (\d+) 2xx", out.stdout)
-    ok2xx = int(codes.group(1)) if codes else 0
+    done = int(m.group(1))
+    failed = int(m.group(3)) + int(m.group(4)) + int(m.group(5))
+    codes = re.search(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", out.stdout)
+    non2xx = int(codes.group(2)) + int(codes.group(3)) + int(codes.group(4)) if codes else 0
     lat = sorted(int(l.split("\t")[2]) for l in logf.read_text().splitlines() if l.count("\t") >= 2)
     return {
         "requests": done, "seconds": float(duration),
         "p50_ms": percentile(lat, 50) / 1000, "p99_ms": percentile(lat, 99) / 1000,
         "p999_ms": percentile(lat, 99.9) / 1000,
-        "errors": done - ok2xx + (done - ok),
+        "errors": failed + non2xx,
     }
 
 
