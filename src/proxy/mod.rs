@@ -77,7 +77,7 @@ pub struct Gateway {
     upstream: UpstreamConf,
     access_log: Option<AccessLog>,
     /// `Strict-Transport-Security` value; None when disabled.
-    hsts: Option<http::HeaderValue>,
+    hsts: Option<HeaderValue>,
     /// Port for redirect `Location`s (omitted when 443).
     redirect_port: u16,
     /// `X-Forwarded-Port` values of the listening ports, made once.
@@ -109,7 +109,7 @@ impl Gateway {
             hsts: tls
                 .hsts
                 .header_value()
-                .and_then(|v| http::HeaderValue::from_str(&v).ok()),
+                .and_then(|v| HeaderValue::from_str(&v).ok()),
             redirect_port: tls.redirect_port,
         }
     }
