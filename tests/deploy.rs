@@ -139,6 +139,16 @@ fn namespaced_overlay_config_differs_only_in_the_watched_namespaces() {
     let mut p = conf.pingress.clone();
     p.source.namespaces.clear();
     assert_eq!(p, base.pingress);
+    // Word for word, so Pingora keys and comments cannot drift either.
+    let base_text = std::fs::read_to_string(root().join("conf/pingress.yaml")).unwrap();
+    let expected = base_text.replace(
+        "    # namespaces: [team-a, team-b]   # default: all namespaces\n",
+        "    namespaces: [apps]\n",
+    );
+    assert_eq!(
+        text, expected,
+        "regenerate deploy/overlays/namespaced/config.yaml from conf/pingress.yaml"
+    );
     // Every watched namespace has its Role and RoleBinding.
     let roles = docs("deploy/overlays/namespaced/roles.yaml");
     for ns in &conf.pingress.source.namespaces {
