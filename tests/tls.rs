@@ -125,7 +125,7 @@ async fn sni_chooses_exact_then_wildcard_then_default_certificate() {
     // A verifying client gets through to the pod on both names.
     let ca_file = ca.write(gw.dir.path());
     for host in ["secure.example.test", "a.wild.example.test"] {
-        let out = curl_https(&gw, &ca_file, host, &[]).await;
+        let out = curl_https(&gw, &ca_file, host, &["--http2"]).await;
         assert!(out.contains("\"pod\":\"web-1\""), "{host}: {out}");
         assert!(out.trim_end().ends_with("200 2"), "HTTP/2 by ALPN: {out}");
         let out = curl_https(&gw, &ca_file, host, &["--http1.1"]).await;
