@@ -354,14 +354,13 @@ impl Translator<'_> {
     }
 
     /// A route target for an Ingress backend; None (with a diagnostic) when it must be skipped.
-    /// `host` is the rule's host (None for a catch-all default backend).
+    /// Its host-dependent parts are set by [`Self::on_host`].
     fn backend(
         &mut self,
         key: &ObjKey,
         b: &IngressBackend,
         what: &str,
         opts: IngressOpts,
-        host: Option<&HostMatch>,
     ) -> Option<RouteSpec> {
         if b.resource.is_some() {
             self.diag(
@@ -398,16 +397,27 @@ impl Translator<'_> {
                 }
             }
         };
-        let tls_host = host.is_some_and(|h| self.is_tls_host(h));
-        let https_redirect = opts.force_ssl_redirect
-            || (tls_host && opts.ssl_redirect.unwrap_or(self.conf.ssl_redirect));
         Some(RouteSpec {
             ingress: Some(key.clone()),
             backend,
             protocol: opts.protocol.or(app).unwrap_or_default(),
-            https_redirect,
-            tls_host,
+            https_redirect: false,
+            tls_host: false,
         })
+    }
+
+    /// `target` as served for a rule host (None: the catch-all): whether the host has TLS,
+    /// and whether plain HTTP is redirected.
+    fn on_host(
+        &self,
+        mut target: RouteSpec,
+        opts: IngressOpts,
+        host: Option<&HostMatch>,
+    ) -> RouteSpec {
+        target.tls_host = host.is_some_and(|h| self.is_tls_host(h));
+        target.https_redirect = opts.force_ssl_redirect
+            || (target.tls_host && opts.ssl_redirect.unwrap_or(self.conf.ssl_redirect));
+        target
     }
 
     /// Whether some Ingress of ours configures TLS for this rule host.
@@ -492,7 +502,10 @@ impl Translator<'_> {
             return;
         };
         let rules = spec.rules.as_deref().unwrap_or_default();
-        let default_backend = spec.default_backend.as_ref();
+        let default = spec
+            .default_backend
+            .as_ref()
+            .and_then(|b| self.backend(key, b, "defaultBackend", opts));
         let mut hosts = Vec::new();
         for (ri, rule) in rules.iter().enumerate() {
             let host = match HostMatch::parse(rule.host.as_deref()) {
@@ -535,9 +548,10 @@ impl Translator<'_> {
                     );
                     continue;
                 }
-                let Some(target) = self.backend(key, &p.backend, &what, opts, Some(&host)) else {
+                let Some(target) = self.backend(key, &p.backend, &what, opts) else {
                     continue;
                 };
+                let target = self.on_host(target, opts, Some(&host));
                 let placed = self
                     .routes
                     .insert_path(&host, kind, raw_path, target)
@@ -553,24 +567,17 @@ impl Translator<'_> {
                 hosts.push(host);
             }
         }
-        let Some(default_backend) = default_backend else {
+        let Some(default) = default else {
             return;
         };
         if hosts.is_empty() {
-            let Some(default) = self.backend(key, default_backend, "defaultBackend", opts, None)
-            else {
-                return;
-            };
+            let default = self.on_host(default, opts, None);
             let placed = self.routes.insert_fallback(default).is_ok();
             self.claim(key, Slot::Fallback, placed, "the catch-all defaultBackend");
         } else {
             for host in hosts {
-                let Some(default) =
-                    self.backend(key, default_backend, "defaultBackend", opts, Some(&host))
-                else {
-                    return;
-                };
-                let placed = self.routes.insert_host_default(&host, default).is_ok();
+                let target = self.on_host(default.clone(), opts, Some(&host));
+                let placed = self.routes.insert_host_default(&host, target).is_ok();
                 let desc = format!("defaultBackend for host {host}");
                 self.claim(key, Slot::HostDefault(host), placed, &desc);
             }

@@ -502,3 +502,22 @@ fn tls_without_hosts_covers_the_rule_hosts() {
             .https_redirect
     );
 }
+
+#[test]
+fn default_backend_of_many_hosts_is_resolved_and_diagnosed_once() {
+    let spec = "  ingressClassName: pingress\n  tls:\n  - hosts: [a.example.com]\n    secretName: cert\n  defaultBackend: {service: {name: gone, port: {number: 80}}}\n  rules:\n  - host: a.example.com\n    http:\n      paths:\n      - {path: /x, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}\n  - host: b.example.com\n    http:\n      paths:\n      - {path: /x, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}\n";
+    let y = format!("{SERVICES}{}", ingress("a", "", spec));
+    let t = translate(&snap(&y), &conf());
+    let missing: Vec<_> = t
+        .diagnostics
+        .iter()
+        .filter(|d| d.kind == DiagKind::ServiceNotFound)
+        .collect();
+    assert_eq!(missing.len(), 1, "{:?}", t.diagnostics);
+    // Each host's default still carries that host's TLS settings.
+    let a = lookup(&t, "a.example.com", "/other").unwrap();
+    let b = lookup(&t, "b.example.com", "/other").unwrap();
+    assert!(matches!(a.backend, BackendSpec::Unavailable { .. }));
+    assert!(a.tls_host && a.https_redirect);
+    assert!(!b.tls_host && !b.https_redirect);
+}
