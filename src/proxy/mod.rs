@@ -30,7 +30,6 @@ use prometheus::IntGauge;
 use crate::accesslog::{rfc3339_now, AccessLog, Entry};
 use crate::config::{TlsConf, UpstreamConf};
 use crate::generation::{Action, Route, Shared};
-use crate::translate::Protocol;
 
 pub use request_id::new_request_id;
 
@@ -299,7 +298,6 @@ impl ProxyHttp for Gateway {
         };
         let redirect = route.https_redirect && !ctx.tls;
         let status = match &route.action {
-            _ if redirect => None,
             Action::Respond(code) => Some(*code),
             Action::Proxy(pool) if pool.is_empty() => Some(503),
             Action::Proxy(_) => None,
@@ -325,7 +323,7 @@ impl ProxyHttp for Gateway {
             return Error::e_explain(HTTPStatus(503), "no ready endpoint left to try");
         };
         ctx.upstream = Some(addr);
-        let tls = matches!(route.protocol, Protocol::Https | Protocol::H2Tls);
+        let tls = route.protocol.tls();
         // Pods are reached by IP: no SNI is sent (as with nginx's default
         // `proxy_ssl_server_name off`) and their certificates are not verified.
         let sni = if tls {
@@ -343,7 +341,7 @@ impl ProxyHttp for Gateway {
             o.verify_cert = false;
             o.verify_hostname = false;
         }
-        if matches!(route.protocol, Protocol::H2c | Protocol::H2Tls) {
+        if route.protocol.http2() {
             o.set_http_version(2, 2);
             o.max_h2_streams = UPSTREAM_H2_STREAMS;
         }

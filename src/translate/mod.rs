@@ -106,6 +106,16 @@ pub enum Protocol {
 }
 
 impl Protocol {
+    /// TLS to the pod.
+    pub fn tls(self) -> bool {
+        matches!(self, Protocol::Https | Protocol::H2Tls)
+    }
+
+    /// HTTP/2 to the pod.
+    pub fn http2(self) -> bool {
+        matches!(self, Protocol::H2c | Protocol::H2Tls)
+    }
+
     /// The `backend-protocol` annotation value; Err for values we do not support.
     fn from_annotation(v: &str) -> Result<Protocol, String> {
         match v.trim().to_ascii_uppercase().as_str() {
