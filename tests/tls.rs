@@ -39,6 +39,13 @@ fn tls_site(
     files
 }
 
+/// `tls_site` for one TLS host, secure.example.test, with its certificate in Secret `cert`.
+fn secure_site(pod: SocketAddr, pem: &Pem) -> Vec<(String, String)> {
+    let host = "secure.example.test";
+    let ing = tls_ingress(NS, "web", &[], &[("cert", &[host])], &[host], "web", "80");
+    tls_site(&[pod], &[("cert", pem)], ing)
+}
+
 fn refs(files: &[(String, String)]) -> Vec<(&str, String)> {
     files.iter().map(|(n, t)| (n.as_str(), t.clone())).collect()
 }
@@ -156,16 +163,7 @@ async fn rotated_secret_is_served_on_the_next_handshake_and_broken_ones_keep_the
     let gen1 = ca.issue(&["secure.example.test"], "gen-1");
     let gen2 = ca.issue(&["secure.example.test"], "gen-2");
     let pod = pod("web-1").await;
-    let ing = tls_ingress(
-        NS,
-        "web",
-        &[],
-        &[("cert", &["secure.example.test"])],
-        &["secure.example.test"],
-        "web",
-        "80",
-    );
-    let files = tls_site(&[pod], &[("cert", &gen1)], ing);
+    let files = secure_site(pod, &gen1);
     let gw = Gateway::start(&refs(&files)).await;
     assert!(served_subject(gw.https, Some("secure.example.test")).contains("O=gen-1"));
 
@@ -343,13 +341,8 @@ async fn plain_http_is_redirected_as_the_annotations_say() {
         r.is_err(),
         "default certificate must not verify for notls.example.test"
     );
-    let insecure = reqwest::Client::builder()
-        .no_proxy()
-        .danger_accept_invalid_certs(true)
-        .resolve("notls.example.test", gw.https)
-        .build()
-        .unwrap();
-    let r = insecure
+    let r = gw
+        .insecure_https_client("notls.example.test")
         .get(https_url(&gw, "notls.example.test", "/"))
         .send()
         .await
@@ -369,16 +362,7 @@ async fn hsts_settings_redirect_port_and_minimum_tls_version_come_from_the_confi
     let ca = Ca::new();
     let pem = ca.issue(&["secure.example.test"], "site");
     let pod = pod("web-1").await;
-    let ing = tls_ingress(
-        NS,
-        "web",
-        &[],
-        &[("cert", &["secure.example.test"])],
-        &["secure.example.test"],
-        "web",
-        "80",
-    );
-    let files = tls_site(&[pod], &[("cert", &pem)], ing);
+    let files = secure_site(pod, &pem);
     let gw = Gateway::start_with(
         &refs(&files),
         "  tls:\n    min_version: \"1.3\"\n    redirect_port: 8443\n    hsts: {enabled: false}\n",
@@ -404,31 +388,14 @@ async fn hsts_settings_redirect_port_and_minimum_tls_version_come_from_the_confi
     assert_eq!(r.status(), 200);
     assert!(r.headers().get("strict-transport-security").is_none());
 
-    let handshake = |version: &'static str| {
-        let addr = gw.https.to_string();
-        async move {
-            tokio::process::Command::new("openssl")
-                .args([
-                    "s_client",
-                    "-connect",
-                    &addr,
-                    "-servername",
-                    "secure.example.test",
-                    version,
-                ])
-                .stdin(std::process::Stdio::null())
-                .output()
-                .await
-                .unwrap()
-        }
-    };
-    let tls13 = handshake("-tls1_3").await;
+    let handshake = |version| handshake(gw.https, Some("secure.example.test"), &[version]);
+    let tls13 = handshake("-tls1_3");
     assert!(
         String::from_utf8_lossy(&tls13.stdout).contains("TLSv1.3"),
         "{}",
         String::from_utf8_lossy(&tls13.stdout)
     );
-    let tls12 = handshake("-tls1_2").await;
+    let tls12 = handshake("-tls1_2");
     let out = String::from_utf8_lossy(&tls12.stdout);
     assert!(
         !tls12.status.success() && out.contains("no peer certificate available"),
@@ -441,11 +408,7 @@ async fn tls_versions_below_1_2_are_refused_by_default() {
     let pod = pod("web-1").await;
     let gw = Gateway::start(&[("site.yaml", site("web", "secure.example.test", &[pod]))]).await;
     for version in ["-tls1_2", "-tls1_3"] {
-        let out = std::process::Command::new("openssl")
-            .args(["s_client", "-connect", &gw.https.to_string(), version])
-            .stdin(std::process::Stdio::null())
-            .output()
-            .unwrap();
+        let out = handshake(gw.https, None, &[version]);
         assert!(
             out.status.success(),
             "{version}: {}",
@@ -453,18 +416,7 @@ async fn tls_versions_below_1_2_are_refused_by_default() {
         );
     }
     for version in ["-tls1", "-tls1_1"] {
-        let out = std::process::Command::new("openssl")
-            .args([
-                "s_client",
-                "-connect",
-                &gw.https.to_string(),
-                version,
-                "-cipher",
-                "DEFAULT:@SECLEVEL=0",
-            ])
-            .stdin(std::process::Stdio::null())
-            .output()
-            .unwrap();
+        let out = handshake(gw.https, None, &[version, "-cipher", "DEFAULT:@SECLEVEL=0"]);
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(
             !out.status.success() && text.contains("no peer certificate available"),

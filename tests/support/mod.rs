@@ -301,18 +301,23 @@ impl Gateway {
         }
     }
 
-    /// Like `who`, over HTTPS with SNI `host` (any certificate accepted; tests that care about
-    /// the certificate use `tls::served_subject` or a verifying client).
-    pub async fn who_https(&self, host: &str, path: &str) -> String {
-        let client = reqwest::Client::builder()
+    /// A client that sends `host` to the HTTPS port and accepts any certificate; redirects
+    /// are not followed.
+    pub fn insecure_https_client(&self, host: &str) -> reqwest::Client {
+        reqwest::Client::builder()
             .no_proxy()
             .danger_accept_invalid_certs(true)
             .redirect(reqwest::redirect::Policy::none())
             .resolve(host, self.https)
             .build()
-            .unwrap();
+            .unwrap()
+    }
+
+    /// Like `who`, over HTTPS with SNI `host` (any certificate accepted; tests that care about
+    /// the certificate use `tls::served_subject` or a verifying client).
+    pub async fn who_https(&self, host: &str, path: &str) -> String {
         let url = format!("https://{host}:{}{path}", self.https.port());
-        match client.get(url).send().await {
+        match self.insecure_https_client(host).get(url).send().await {
             Ok(r) if r.status() == 200 => {
                 let body = r.text().await.unwrap_or_default();
                 serde_json::from_str::<Echo>(&body)

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -122,19 +122,25 @@ pub fn tls_ingress(
     s
 }
 
-/// The subject of the certificate the gateway presents for `sni` (None: no SNI at all), as
-/// `openssl s_client` prints it, e.g. `CN=secure.example.test, O=gen-1`.
-pub fn served_subject(addr: SocketAddr, sni: Option<&str>) -> String {
+/// `openssl s_client` against `addr` with SNI `sni` (None: no SNI at all) and `extra`
+/// arguments (e.g. `-tls1_2`); stdin is empty, so it ends right after the handshake.
+pub fn handshake(addr: SocketAddr, sni: Option<&str>, extra: &[&str]) -> Output {
     let mut cmd = Command::new("openssl");
     cmd.args(["s_client", "-connect", &addr.to_string()]);
     match sni {
         Some(name) => cmd.args(["-servername", name]),
         None => cmd.arg("-noservername"),
     };
-    let out = cmd
+    cmd.args(extra)
         .stdin(Stdio::null())
         .output()
-        .expect("openssl (apt-get install openssl)");
+        .expect("openssl (apt-get install openssl)")
+}
+
+/// The subject of the certificate the gateway presents for `sni` (None: no SNI at all), as
+/// `openssl s_client` prints it, e.g. `CN=secure.example.test, O=gen-1`.
+pub fn served_subject(addr: SocketAddr, sni: Option<&str>) -> String {
+    let out = handshake(addr, sni, &[]);
     let text = String::from_utf8_lossy(&out.stdout);
     text.lines()
         .find_map(|l| l.strip_prefix("subject="))
