@@ -75,6 +75,10 @@ fn check_rejects_bad_configs_naming_the_key() {
             "pingress:\n  upstream:\n    connect_timeout_ms: -1\n",
             "connect_timeout_ms",
         ),
+        (
+            "pingress:\n  tls:\n    default_certificate: {cert_file: /nonexistent/c.pem, key_file: /nonexistent/k.pem}\n",
+            "/nonexistent/c.pem",
+        ),
     ];
     for (text, needle) in cases {
         let (ok, out) = check_file(text);
@@ -203,4 +207,28 @@ fn check_loads_the_kubeconfig_without_contacting_the_api_server() {
     let (ok, out) = run(&["-t", "--kubeconfig", "/nonexistent/kubeconfig"]);
     assert!(!ok);
     assert!(out.contains("/nonexistent/kubeconfig"), "{out}");
+}
+
+#[test]
+fn an_unusable_default_certificate_stops_start_up_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("c.pem"), "not a certificate").unwrap();
+    std::fs::write(dir.path().join("k.pem"), "not a key").unwrap();
+    let conf = dir.path().join("pingress.yaml");
+    std::fs::write(
+        &conf,
+        format!(
+            "pingress:\n  http_listen: [\"127.0.0.1:1\"]\n  https_listen: [\"127.0.0.1:1\"]\n  tls:\n    default_certificate: {{cert_file: {0}/c.pem, key_file: {0}/k.pem}}\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let (ok, out) = run(&["-c", conf.to_str().unwrap()]);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("pingress.tls.default_certificate")
+            && out.contains(&format!("{}/c.pem", dir.path().display()))
+            && out.contains("no PEM certificate"),
+        "{out}"
+    );
 }

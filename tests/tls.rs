@@ -404,6 +404,46 @@ async fn hsts_settings_redirect_port_and_minimum_tls_version_come_from_the_confi
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_certificate_from_a_secret_or_from_files() {
+    let ca = Ca::new();
+    let site_pem = ca.issue(&["secure.example.test"], "site");
+    let fallback = ca.issue(&["fallback.example.test"], "fallback-secret");
+    let pod = pod("web-1").await;
+    let mut files = secure_site(pod, &site_pem);
+    files.push((
+        "11-fallback.yaml".into(),
+        tls_secret(NS, "fallback", &fallback),
+    ));
+    let gw = Gateway::start_with(
+        &refs(&files),
+        "  tls:\n    default_certificate: {secret: shop/fallback}\n",
+    )
+    .await;
+    for sni in [Some("unknown.example.test"), None] {
+        let subject = served_subject(gw.https, sni);
+        assert!(subject.contains("O=fallback-secret"), "{sni:?}: {subject}");
+    }
+    assert!(served_subject(gw.https, Some("secure.example.test")).contains("O=site"));
+    assert!(!gw.stderr().contains("self-signed"), "{}", gw.stderr());
+    drop(gw);
+
+    let dir = tempfile::tempdir().unwrap();
+    let from_files = ca.issue(&["fallback.example.test"], "fallback-files");
+    std::fs::write(dir.path().join("tls.crt"), &from_files.cert).unwrap();
+    std::fs::write(dir.path().join("tls.key"), &from_files.key).unwrap();
+    let gw = Gateway::start_with(
+        &refs(&secure_site(pod, &site_pem)),
+        &format!(
+            "  tls:\n    default_certificate: {{cert_file: {0}/tls.crt, key_file: {0}/tls.key}}\n",
+            dir.path().display()
+        ),
+    )
+    .await;
+    let subject = served_subject(gw.https, Some("unknown.example.test"));
+    assert!(subject.contains("O=fallback-files"), "{subject}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_versions_below_1_2_are_refused_by_default() {
     let pod = pod("web-1").await;
     let gw = Gateway::start(&[("site.yaml", site("web", "secure.example.test", &[pod]))]).await;

@@ -158,8 +158,13 @@ impl Certs {
                 let key =
                     std::fs::read(key_file).map_err(|e| format!("{}: {e}", key_file.display()))?;
                 let origin = cert_file.display().to_string();
-                let loaded = load_pem(&cert, &key, origin)
-                    .map_err(|e| format!("pingress.tls.default_certificate: {e}"))?;
+                let loaded = load_pem(&cert, &key, origin).map_err(|e| {
+                    format!(
+                        "pingress.tls.default_certificate ({}, {}): {e}",
+                        cert_file.display(),
+                        key_file.display()
+                    )
+                })?;
                 (loaded, None)
             }
             (Some(secret), _, _) => {
