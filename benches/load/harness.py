@@ -160,7 +160,7 @@ def write_certs(d):
     return crt, key
 
 
-def pingress_manifests(d, routes, backends, with_tls):
+def pingress_manifests(d, routes, backends, crt, key):
     import base64
     m = d / "manifests"
     m.mkdir(exist_ok=True)
@@ -172,12 +172,11 @@ def pingress_manifests(d, routes, backends, with_tls):
             "spec:\n  ports:\n  - {name: http, port: 80}\n"]
     (m / "00-base.yaml").write_text("---\n".join(docs))
     pingress_endpoints(d, backends)
-    if with_tls:
-        crt = base64.b64encode((d / "tls.crt").read_bytes()).decode()
-        key = base64.b64encode((d / "tls.key").read_bytes()).decode()
-        (m / "05-secret.yaml").write_text(
-            "apiVersion: v1\nkind: Secret\nmetadata: {name: bench-tls, namespace: bench}\n"
-            f"type: kubernetes.io/tls\ndata:\n  tls.crt: {crt}\n  tls.key: {key}\n")
+    crt64 = base64.b64encode(crt.read_bytes()).decode()
+    key64 = base64.b64encode(key.read_bytes()).decode()
+    (m / "05-secret.yaml").write_text(
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: bench-tls, namespace: bench}\n"
+        f"type: kubernetes.io/tls\ndata:\n  tls.crt: {crt64}\n  tls.key: {key64}\n")
     by_host = {}
     for h, p in routes:
         by_host.setdefault(h, []).append(p)
@@ -186,7 +185,7 @@ def pingress_manifests(d, routes, backends, with_tls):
         rule = "".join(
             f"      - {{path: {p}, pathType: Prefix, backend: {{service: {{name: be, port: {{number: 80}}}}}}}}\n"
             for p in paths)
-        tls = (f"  tls:\n  - hosts: [{h}]\n    secretName: bench-tls\n" if with_tls else "")
+        tls = f"  tls:\n  - hosts: [{h}]\n    secretName: bench-tls\n"
         out.append(
             f"apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {{name: r{i}, namespace: bench,"
             f" annotations: {{nginx.ingress.kubernetes.io/ssl-redirect: \"false\"}}}}\n"
@@ -196,13 +195,12 @@ def pingress_manifests(d, routes, backends, with_tls):
 
 
 def pingress_endpoints(d, backends):
-    eps = "".join(f"- addresses: [\"127.0.0.1\"]\n" for _ in backends[:1])
     slices = []
     for i, port in enumerate(backends):
         slices.append(
             f"apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: be-{i}\n"
             f"  namespace: bench\n  labels: {{kubernetes.io/service-name: be}}\naddressType: IPv4\n"
-            f"ports:\n- {{name: http, port: {port}}}\nendpoints:\n{eps}")
+            f"ports:\n- {{name: http, port: {port}}}\nendpoints:\n- addresses: [\"127.0.0.1\"]\n")
     tmp = d / "manifests" / ".10-endpoints.tmp"
     tmp.write_text("---\n".join(slices))
     tmp.rename(d / "manifests" / "10-endpoints.yaml")
@@ -276,7 +274,7 @@ http {{
     return conf
 
 
-def haproxy_conf(d, http, https, routes, backends):
+def haproxy_conf(d, http, https, routes, backends, pem):
     lines = [f"{h}{p} be" for h, p in routes]
     (d / "routes.map").write_text("\n".join(lines) + "\n")
     servers = "".join(f"  server s{i} 127.0.0.1:{p}\n" for i, p in enumerate(backends))
@@ -297,7 +295,7 @@ defaults
   http-reuse always
 frontend fe
   bind 127.0.0.1:{http}
-  bind 127.0.0.1:{https} ssl crt {d}/combined.pem alpn h2,http/1.1
+  bind 127.0.0.1:{https} ssl crt {pem} alpn h2,http/1.1
   unique-id-format %{{+X}}o%ci%cp%fp%Ts%rt
   option forwardfor
   http-request set-header X-Real-IP %[src]
@@ -319,18 +317,19 @@ backend be
 
 
 class Proxy:
-    def __init__(self, name, d, routes, backends, crt, key):
+    def __init__(self, name, d, routes, backends, certs):
+        """`certs`: the directory `write_certs` filled (tls.crt, tls.key, combined.pem)."""
         self.name, self.d = name, d
         self.http, self.https = free_port(), free_port()
         self.routes, self.backends = routes, backends
-        self.crt, self.key = crt, key
+        self.crt, self.key, self.pem = certs / "tls.crt", certs / "tls.key", certs / "combined.pem"
         self.proc = None
 
     def start(self):
         d = self.d
         if self.name == "pingress":
             self.admin = free_port()
-            m = pingress_manifests(d, self.routes, self.backends, True)
+            m = pingress_manifests(d, self.routes, self.backends, self.crt, self.key)
             conf = pingress_conf(d, self.http, self.https, self.admin, m)
             cmd = [str(BIN), "-c", str(conf)]
         elif self.name == "nginx":
@@ -339,7 +338,7 @@ class Proxy:
             conf = nginx_conf(d, self.http, self.https, self.routes, self.backends, self.crt, self.key)
             cmd = ["nginx", "-c", str(conf), "-p", str(d)]
         else:
-            conf = haproxy_conf(d, self.http, self.https, self.routes, self.backends)
+            conf = haproxy_conf(d, self.http, self.https, self.routes, self.backends, self.pem)
             cmd = ["haproxy", "-W", "-db", "-f", str(conf)]
         self.conf = conf
         self.proc = subprocess.Popen(pinned(cmd, PROXY_CPU), stdout=subprocess.DEVNULL,
@@ -372,7 +371,7 @@ class Proxy:
             nginx_conf(self.d, self.http, self.https, self.routes, backends, self.crt, self.key)
             self.proc.send_signal(signal.SIGHUP)
         else:
-            haproxy_conf(self.d, self.http, self.https, self.routes, backends)
+            haproxy_conf(self.d, self.http, self.https, self.routes, backends, self.pem)
             self.proc.send_signal(signal.SIGUSR2)
 
     def stop(self):
@@ -520,9 +519,7 @@ def idle_and_10k_rss(d, backends):
                           ("10k_ingresses", [(f"h{i}.bench.local", "/") for i in range(10000)])]:
         sub = d / f"rss-{label}"
         sub.mkdir()
-        shutil.copy(d / "tls.crt", sub / "tls.crt")
-        shutil.copy(d / "tls.key", sub / "tls.key")
-        p = Proxy("pingress", sub, routes, backends, d / "tls.crt", d / "tls.key").start()
+        p = Proxy("pingress", sub, routes, backends, d).start()
         time.sleep(1)
         out[label] = {"rss_kib": rss_kib(p.pid, "VmRSS"), "rss_peak_kib": rss_kib(p.pid)}
         p.stop()
@@ -608,10 +605,7 @@ def main():
                 for p in proxies:
                     pd = d / f"{s}-{p}"
                     pd.mkdir(exist_ok=True)
-                    proxy = Proxy(p, pd, routes, [backends[0]], d / "tls.crt", d / "tls.key")
-                    shutil.copy(d / "combined.pem", pd / "combined.pem")
-                    shutil.copy(d / "tls.crt", pd / "tls.crt")
-                    shutil.copy(d / "tls.key", pd / "tls.key")
+                    proxy = Proxy(p, pd, routes, [backends[0]], d)
                     try:
                         proxy.start()
                         r = measure(pd, proxy, s, args.duration, backends)
