@@ -265,22 +265,23 @@ impl Certs {
         }
         table.default = Some(match self.default_secret.clone() {
             None => self.base_default.clone(),
-            Some(key) => {
-                match self.load_secret(&key, snap) {
-                    Ok(c) => c,
-                    Err(e) => {
-                        diags.push(Diagnostic {
+            Some(key) => match self.load_secret(&key, snap) {
+                Ok(c) => c,
+                Err(e) => {
+                    diags.push(Diagnostic {
                         ingress: None,
                         kind: DiagKind::TlsSecret,
-                        message: format!("default certificate: {e}; keeping the previous default certificate"),
+                        message: format!(
+                            "default certificate: {e}; keeping the previous default \
+                             certificate"
+                        ),
                     });
-                        previous
-                            .default
-                            .clone()
-                            .unwrap_or_else(|| self.base_default.clone())
-                    }
+                    previous
+                        .default
+                        .clone()
+                        .unwrap_or_else(|| self.base_default.clone())
                 }
-            }
+            },
         });
         // Forget parsed Secrets nobody refers to any more.
         let wanted: std::collections::HashSet<&ObjKey> = bindings
