@@ -1,5 +1,6 @@
-//! The admin listener: `/healthz` (process alive), `/readyz` (source read in full and first
-//! generation published) and `/metrics` (Prometheus text format).
+//! The admin listener: `/healthz` (process alive), `/readyz` (source read in full, first
+//! generation published, every proxy address listened on, not shutting down) and `/metrics`
+//! (Prometheus text format).
 
 use std::sync::Arc;
 
@@ -9,10 +10,12 @@ use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 
 use crate::generation::Shared;
+use crate::listen::Listening;
 
 /// The admin HTTP app.
 pub struct Admin {
     pub shared: Arc<Shared>,
+    pub listening: Listening,
 }
 
 fn text(status: u16, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
@@ -24,14 +27,33 @@ fn text(status: u16, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
         .expect("valid response")
 }
 
+impl Admin {
+    /// Why `/readyz` is not 200, or None when ready.
+    fn not_ready(&self) -> Option<String> {
+        if self.shared.is_draining() {
+            return Some("shutting down".into());
+        }
+        if !self.shared.is_ready() {
+            return Some("source not loaded yet".into());
+        }
+        let missing = self.listening.missing();
+        if !missing.is_empty() {
+            return Some(format!("not listening on {missing:?} yet"));
+        }
+        None
+    }
+}
+
 #[async_trait]
 impl ServeHttp for Admin {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let plain = "text/plain; charset=utf-8";
         match session.req_header().uri.path() {
             "/healthz" => text(200, plain, b"ok\n".to_vec()),
-            "/readyz" if self.shared.is_ready() => text(200, plain, b"ready\n".to_vec()),
-            "/readyz" => text(503, plain, b"not ready: source not loaded yet\n".to_vec()),
+            "/readyz" => match self.not_ready() {
+                None => text(200, plain, b"ready\n".to_vec()),
+                Some(why) => text(503, plain, format!("not ready: {why}\n").into_bytes()),
+            },
             "/metrics" => text(
                 200,
                 "text/plain; version=0.0.4",

@@ -125,6 +125,11 @@ impl Shared {
         let _ = tokio::time::timeout(limit, notified).await;
     }
 
+    /// Whether shutdown has started.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
     /// Shutdown started: `/readyz` answers 503 from now on.
     pub fn set_draining(&self) {
         self.draining.store(true, Ordering::Release);

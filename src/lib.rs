@@ -14,6 +14,7 @@ pub mod config;
 pub mod controller;
 pub mod echo;
 pub mod generation;
+pub mod listen;
 pub mod metrics;
 pub mod proxy;
 pub mod routing;

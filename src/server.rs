@@ -21,6 +21,7 @@ use crate::admin::Admin;
 use crate::config::{Config, PingressConf, SourceKind};
 use crate::controller::Controller;
 use crate::generation::Shared;
+use crate::listen::Listening;
 use crate::metrics::Metrics;
 use crate::proxy::Gateway;
 use crate::source::files;
@@ -135,8 +136,9 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Draining<A> {
     }
 }
 
-/// Build a ready-to-run Pingora server. Fails when the default certificate files cannot be
-/// used.
+/// Build a ready-to-run Pingora server. Fails when a listening address is taken (except in
+/// a graceful upgrade, which takes the old process's sockets) or the default certificate
+/// files cannot be used.
 pub fn build(config: Config, opt: Opt) -> anyhow::Result<Server> {
     let Config {
         server: conf,
@@ -146,18 +148,32 @@ pub fn build(config: Config, opt: Opt) -> anyhow::Result<Server> {
     let store = CertStore::new(pingress.tls.min_version);
     let certs = Certs::new(&pingress.tls, store.clone(), metrics.clone())
         .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let proxy_addrs = || {
+        let http = pingress
+            .http_listen
+            .iter()
+            .map(|a| ("http_listen", a.as_str()));
+        http.chain(
+            pingress
+                .https_listen
+                .iter()
+                .map(|a| ("https_listen", a.as_str())),
+        )
+    };
+    if !opt.upgrade {
+        let admin = std::iter::once(("admin_listen", pingress.admin_listen.as_str()));
+        crate::listen::check_free(proxy_addrs().chain(admin))?;
+    }
+    let listen_addrs: Vec<std::net::SocketAddr> = proxy_addrs()
+        .filter_map(|(_, a)| crate::config::parse_listen(a).ok())
+        .collect();
 
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
 
     let shared = Shared::new(metrics);
     let access_log = pingress.access_log.enabled.then(AccessLog::stdout);
-    let ports: Vec<u16> = pingress
-        .http_listen
-        .iter()
-        .chain(&pingress.https_listen)
-        .filter_map(|a| crate::config::parse_listen(a).ok().map(|a| a.port()))
-        .collect();
+    let ports: Vec<u16> = listen_addrs.iter().map(|a| a.port()).collect();
     let gateway = Gateway::new(
         shared.clone(),
         pingress.upstream.clone(),
@@ -196,6 +212,7 @@ pub fn build(config: Config, opt: Opt) -> anyhow::Result<Server> {
         "pingress admin".to_string(),
         HttpServer::new_app(Admin {
             shared: shared.clone(),
+            listening: Listening::new(listen_addrs),
         }),
     );
     admin.add_tcp(&pingress.admin_listen);

@@ -98,6 +98,8 @@ fn check_fails_on_missing_file_or_broken_manifest() {
     let (ok, out) = run(&["-t", "-c", "/nonexistent/pingress.yaml"]);
     assert!(!ok);
     assert!(out.contains("/nonexistent/pingress.yaml"), "{out}");
+    // The cause is said once.
+    assert_eq!(out.matches("No such file or directory").count(), 1, "{out}");
 
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
@@ -229,6 +231,31 @@ fn an_unusable_default_certificate_stops_start_up_naming_the_file() {
         out.contains("pingress.tls.default_certificate")
             && out.contains(&format!("{}/c.pem", dir.path().display()))
             && out.contains("no PEM certificate"),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_taken_listening_address_stops_start_up_naming_key_and_address() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("m")).unwrap();
+    let conf = dir.path().join("pingress.yaml");
+    std::fs::write(
+        &conf,
+        format!(
+            "pid_file: {0}/pid\nupgrade_sock: {0}/sock\npingress:\n  http_listen: [\"127.0.0.1:{1}\"]\n  https_listen: [\"{addr}\"]\n  admin_listen: \"127.0.0.1:{2}\"\n  source: {{kind: manifests, manifests_dir: {0}/m}}\n",
+            dir.path().display(),
+            free_port(),
+            free_port(),
+        ),
+    )
+    .unwrap();
+    let (ok, out) = run(&["-c", conf.to_str().unwrap()]);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains(&format!("cannot listen on {addr} (pingress.https_listen)")),
         "{out}"
     );
 }
