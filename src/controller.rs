@@ -153,6 +153,7 @@ impl Controller {
                 protocol: spec.protocol,
                 https_redirect: spec.https_redirect,
                 tls_host: spec.tls_host,
+                stats: Default::default(),
             });
             made.insert(spec, route.clone());
             route

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, RouteLabels, RouteStats};
 use crate::routing::RouteTable;
 use crate::translate::Protocol;
 use crate::upstream::Pool;
@@ -35,6 +35,18 @@ pub struct Route {
     pub https_redirect: bool,
     /// TLS is configured for the host: HTTPS responses carry HSTS.
     pub tls_host: bool,
+    /// Request metrics under this route's labels.
+    pub stats: RouteStats,
+}
+
+impl Route {
+    pub fn labels(&self) -> RouteLabels<'_> {
+        RouteLabels {
+            ingress: &self.ingress,
+            namespace: &self.namespace,
+            service: &self.service,
+        }
+    }
 }
 
 /// One published set of routes.
@@ -61,6 +73,7 @@ impl Generation {
                 protocol: Protocol::Http1,
                 https_redirect: false,
                 tls_host: false,
+                stats: RouteStats::default(),
             }),
         }
     }

@@ -7,6 +7,89 @@ use prometheus::{
 
 use crate::translate::DiagKind;
 
+/// Status classes of `pingress_requests_total` (`error`: no response was written).
+const CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "error"];
+/// Methods of `pingress_requests_total`; anything else is `OTHER`.
+const METHODS: [&str; 10] = [
+    "GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH", "CONNECT", "TRACE", "OTHER",
+];
+
+fn class_index(status: u16) -> usize {
+    match status {
+        100..=599 => usize::from(status / 100) - 1,
+        _ => 5,
+    }
+}
+
+fn method_index(m: &http::Method) -> usize {
+    METHODS[..9]
+        .iter()
+        .position(|name| *name == m.as_str())
+        .unwrap_or(9)
+}
+
+/// One route's request metrics, resolved on its first request: the hot path then counts
+/// without hashing label values (a route lives for one generation, so each label set is
+/// looked up once per generation, not once per request).
+#[derive(Default)]
+pub struct RouteStats(std::sync::OnceLock<Box<RouteHandles>>);
+
+struct RouteHandles {
+    duration: prometheus::Histogram,
+    upstream: prometheus::Histogram,
+    /// By status class, then method; each resolved on first use.
+    requests: [[std::sync::OnceLock<IntCounter>; METHODS.len()]; CLASSES.len()],
+}
+
+/// The labels a route's requests are counted under.
+pub struct RouteLabels<'a> {
+    pub ingress: &'a str,
+    pub namespace: &'a str,
+    pub service: &'a str,
+}
+
+impl std::fmt::Debug for RouteStats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RouteStats")
+    }
+}
+
+impl RouteStats {
+    /// Count one finished request: its status (0: none written), method, whole duration
+    /// and, when a pod answered, the time to its response header.
+    pub fn record(
+        &self,
+        metrics: &Metrics,
+        labels: &RouteLabels,
+        status: u16,
+        method: &http::Method,
+        elapsed: std::time::Duration,
+        upstream: Option<std::time::Duration>,
+    ) {
+        let ns = [labels.ingress, labels.namespace, labels.service];
+        let h = self.0.get_or_init(|| {
+            Box::new(RouteHandles {
+                duration: metrics.request_duration.with_label_values(&ns),
+                upstream: metrics.upstream_response.with_label_values(&ns),
+                requests: Default::default(),
+            })
+        });
+        let (c, m) = (class_index(status), method_index(method));
+        h.requests[c][m]
+            .get_or_init(|| {
+                let [i, n, s] = ns;
+                metrics
+                    .requests
+                    .with_label_values(&[i, n, s, CLASSES[c], METHODS[m]])
+            })
+            .inc();
+        h.duration.observe(elapsed.as_secs_f64());
+        if let Some(t) = upstream {
+            h.upstream.observe(t.as_secs_f64());
+        }
+    }
+}
+
 /// Every metric the gateway exports.
 pub struct Metrics {
     pub registry: Registry,
@@ -194,6 +277,42 @@ impl Metrics {
         let mut buf = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
         buf
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn route_stats_count_under_the_route_labels() {
+        let m = Metrics::new();
+        let stats = RouteStats::default();
+        let labels = RouteLabels {
+            ingress: "ns/web",
+            namespace: "ns",
+            service: "web",
+        };
+        let ms = std::time::Duration::from_millis(1);
+        for (status, method) in [(200, "GET"), (200, "GET"), (404, "POST"), (0, "BREW")] {
+            let method = http::Method::from_bytes(method.as_bytes()).unwrap();
+            stats.record(&m, &labels, status, &method, ms, Some(ms));
+        }
+        let count = |class: &str, method: &str| {
+            m.requests
+                .with_label_values(&["ns/web", "ns", "web", class, method])
+                .get()
+        };
+        assert_eq!(count("2xx", "GET"), 2);
+        assert_eq!(count("4xx", "POST"), 1);
+        assert_eq!(count("error", "OTHER"), 1);
+        let hist = m
+            .request_duration
+            .with_label_values(&["ns/web", "ns", "web"]);
+        assert_eq!(hist.get_sample_count(), 4);
+        assert_eq!(class_index(599), 4);
+        assert_eq!(class_index(600), 5);
+        assert_eq!(method_index(&http::Method::TRACE), 8);
     }
 }
 

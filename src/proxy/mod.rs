@@ -9,7 +9,7 @@
 //! * `fail_to_connect`: retry idempotent requests on another endpoint.
 //! * `upstream_request_filter`: X-Forwarded-*, X-Real-IP, X-Request-ID.
 //! * `response_filter`: HSTS on HTTPS responses for hosts with TLS configured.
-//! * `logging`: metrics and the JSON access log.
+//! * `logging`: metrics (through the route's pre-resolved handles) and the JSON access log.
 
 mod request_id;
 
@@ -30,6 +30,7 @@ use prometheus::IntGauge;
 use crate::accesslog::{rfc3339_now, AccessLog, Entry};
 use crate::config::{TlsConf, UpstreamConf};
 use crate::generation::{Action, Route, Shared};
+use crate::metrics::{RouteLabels, RouteStats};
 
 pub use request_id::new_request_id;
 
@@ -81,7 +82,15 @@ pub struct Gateway {
     redirect_port: u16,
     /// `X-Forwarded-Port` values of the listening ports, made once.
     ports: Vec<(u16, HeaderValue)>,
+    /// Metrics of requests that failed before a route was looked up.
+    no_route_stats: RouteStats,
 }
+
+const NO_ROUTE: RouteLabels = RouteLabels {
+    ingress: "-",
+    namespace: "-",
+    service: "-",
+};
 
 const HTTPS: HeaderValue = HeaderValue::from_static("https");
 const HTTP: HeaderValue = HeaderValue::from_static("http");
@@ -110,6 +119,7 @@ impl Gateway {
                 .header_value()
                 .and_then(|v| HeaderValue::from_str(&v).ok()),
             redirect_port: tls.redirect_port,
+            no_route_stats: RouteStats::default(),
         }
     }
 
@@ -197,32 +207,6 @@ fn client_ip(session: &Session) -> Option<std::net::IpAddr> {
         .client_addr()
         .and_then(|a| a.as_inet())
         .map(|a| a.ip())
-}
-
-fn status_class(status: u16) -> &'static str {
-    match status {
-        100..=199 => "1xx",
-        200..=299 => "2xx",
-        300..=399 => "3xx",
-        400..=499 => "4xx",
-        500..=599 => "5xx",
-        _ => "error",
-    }
-}
-
-fn method_label(m: &http::Method) -> &'static str {
-    match *m {
-        http::Method::GET => "GET",
-        http::Method::POST => "POST",
-        http::Method::PUT => "PUT",
-        http::Method::DELETE => "DELETE",
-        http::Method::HEAD => "HEAD",
-        http::Method::OPTIONS => "OPTIONS",
-        http::Method::PATCH => "PATCH",
-        http::Method::CONNECT => "CONNECT",
-        http::Method::TRACE => "TRACE",
-        _ => "OTHER",
-    }
 }
 
 /// A request id is kept from the client only when it is short and plain.
@@ -457,29 +441,20 @@ impl ProxyHttp for Gateway {
             .map(|r| r.status.as_u16())
             .unwrap_or(ctx.own_status);
         let elapsed = ctx.start.elapsed();
-        let (ingress, namespace, service) = match &ctx.route {
-            Some(r) => (&*r.ingress, &*r.namespace, &*r.service),
-            None => ("-", "-", "-"),
-        };
         let req = session.req_header();
-        let m = &self.shared.metrics;
-        m.requests
-            .with_label_values(&[
-                ingress,
-                namespace,
-                service,
-                status_class(status),
-                method_label(&req.method),
-            ])
-            .inc();
-        m.request_duration
-            .with_label_values(&[ingress, namespace, service])
-            .observe(elapsed.as_secs_f64());
-        if let Some(t) = ctx.upstream_time {
-            m.upstream_response
-                .with_label_values(&[ingress, namespace, service])
-                .observe(t.as_secs_f64());
-        }
+        let (labels, stats) = match &ctx.route {
+            Some(r) => (r.labels(), &r.stats),
+            None => (NO_ROUTE, &self.no_route_stats),
+        };
+        let ingress = labels.ingress;
+        stats.record(
+            &self.shared.metrics,
+            &labels,
+            status,
+            &req.method,
+            elapsed,
+            ctx.upstream_time,
+        );
         if let Some(log) = &self.access_log {
             let client = client_ip(session)
                 .map(|ip| ip.to_string())
@@ -528,12 +503,5 @@ mod tests {
         assert_eq!(host_without_port("a.example.com"), "a.example.com");
         assert_eq!(host_without_port("[::1]:8080"), "[::1]");
         assert_eq!(host_without_port("[::1]"), "[::1]");
-    }
-
-    #[test]
-    fn status_classes() {
-        assert_eq!(status_class(204), "2xx");
-        assert_eq!(status_class(503), "5xx");
-        assert_eq!(status_class(0), "error");
     }
 }
