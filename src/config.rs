@@ -73,6 +73,10 @@ pub struct PingressConf {
     /// after this long; meanwhile each response carries `Connection: close`. Keep it below
     /// `grace_period_seconds`. Default: 1000 ms.
     pub keepalive_drain_ms: u64,
+    /// Read buffer in front of each client connection, in bytes. 0 (default): reads go
+    /// straight into the request buffers, with no extra copy and no per-connection buffer
+    /// held while idle; Pingora's own default is 65536.
+    pub listener_read_buffer_bytes: usize,
     /// Ingress status written back (in-cluster source only).
     pub status: StatusConf,
     /// Leader election among replicas: only the leader writes status and Events.
@@ -96,6 +100,7 @@ impl Default for PingressConf {
             default_backend: None,
             access_log: AccessLogConf::default(),
             keepalive_drain_ms: 1000,
+            listener_read_buffer_bytes: 0,
             status: StatusConf::default(),
             leader_election: LeaderElectionConf::default(),
         }
@@ -637,7 +642,7 @@ mod tests {
     #[test]
     fn pingora_and_pingress_keys_are_read() {
         let c = Config::from_yaml(
-            "threads: 3\ngrace_period_seconds: 5\npingress:\n  http_listen: [\"127.0.0.1:8080\"]\n  upstream:\n    connect_retries: 4\n",
+            "threads: 3\ngrace_period_seconds: 5\npingress:\n  http_listen: [\"127.0.0.1:8080\"]\n  upstream:\n    connect_retries: 4\n  listener_read_buffer_bytes: 16384\n",
             "t",
         )
         .unwrap();
@@ -645,6 +650,8 @@ mod tests {
         assert_eq!(c.server.grace_period_seconds, Some(5));
         assert_eq!(c.pingress.http_listen, vec!["127.0.0.1:8080"]);
         assert_eq!(c.pingress.upstream.connect_retries, 4);
+        assert_eq!(c.pingress.listener_read_buffer_bytes, 16384);
+        assert_eq!(PingressConf::default().listener_read_buffer_bytes, 0);
     }
 
     #[test]

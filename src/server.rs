@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use pingora::apps::http_app::HttpServer;
 use pingora::apps::{HttpServerOptions, ServerApp};
 use pingora::listeners::tls::TlsSettings;
+use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::server::configuration::Opt;
 use pingora::server::{Server, ShutdownWatch};
 use pingora::services::background::{background_service, BackgroundService};
@@ -195,8 +196,11 @@ pub fn build(config: Config, opt: Opt) -> anyhow::Result<Server> {
             delay: drain,
         },
     );
+    // Reads go straight into Pingora's request buffers: no 64 KiB L4 read buffer per
+    // connection (zeroed at accept, copied through on every read, held while idle).
+    let buffer = L4BufferSettings::default().read(pingress.listener_read_buffer_bytes);
     for addr in &pingress.http_listen {
-        proxy.add_tcp(addr);
+        proxy.add_listener(ListenerConfig::tcp(addr.as_str()).l4_buffer(buffer));
     }
     for addr in &pingress.https_listen {
         let mut tls =
@@ -205,7 +209,10 @@ pub fn build(config: Config, opt: Opt) -> anyhow::Result<Server> {
         if pingress.tls.http2 {
             tls.enable_h2();
         }
-        proxy.add_tls_with_settings(addr, None, tls);
+        let endpoint = ListenerConfig::tcp(addr.as_str())
+            .tls(tls)
+            .l4_buffer(buffer);
+        proxy.add_listener(endpoint);
     }
 
     let mut admin = Service::new(
