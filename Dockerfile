@@ -1,5 +1,6 @@
-# Multi-stage build of pingress. The build stage runs the same command as CI and the README
-# (`cargo build --release --locked`, with cmake for Pingora's libz-ng-sys).
+# Multi-stage build of pingress. The build stage uses the `dist` profile of Cargo.toml (the
+# release profile plus fat LTO and one codegen unit: about 7% fewer instructions per proxied
+# request; the same build as `benches/load/run`), with cmake for Pingora's libz-ng-sys.
 FROM rust:1.95-bookworm AS build
 RUN apt-get update -qq \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq cmake \
@@ -7,7 +8,9 @@ RUN apt-get update -qq \
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
-RUN cargo build --release --locked --bin pingress
+# Cargo.toml declares the benches as targets: cargo needs their files to read the manifest.
+COPY benches/*.rs ./benches/
+RUN cargo build --profile dist --locked --bin pingress
 
 FROM debian:bookworm-slim
 RUN apt-get update -qq \
@@ -15,7 +18,7 @@ RUN apt-get update -qq \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --system --gid 10001 pingress \
  && useradd --system --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin pingress
-COPY --from=build /src/target/release/pingress /usr/local/bin/pingress
+COPY --from=build /src/target/dist/pingress /usr/local/bin/pingress
 # Bind 80/443 as non-root (hostNetwork deployments).
 RUN setcap cap_net_bind_service=+ep /usr/local/bin/pingress
 COPY conf/pingress.yaml /etc/pingress/pingress.yaml

@@ -97,19 +97,37 @@ fn deployment_matches_the_config_and_the_image() {
 }
 
 #[test]
-fn dockerfile_builds_like_ci_and_ships_what_the_deployment_runs() {
+fn dockerfile_makes_the_dist_build_and_ships_what_the_deployment_runs() {
     let df = std::fs::read_to_string(root().join("Dockerfile")).unwrap();
+    // The shipped build: the `dist` profile, which the load harness measures too.
     assert!(
-        df.contains("cargo build --release --locked"),
-        "same build command as CI"
+        df.contains("cargo build --profile dist --locked --bin pingress"),
+        "the dist build"
     );
+    let manifest = std::fs::read_to_string(root().join("Cargo.toml")).unwrap();
+    assert!(manifest.contains("\n[profile.dist]\n"));
+    let harness = std::fs::read_to_string(root().join("benches/load/run")).unwrap();
+    assert!(harness.contains("cargo build --profile dist --locked --bin pingress"));
+    // Every target Cargo.toml declares must be in the build context, or cargo cannot read it:
+    // src/ and the benches' single files.
+    assert!(df.contains("COPY src ./src") && df.contains("COPY benches/*.rs ./benches/"));
+    let mut benches = 0;
+    for line in manifest.lines().skip_while(|l| *l != "[[bench]]") {
+        if let Some(name) = line.strip_prefix("name = ") {
+            let file = format!("benches/{}.rs", name.trim_matches('"'));
+            assert!(
+                root().join(&file).is_file(),
+                "{file} (declared in Cargo.toml)"
+            );
+            benches += 1;
+        }
+    }
+    assert!(benches >= 2);
     assert!(df.contains("cmake"));
-    assert!(df.contains("target/release/pingress /usr/local/bin/pingress"));
+    assert!(df.contains("target/dist/pingress /usr/local/bin/pingress"));
     assert!(df.contains("cap_net_bind_service=+ep"));
     assert!(df.contains("USER 10001"));
     assert!(df.contains("/etc/pingress/pingress.yaml"));
-    let ci = std::fs::read_to_string(root().join(".ci/quickstart")).unwrap();
-    assert!(ci.contains("cargo build --release --locked"));
     let d = deployment();
     assert_eq!(
         d["spec"]["template"]["spec"]["securityContext"]["runAsUser"]
