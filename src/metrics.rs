@@ -280,6 +280,12 @@ impl Metrics {
     }
 }
 
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -313,11 +319,5 @@ mod tests {
         assert_eq!(class_index(599), 4);
         assert_eq!(class_index(600), 5);
         assert_eq!(method_index(&http::Method::TRACE), 8);
-    }
-}
-
-impl Default for Metrics {
-    fn default() -> Self {
-        Metrics::new()
     }
 }
