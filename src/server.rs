@@ -196,8 +196,9 @@ pub fn build(config: Config, opt: Opt) -> anyhow::Result<Server> {
             delay: drain,
         },
     );
-    // Reads go straight into Pingora's request buffers: no 64 KiB L4 read buffer per
-    // connection (zeroed at accept, copied through on every read, held while idle).
+    // With the default 0, reads go straight into Pingora's request buffers: no 64 KiB L4
+    // read buffer per connection (zeroed at accept, copied through on every read, held
+    // while idle).
     let buffer = L4BufferSettings::default().read(pingress.listener_read_buffer_bytes);
     for addr in &pingress.http_listen {
         proxy.add_listener(ListenerConfig::tcp(addr.as_str()).l4_buffer(buffer));
