@@ -1,5 +1,7 @@
 //! The `pingress` command: run the gateway, check a config, or run the demo echo backend.
 
+mod floor;
+
 /// mimalloc instead of glibc malloc: Pingora's request path allocates and frees many small
 /// buffers. Measured (callgrind, one proxied HTTP/1.1 request): 123.3k -> 103.1k
 /// instructions; load harness h1-small: about 12% less CPU per request, for about 16 MiB
@@ -95,6 +97,20 @@ enum Command {
         /// Name reported in every answer (like a pod name).
         #[arg(long, default_value = "echo")]
         name: String,
+    },
+    /// Load-harness baseline (hidden): a plain Pingora proxy to one backend with the config's
+    /// server section and listeners, no routing (src/floor.rs).
+    #[command(hide = true)]
+    Floor {
+        /// The one backend every request goes to.
+        #[arg(long)]
+        backend: SocketAddr,
+        /// Certificate (PEM) for the HTTPS listeners.
+        #[arg(long)]
+        cert: Option<PathBuf>,
+        /// Private key (PEM) for the HTTPS listeners.
+        #[arg(long)]
+        key: Option<PathBuf>,
     },
 }
 
@@ -235,6 +251,13 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Some(Command::Floor { backend, cert, key }) = &cli.command {
+        if let Err(e) = floor::run(config, *backend, cert.as_deref(), key.as_deref()) {
+            eprintln!("error: {e:#}");
+            return ExitCode::FAILURE;
+        }
+        return ExitCode::SUCCESS;
+    }
     if cli.test {
         return match check(&config) {
             Ok(()) => ExitCode::SUCCESS,

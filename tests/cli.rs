@@ -259,3 +259,73 @@ fn a_taken_listening_address_stops_start_up_naming_key_and_address() {
         "{out}"
     );
 }
+
+/// The load harness's baseline (`pingress floor`, hidden) proxies every request to its one
+/// backend with the same forwarded headers the gateway adds, so the harness compares like
+/// with like.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn floor_subcommand_proxies_to_its_backend_with_forwarded_headers() {
+    let pod = pod("floor-pod").await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let conf = dir.path().join("pingress.yaml");
+    std::fs::write(
+        &conf,
+        format!(
+            "threads: 1\npid_file: {0}/pid\nupgrade_sock: {0}/sock\npingress:\n  http_listen: [\"127.0.0.1:{port}\"]\n  https_listen: []\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(bin())
+        .args(["-c", conf.to_str().unwrap(), "floor", "--backend"])
+        .arg(pod.to_string())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let echo = eventually("the floor proxy answers", || async {
+        let r = client
+            .get(format!("http://127.0.0.1:{port}/any/path?q=1"))
+            .header("host", "whatever.example")
+            .send()
+            .await
+            .ok()?;
+        serde_json::from_str::<Echo>(&r.text().await.ok()?).ok()
+    })
+    .await;
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(echo.pod, "floor-pod");
+    assert_eq!(
+        (echo.path.as_str(), echo.query.as_str()),
+        ("/any/path", "q=1")
+    );
+    let h = &echo.headers;
+    assert_eq!(h["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(h["x-real-ip"], "127.0.0.1");
+    assert_eq!(h["x-forwarded-proto"], "http");
+    assert_eq!(h["x-forwarded-host"], "whatever.example");
+    assert_eq!(h["x-forwarded-port"], port.to_string());
+    assert_eq!(h["x-request-id"].len(), 32, "{h:?}");
+
+    // An HTTPS listener without a certificate is a clear start-up error.
+    let conf2 = dir.path().join("tls.yaml");
+    std::fs::write(
+        &conf2,
+        format!(
+            "pingress:\n  https_listen: [\"127.0.0.1:{}\"]\n",
+            free_port()
+        ),
+    )
+    .unwrap();
+    let (ok, out) = run(&[
+        "-c",
+        conf2.to_str().unwrap(),
+        "floor",
+        "--backend",
+        "127.0.0.1:1",
+    ]);
+    assert!(!ok, "{out}");
+    assert!(out.contains("needs --cert and --key"), "{out}");
+}

@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """Load harness: pingress vs nginx vs haproxy on 127.0.0.1, same routes, same backend, same
-load generator, in one run.
+load generator, in one run; plus `pingora-floor`, a plain Pingora proxy from the same binary
+(`pingress floor`: same Pingora build, server config and forwarded headers, no routing,
+metrics or logs), which shows what pingress costs above Pingora itself.
 
 Per scenario and round, each proxy is run in turn (interleaved, so drift on a noisy machine
 hits all of them alike); the figures reported are medians over the rounds:
@@ -53,7 +55,7 @@ SCENARIOS = {
     "hosts-1000": ("1,000 hosts x 10 paths, random host+path per request", "http", "/?size=13", "hosts", 50),
     "churn": ("route and endpoint change every 100 ms under load", "http", "/?size=13", "churn", 50),
 }
-PROXIES = ["pingress", "nginx", "haproxy"]
+PROXIES = ["pingress", "nginx", "haproxy", "pingora-floor"]
 HOST = "bench.local"
 
 
@@ -332,6 +334,11 @@ class Proxy:
             m = pingress_manifests(d, self.routes, self.backends, self.crt, self.key)
             conf = pingress_conf(d, self.http, self.https, self.admin, m)
             cmd = [str(BIN), "-c", str(conf)]
+        elif self.name == "pingora-floor":
+            # The gateway's config file (server section, listeners, timeouts); no routes.
+            conf = pingress_conf(d, self.http, self.https, free_port(), d)
+            cmd = [str(BIN), "-c", str(conf), "floor", "--backend", f"127.0.0.1:{self.backends[0]}",
+                   "--cert", str(self.crt), "--key", str(self.key)]
         elif self.name == "nginx":
             for sub in ["nginx-body", "nginx-proxy", "nginx-fastcgi", "nginx-uwsgi", "nginx-scgi"]:
                 (d / sub).mkdir(exist_ok=True)
@@ -600,9 +607,11 @@ def main():
         for s in scenarios:
             log(f"== {s}: {SCENARIOS[s][0]}")
             routes = routes_for(s)
-            runs = {p: [] for p in proxies}
+            # The floor has one fixed backend: it cannot follow churn.
+            active = [p for p in proxies if not (p == "pingora-floor" and SCENARIOS[s][3] == "churn")]
+            runs = {p: [] for p in active}
             for rnd in range(args.rounds):
-                for p in proxies:
+                for p in active:
                     pd = d / f"{s}-{p}"
                     pd.mkdir(exist_ok=True)
                     proxy = Proxy(p, pd, routes, [backends[0]], d)
@@ -612,7 +621,7 @@ def main():
                     finally:
                         proxy.stop()
                     runs[p].append(r)
-                    log(f"   round {rnd + 1} {p:9} {r['rps']:9.0f} req/s  cpu {r['cpu_us_per_req'] or 0:6.1f} us/req"
+                    log(f"   round {rnd + 1} {p:13} {r['rps']:9.0f} req/s  cpu {r['cpu_us_per_req'] or 0:6.1f} us/req"
                         f"  p99 {r['p99_ms']:7.2f} ms  errors {r['errors']}")
             results[s] = {}
             for p, rs in runs.items():
@@ -683,7 +692,7 @@ def markdown(rep):
 def svg(rep):
     """Two grouped bar charts, CPU per request and p99, each relative to nginx (1.0 = nginx) so
     scenarios of very different cost share one axis; the absolute value is printed on each bar."""
-    colors = {"pingress": "#d9480f", "nginx": "#2b8a3e", "haproxy": "#1864ab"}
+    colors = {"pingress": "#d9480f", "nginx": "#2b8a3e", "haproxy": "#1864ab", "pingora-floor": "#868e96"}
     scen = list(rep["results"])
     proxies = sorted({p for by in rep["results"].values() for p in by}, key=PROXIES.index)
     base = "nginx" if "nginx" in proxies else proxies[0]
