@@ -354,17 +354,12 @@ impl Default for UpstreamConf {
 }
 
 impl UpstreamConf {
-    pub fn connect_timeout(&self) -> Duration {
-        Duration::from_millis(self.connect_timeout_ms)
-    }
-    pub fn read_timeout(&self) -> Duration {
-        Duration::from_millis(self.read_timeout_ms)
-    }
-    pub fn write_timeout(&self) -> Duration {
-        Duration::from_millis(self.write_timeout_ms)
-    }
-    pub fn idle_timeout(&self) -> Duration {
-        Duration::from_millis(self.idle_timeout_ms)
+    /// Set the connect, read, write and idle timeouts of a connection to a pod.
+    pub fn apply_timeouts(&self, o: &mut pingora::upstreams::peer::PeerOptions) {
+        o.connection_timeout = Some(Duration::from_millis(self.connect_timeout_ms));
+        o.read_timeout = Some(Duration::from_millis(self.read_timeout_ms));
+        o.write_timeout = Some(Duration::from_millis(self.write_timeout_ms));
+        o.idle_timeout = Some(Duration::from_millis(self.idle_timeout_ms));
     }
 }
 

@@ -54,11 +54,7 @@ impl ProxyHttp for Floor {
         _tls: &mut bool,
     ) -> Result<Box<HttpPeer>> {
         let mut peer = HttpPeer::new(self.backend, false, String::new());
-        let o = &mut peer.options;
-        o.connection_timeout = Some(self.upstream.connect_timeout());
-        o.read_timeout = Some(self.upstream.read_timeout());
-        o.write_timeout = Some(self.upstream.write_timeout());
-        o.idle_timeout = Some(self.upstream.idle_timeout());
+        self.upstream.apply_timeouts(&mut peer.options);
         Ok(Box::new(peer))
     }
 

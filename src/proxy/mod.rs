@@ -317,10 +317,7 @@ impl ProxyHttp for Gateway {
         };
         let mut peer = HttpPeer::new(addr, tls, sni);
         let o = &mut peer.options;
-        o.connection_timeout = Some(self.upstream.connect_timeout());
-        o.read_timeout = Some(self.upstream.read_timeout());
-        o.write_timeout = Some(self.upstream.write_timeout());
-        o.idle_timeout = Some(self.upstream.idle_timeout());
+        self.upstream.apply_timeouts(o);
         if tls {
             o.verify_cert = false;
             o.verify_hostname = false;
