@@ -381,3 +381,62 @@ async fn raw_exchange(gw: &Gateway, raw: &[u8]) -> String {
     let _ = tokio::time::timeout(std::time::Duration::from_secs(10), s.read_to_end(&mut buf)).await;
     String::from_utf8_lossy(&buf).into_owned()
 }
+
+/// One request on an open keep-alive connection; the echo pod's view of it.
+async fn keepalive_echo(s: &mut tokio::net::TcpStream, host: &str) -> Echo {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let req = format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let deadline = std::time::Duration::from_secs(10);
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .map(|v| v.trim().parse().unwrap())
+                .unwrap_or_else(|| panic!("no content-length: {head}"));
+            if buf.len() >= end + 4 + len {
+                assert!(head.starts_with("http/1.1 200"), "{head}");
+                assert_eq!(buf.len(), end + 4 + len, "one response per request");
+                return serde_json::from_slice(&buf[end + 4..]).unwrap();
+            }
+        }
+        let n = tokio::time::timeout(deadline, s.read(&mut chunk))
+            .await
+            .expect("response within 10 s")
+            .unwrap();
+        assert!(
+            n > 0,
+            "connection closed early: {:?}",
+            String::from_utf8_lossy(&buf)
+        );
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_address_is_per_connection_on_keep_alive() {
+    // The client address is formatted once per connection and reused for its later
+    // requests: two interleaved keep-alive connections from different loopback addresses
+    // must each see their own address on every request.
+    let web = pod("web").await;
+    let gw = Gateway::start(&[("all.yaml", site("web", "k.example.com", &[web]))]).await;
+    gw.wait_for("k.example.com", "/", "web").await;
+    let mut conns = Vec::new();
+    for ip in ["127.0.0.2", "127.0.0.3"] {
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.bind(format!("{ip}:0").parse().unwrap()).unwrap();
+        conns.push((ip, sock.connect(gw.http).await.unwrap()));
+    }
+    for _ in 0..3 {
+        for (ip, s) in conns.iter_mut() {
+            let e = keepalive_echo(s, "k.example.com").await;
+            assert_eq!(e.headers["x-forwarded-for"], *ip);
+            assert_eq!(e.headers["x-real-ip"], *ip);
+            assert_eq!(e.headers["x-request-id"].len(), 32);
+        }
+    }
+}

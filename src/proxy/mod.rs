@@ -54,20 +54,29 @@ pub struct Ctx {
     conn: Option<Arc<ConnGuard>>,
 }
 
-/// Counts one open downstream connection while alive. It is carried from request to
-/// request on a keep-alive connection and dropped with the connection.
-pub struct ConnGuard(IntGauge);
+/// One HTTP/1 downstream connection: counts it as open while alive and keeps what is the
+/// same for all of its requests. It is carried from request to request on a keep-alive
+/// connection and dropped with the connection.
+pub struct ConnGuard {
+    gauge: IntGauge,
+    /// The client address as header text (X-Forwarded-For, X-Real-IP), formatted once per
+    /// connection rather than once per request.
+    client_ip: Option<HeaderValue>,
+}
 
 impl ConnGuard {
-    fn new(g: &IntGauge) -> Arc<ConnGuard> {
+    fn new(g: &IntGauge, client_ip: Option<HeaderValue>) -> Arc<ConnGuard> {
         g.inc();
-        Arc::new(ConnGuard(g.clone()))
+        Arc::new(ConnGuard {
+            gauge: g.clone(),
+            client_ip,
+        })
     }
 }
 
 impl Drop for ConnGuard {
     fn drop(&mut self) {
-        self.0.dec();
+        self.gauge.dec();
     }
 }
 
@@ -209,6 +218,11 @@ fn client_ip(session: &Session) -> Option<std::net::IpAddr> {
         .map(|a| a.ip())
 }
 
+/// The client address as a header value.
+fn client_ip_value(session: &Session) -> Option<HeaderValue> {
+    client_ip(session).and_then(|ip| HeaderValue::try_from(ip.to_string()).ok())
+}
+
 /// A request id is kept from the client only when it is short and plain.
 fn acceptable_request_id(v: &[u8]) -> bool {
     !v.is_empty() && v.len() <= 128 && v.iter().all(|b| b.is_ascii_graphic())
@@ -265,7 +279,10 @@ impl ProxyHttp for Gateway {
                 .await;
         }
         if ctx.conn.is_none() && !session.is_http2() {
-            ctx.conn = Some(ConnGuard::new(&self.shared.metrics.downstream_connections));
+            ctx.conn = Some(ConnGuard::new(
+                &self.shared.metrics.downstream_connections,
+                client_ip_value(session),
+            ));
         }
         ctx.tls = session
             .digest()
@@ -369,11 +386,15 @@ impl ProxyHttp for Gateway {
         up: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        // Values are shared `HeaderValue`s where possible (no copy): the client address once,
-        // the Host and request id as received, static protocol names, per-port values
-        // made at start-up. Each insert still costs Pingora a header-name allocation.
+        // Values are shared `HeaderValue`s where possible (no copy): the client address
+        // formatted once per HTTP/1 connection (per request on HTTP/2), the Host and request
+        // id as received, static protocol names, per-port values made at start-up. Each
+        // insert still costs Pingora a header-name allocation.
         let req = session.req_header();
-        let ip = client_ip(session).and_then(|ip| HeaderValue::try_from(ip.to_string()).ok());
+        let ip = match &ctx.conn {
+            Some(c) => c.client_ip.clone(),
+            None => client_ip_value(session),
+        };
         if let Some(ip) = &ip {
             let xff = match req.headers.get("x-forwarded-for") {
                 Some(prev) if !prev.is_empty() => {
