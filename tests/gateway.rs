@@ -389,7 +389,7 @@ async fn keepalive_echo(s: &mut tokio::net::TcpStream, host: &str) -> Echo {
     s.write_all(req.as_bytes()).await.unwrap();
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
-    let deadline = std::time::Duration::from_secs(10);
+    let per_read = std::time::Duration::from_secs(10);
     loop {
         if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
@@ -404,7 +404,7 @@ async fn keepalive_echo(s: &mut tokio::net::TcpStream, host: &str) -> Echo {
                 return serde_json::from_slice(&buf[end + 4..]).unwrap();
             }
         }
-        let n = tokio::time::timeout(deadline, s.read(&mut chunk))
+        let n = tokio::time::timeout(per_read, s.read(&mut chunk))
             .await
             .expect("response within 10 s")
             .unwrap();
