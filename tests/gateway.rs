@@ -431,12 +431,24 @@ async fn client_address_is_per_connection_on_keep_alive() {
         sock.bind(format!("{ip}:0").parse().unwrap()).unwrap();
         conns.push((ip, sock.connect(gw.http).await.unwrap()));
     }
+    let mut ids = Vec::new();
     for _ in 0..3 {
         for (ip, s) in conns.iter_mut() {
             let e = keepalive_echo(s, "k.example.com").await;
             assert_eq!(e.headers["x-forwarded-for"], *ip);
             assert_eq!(e.headers["x-real-ip"], *ip);
             assert_eq!(e.headers["x-request-id"].len(), 32);
+            ids.push((*ip, e.headers["x-request-id"].clone()));
         }
+    }
+    // The access log names the same client for each request.
+    for (ip, id) in ids {
+        let line = eventually("access log line", || async {
+            let log = std::fs::read_to_string(gw.access_log()).unwrap_or_default();
+            log.lines().find(|l| l.contains(&id)).map(str::to_string)
+        })
+        .await;
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["client"], ip, "{line}");
     }
 }

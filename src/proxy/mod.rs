@@ -211,16 +211,21 @@ fn host_without_port(host: &str) -> &str {
     host.rsplit_once(':').map_or(host, |(h, _)| h)
 }
 
-fn client_ip(session: &Session) -> Option<std::net::IpAddr> {
-    session
-        .client_addr()
-        .and_then(|a| a.as_inet())
-        .map(|a| a.ip())
-}
-
 /// The client address as a header value.
 fn client_ip_value(session: &Session) -> Option<HeaderValue> {
-    client_ip(session).and_then(|ip| HeaderValue::try_from(ip.to_string()).ok())
+    let ip = session.client_addr()?.as_inet()?.ip();
+    HeaderValue::try_from(ip.to_string()).ok()
+}
+
+impl Ctx {
+    /// The client address as header text: the connection's, formatted once, on HTTP/1;
+    /// formatted now on HTTP/2 (no connection state there).
+    fn client_ip(&self, session: &Session) -> Option<HeaderValue> {
+        match &self.conn {
+            Some(c) => c.client_ip.clone(),
+            None => client_ip_value(session),
+        }
+    }
 }
 
 /// A request id is kept from the client only when it is short and plain.
@@ -391,10 +396,7 @@ impl ProxyHttp for Gateway {
         // id as received, static protocol names, per-port values made at start-up. Each
         // insert still costs Pingora a header-name allocation.
         let req = session.req_header();
-        let ip = match &ctx.conn {
-            Some(c) => c.client_ip.clone(),
-            None => client_ip_value(session),
-        };
+        let ip = ctx.client_ip(session);
         if let Some(ip) = &ip {
             let xff = match req.headers.get("x-forwarded-for") {
                 Some(prev) if !prev.is_empty() => {
@@ -474,9 +476,8 @@ impl ProxyHttp for Gateway {
             ctx.upstream_time,
         );
         if let Some(log) = &self.access_log {
-            let client = client_ip(session)
-                .map(|ip| ip.to_string())
-                .unwrap_or_default();
+            let client = ctx.client_ip(session);
+            let client = client.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("");
             let upstream = ctx
                 .upstream
                 .map(|a| a.to_string())
@@ -484,7 +485,7 @@ impl ProxyHttp for Gateway {
             let time = rfc3339_now();
             log.log(&Entry {
                 time: &time,
-                client: &client,
+                client,
                 method: req.method.as_str(),
                 host: request_host(req),
                 path: req.uri.path(),
