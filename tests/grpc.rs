@@ -7,6 +7,7 @@
 mod support;
 
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering::SeqCst;
 
 use bytes::{Buf, Bytes};
 use http::uri::PathAndQuery;
@@ -190,8 +191,8 @@ async fn exercise(ch: Channel, what: &str) {
 struct Setup {
     gw: Gateway,
     ca: Ca,
-    /// Connections accepted by the h2c pod.
-    h2c_connections: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// What the h2c pod has seen.
+    h2c_pod: std::sync::Arc<PodStats>,
 }
 
 async fn setup() -> Setup {
@@ -199,16 +200,16 @@ async fn setup() -> Setup {
     let names = ["grpc.example.test", "grpcs.example.test"];
     let gateway_cert = ca.issue(&names, "gateway");
     let pod_cert = ca.issue(&["pod.internal"], "pod");
-    let (h2c_pod, h2c_connections): (SocketAddr, _) = grpc_pod(None).await;
+    let (h2c_addr, h2c_pod): (SocketAddr, _) = grpc_pod(None).await;
     let (tls_pod, _) = grpc_pod(Some(&pod_cert)).await;
     let manifests = format!(
         "{CLASS}{}{}{}{}{}{}{}{}{}{}",
         grpc_service("grpc-h2c", Some("kubernetes.io/h2c")),
-        slices(NS, "grpc-h2c", "grpc", &[h2c_pod]),
+        slices(NS, "grpc-h2c", "grpc", &[h2c_addr]),
         grpc_service("grpc-tls", None),
         slices(NS, "grpc-tls", "grpc", &[tls_pod]),
         grpc_service("grpc-plain", None),
-        slices(NS, "grpc-plain", "grpc", &[h2c_pod]),
+        slices(NS, "grpc-plain", "grpc", &[h2c_addr]),
         tls_secret(NS, "gateway-cert", &gateway_cert),
         tls_ingress(
             NS,
@@ -239,11 +240,7 @@ async fn setup() -> Setup {
         ),
     );
     let gw = Gateway::start_with(&[("grpc.yaml", manifests)], "  h2c: true\n").await;
-    Setup {
-        gw,
-        ca,
-        h2c_connections,
-    }
+    Setup { gw, ca, h2c_pod }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -268,11 +265,7 @@ async fn grpc_over_tls_to_h2c_and_tls_pods_keeps_streams_status_and_trailers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_over_h2c_to_an_annotated_backend() {
-    let Setup {
-        gw,
-        h2c_connections,
-        ..
-    } = setup().await;
+    let Setup { gw, h2c_pod, .. } = setup().await;
     exercise(
         channel(
             format!("http://{}", gw.http),
@@ -283,34 +276,44 @@ async fn grpc_over_h2c_to_an_annotated_backend() {
         "h2c client -> h2c pod (backend-protocol GRPC)",
     )
     .await;
-    // Many calls multiplexed on one client connection.
+    // Many calls multiplexed on one client connection, all open at the pod at the same time
+    // (`Gather` holds each answer until every call has arrived).
+    const CALLS: usize = 50;
     let ch = channel(
         format!("http://{}", gw.http),
         "http://grpc-plain.example.test",
         None,
     )
     .await;
-    let calls = (0..50).map(|i| {
+    let calls = (0..CALLS).map(|i| {
         let mut grpc = tonic::client::Grpc::new(ch.clone());
         async move {
+            let msg = format!("{CALLS}/n{i}");
             grpc.ready().await.unwrap();
             let r = grpc
                 .unary(
-                    Request::new(Bytes::from(format!("n{i}"))),
-                    PathAndQuery::from_static("/test.Echo/Unary"),
+                    Request::new(Bytes::from(msg.clone())),
+                    PathAndQuery::from_static("/test.Echo/Gather"),
                     Raw,
                 )
                 .await
-                .unwrap();
-            assert_eq!(r.into_inner(), format!("echo:n{i}").as_bytes());
+                .unwrap_or_else(|e| panic!("call {i}: {e:?}"));
+            assert_eq!(r.into_inner(), format!("echo:{msg}").as_bytes());
         }
     });
-    let before = h2c_connections.load(std::sync::atomic::Ordering::SeqCst);
+    let before = h2c_pod.connections.load(SeqCst);
+    h2c_pod.peak_calls_per_connection.store(0, SeqCst);
     futures_util::future::join_all(calls).await;
-    // 50 concurrent calls share the gateway's HTTP/2 connection(s) to the pod.
-    let opened = h2c_connections.load(std::sync::atomic::Ordering::SeqCst) - before;
+    // The gateway multiplexes its HTTP/2 connections to the pod: with 50 calls open at once,
+    // at least one connection carries several of them. How many connections it opens is not
+    // a fixed number: Pingora's connector takes a connection out of its pool while it adds a
+    // stream, and a call arriving in that moment opens another one (a documented trade-off
+    // in pingora-core's connectors/http/v2.rs), more often on a busy machine.
+    let opened = h2c_pod.connections.load(SeqCst) - before;
+    let peak = h2c_pod.peak_calls_per_connection.load(SeqCst);
     assert!(
-        opened <= 5,
-        "{opened} new upstream connections for 50 concurrent calls"
+        peak >= 2 && opened < CALLS,
+        "{CALLS} calls open at once went over {opened} new upstream connection(s), \
+         at most {peak} on one: the gateway does not multiplex calls to the pod"
     );
 }

@@ -220,26 +220,58 @@ pub async fn https_pod(name: &str, pem: &Pem) -> SocketAddr {
 ///   trailers with `grpc-status: 0` and `x-count: <messages>`.
 /// * `ServerStream`: the request is a number N; answers N messages `item-<i>`.
 /// * `ClientStream`: reads every message, then answers once with `got:<messages joined by +>`.
+/// * `Gather`: the request is `<N>/<tag>`; the answer (`echo:<msg>`) is held until N `Gather`
+///   calls have arrived at this pod, so N calls are open at once; after 20 s without them,
+///   `grpc-status: 4` saying how many came.
 ///
-/// Also returns the number of connections it has accepted so far.
-pub async fn grpc_pod(pem: Option<&Pem>) -> (SocketAddr, Arc<AtomicUsize>) {
+/// Also returns what the pod has seen ([`PodStats`]).
+pub async fn grpc_pod(pem: Option<&Pem>) -> (SocketAddr, Arc<PodStats>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let config = pem.map(|p| server_config(p, &[b"h2"]));
-    let connections = Arc::new(AtomicUsize::new(0));
-    let counter = connections.clone();
+    let stats = Arc::new(PodStats::default());
+    let pod = stats.clone();
     tokio::spawn(accept_loop(listener, config, move |io| {
-        counter.fetch_add(1, Ordering::SeqCst);
+        pod.connections.fetch_add(1, Ordering::SeqCst);
+        let pod = pod.clone();
         async move {
             let Ok(mut conn) = h2::server::handshake(io).await else {
                 return;
             };
+            let open_here = Arc::new(AtomicUsize::new(0));
             while let Some(Ok((req, respond))) = conn.accept().await {
-                tokio::spawn(grpc_call(req, respond));
+                let now = open_here.fetch_add(1, Ordering::SeqCst) + 1;
+                pod.peak_calls_per_connection
+                    .fetch_max(now, Ordering::SeqCst);
+                let (pod, open_here) = (pod.clone(), open_here.clone());
+                tokio::spawn(async move {
+                    grpc_call(req, respond, &pod).await;
+                    open_here.fetch_sub(1, Ordering::SeqCst);
+                });
             }
         }
     }));
-    (addr, connections)
+    (addr, stats)
+}
+
+/// What a [`grpc_pod`] has seen.
+pub struct PodStats {
+    /// Connections accepted.
+    pub connections: AtomicUsize,
+    /// The most calls ever open at the same time on one connection.
+    pub peak_calls_per_connection: AtomicUsize,
+    /// `Gather` calls arrived so far (never decreases).
+    gathered: tokio::sync::watch::Sender<usize>,
+}
+
+impl Default for PodStats {
+    fn default() -> PodStats {
+        PodStats {
+            connections: AtomicUsize::new(0),
+            peak_calls_per_connection: AtomicUsize::new(0),
+            gathered: tokio::sync::watch::Sender::new(0),
+        }
+    }
 }
 
 /// gRPC length-prefixed message framing.
@@ -284,6 +316,7 @@ fn trailers(pairs: &[(&'static str, String)]) -> http::HeaderMap {
 async fn grpc_call(
     req: http::Request<h2::RecvStream>,
     mut respond: h2::server::SendResponse<Bytes>,
+    pod: &PodStats,
 ) {
     let method = req.uri().path().to_string();
     let mut body = req.into_body();
@@ -311,6 +344,27 @@ async fn grpc_call(
         for msg in grpc_unframe(&mut buf) {
             count += 1;
             match method.as_str() {
+                "/test.Echo/Gather" => {
+                    let text = String::from_utf8_lossy(&msg).into_owned();
+                    let want: usize = text.split('/').next().unwrap().parse().unwrap();
+                    pod.gathered.send_modify(|n| *n += 1);
+                    let mut seen = pod.gathered.subscribe();
+                    let waited = tokio::time::timeout(
+                        std::time::Duration::from_secs(20),
+                        seen.wait_for(|n| *n >= want),
+                    )
+                    .await;
+                    if waited.is_err() {
+                        let came = *pod.gathered.borrow();
+                        let status = [
+                            ("grpc-status", "4".to_string()),
+                            ("grpc-message", format!("only {came} of {want} calls came")),
+                        ];
+                        let _ = send.send_trailers(trailers(&status));
+                        return;
+                    }
+                    let _ = send.send_data(grpc_frame(format!("echo:{text}").as_bytes()), false);
+                }
                 "/test.Echo/Bidi" | "/test.Echo/Unary" => {
                     let mut out = b"echo:".to_vec();
                     out.extend_from_slice(&msg);
@@ -334,7 +388,7 @@ async fn grpc_call(
         let _ = send.send_data(grpc_frame(reply.as_bytes()), false);
     }
     let extra = match method.as_str() {
-        "/test.Echo/Unary" => ("x-trailer", "unary-done".to_string()),
+        "/test.Echo/Unary" | "/test.Echo/Gather" => ("x-trailer", "unary-done".to_string()),
         _ => ("x-count", count.to_string()),
     };
     let _ = send.send_trailers(trailers(&[("grpc-status", "0".into()), extra]));
