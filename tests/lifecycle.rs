@@ -5,7 +5,6 @@
 mod support;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use support::*;
 
@@ -20,28 +19,45 @@ async fn slow_request(gw: &Gateway, ms: u64) -> reqwest::Result<(u16, String)> {
     Ok((r.status().as_u16(), r.text().await?))
 }
 
+/// A request on its own client (so its own connection) for a path the [`HeldPod`] holds.
+async fn held_request(gw: &Gateway) -> reqwest::Result<(u16, String)> {
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let r = client
+        .get(format!("http://{}/hold", gw.http))
+        .header("host", "life.example.com")
+        .send()
+        .await?;
+    Ok((r.status().as_u16(), r.text().await?))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_finishes_requests_in_flight_then_exits_zero() {
-    let web = pod("web").await;
-    let gw = Gateway::start(&[("site.yaml", site("web", "life.example.com", &[web]))]).await;
+    let held = HeldPod::start().await;
+    let gw = Gateway::start(&[("site.yaml", site("web", "life.example.com", &[held.addr]))]).await;
     let gw = Arc::new(gw);
     let load = Load::start(gw.clone(), "life.example.com", "/", 4);
     load.wait_more(200).await;
     let slow: Vec<_> = (0..3)
         .map(|_| {
             let gw = gw.clone();
-            tokio::spawn(async move { slow_request(&gw, 800).await })
+            tokio::spawn(async move { held_request(&gw).await })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(200)).await; // the slow requests are in flight
-                                                          // No new requests after the signal; those already sent must complete.
+    held.wait_arrived(3).await;
+    // No new requests after the signal; those already sent must complete.
     let stopping = tokio::spawn(load.stop());
     gw.signal("TERM");
+    // The three held requests are still open when the gateway is already shutting down.
+    eventually("/readyz no longer 200 after SIGTERM", || async {
+        (gw.readyz().await != 200).then_some(())
+    })
+    .await;
+    held.release();
     let r = stopping.await.unwrap();
     assert_eq!(r.failed, 0, "{:?}", r.first_failures);
     for s in slow {
-        let (status, body) = s.await.unwrap().expect("slow request completes");
-        assert_eq!(status, 200, "{body}");
+        let (status, body) = s.await.unwrap().expect("held request completes");
+        assert_eq!((status, body.as_str()), (200, "released"));
     }
     // Not ready any more, and new connections are refused soon.
     eventually("listener closed", || async {
@@ -62,8 +78,13 @@ async fn graceful_upgrade_hands_over_sockets_without_failing_requests() {
     load.wait_more(200).await;
 
     let mut new = gw.spawn_upgrade();
-    // Give the new process time to start waiting on the upgrade socket.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The new process listens on the upgrade socket before it is told to take over (the old
+    // one would retry for a few seconds, but the test should not lean on that).
+    let sock = gw.dir.path().join("upgrade.sock");
+    eventually("the new process listens on upgrade_sock", || async {
+        sock.exists().then_some(())
+    })
+    .await;
     gw.signal("QUIT");
     let slow = {
         let gw = gw.clone();

@@ -6,7 +6,6 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use support::tls::*;
 use support::*;
@@ -162,19 +161,22 @@ async fn rotated_secret_is_served_on_the_next_handshake_and_broken_ones_keep_the
     let ca = Ca::new();
     let gen1 = ca.issue(&["secure.example.test"], "gen-1");
     let gen2 = ca.issue(&["secure.example.test"], "gen-2");
-    let pod = pod("web-1").await;
-    let files = secure_site(pod, &gen1);
+    let pod = HeldPod::start().await;
+    let files = secure_site(pod.addr, &gen1);
     let gw = Gateway::start(&refs(&files)).await;
     assert!(served_subject(gw.https, Some("secure.example.test")).contains("O=gen-1"));
 
-    // A slow request on a connection made with the old certificate.
+    // A request held open at the pod, on a connection made with the old certificate.
     let client = https_client(&gw, &ca, "secure.example.test");
-    let slow = tokio::spawn({
-        let url = https_url(&gw, "secure.example.test", "/slow?delay_ms=3000");
+    let held = tokio::spawn({
+        let url = https_url(&gw, "secure.example.test", "/hold");
         let client = client.clone();
-        async move { client.get(url).send().await.map(|r| r.status().as_u16()) }
+        async move {
+            let r = client.get(url).send().await?;
+            Ok::<_, reqwest::Error>((r.status().as_u16(), r.text().await?))
+        }
     });
-    tokio::time::sleep(Duration::from_millis(300)).await; // let it get under way
+    pod.wait_arrived(1).await;
 
     gw.write("10-secret-cert.yaml", &tls_secret(NS, "cert", &gen2));
     eventually("the rotated certificate on a new handshake", || async {
@@ -183,9 +185,10 @@ async fn rotated_secret_is_served_on_the_next_handshake_and_broken_ones_keep_the
             .then_some(())
     })
     .await;
+    pod.release();
     assert_eq!(
-        slow.await.unwrap().unwrap(),
-        200,
+        held.await.unwrap().unwrap(),
+        (200, "released".to_string()),
         "in-flight request on the old connection"
     );
 

@@ -52,6 +52,72 @@ pub async fn pod(name: &str) -> SocketAddr {
         .unwrap()
 }
 
+/// A pod that holds answers: requests whose path starts with `/hold` are counted on arrival
+/// and answered (200, `released`) only after [`HeldPod::release`]; any other path is
+/// answered at once (200, `ok`). A test can so know that a request is in flight at the pod
+/// instead of guessing with a sleep.
+pub struct HeldPod {
+    pub addr: SocketAddr,
+    arrived: std::sync::Arc<tokio::sync::watch::Sender<usize>>,
+    released: std::sync::Arc<tokio::sync::watch::Sender<bool>>,
+}
+
+impl HeldPod {
+    pub async fn start() -> HeldPod {
+        use http_body_util::Full;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let arrived = std::sync::Arc::new(tokio::sync::watch::Sender::new(0usize));
+        let released = std::sync::Arc::new(tokio::sync::watch::Sender::new(false));
+        let (a, r) = (arrived.clone(), released.clone());
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let (a, r) = (a.clone(), r.clone());
+                let svc = hyper::service::service_fn(move |req: hyper::Request<_>| {
+                    let (a, r) = (a.clone(), r.clone());
+                    async move {
+                        let body: &'static [u8] = if req.uri().path().starts_with("/hold") {
+                            a.send_modify(|n| *n += 1);
+                            let _ = r.subscribe().wait_for(|go| *go).await;
+                            b"released"
+                        } else {
+                            b"ok"
+                        };
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
+                            bytes::Bytes::from_static(body),
+                        )))
+                    }
+                });
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), svc),
+                );
+            }
+        });
+        HeldPod {
+            addr,
+            arrived,
+            released,
+        }
+    }
+
+    /// Wait (up to [`DEADLINE`]) until `n` held requests have arrived in all.
+    pub async fn wait_arrived(&self, n: usize) {
+        let mut seen = self.arrived.subscribe();
+        let waited = tokio::time::timeout(DEADLINE, seen.wait_for(|got| *got >= n)).await;
+        assert!(
+            waited.is_ok(),
+            "timed out after {DEADLINE:?}: {} of {n} held requests reached the pod",
+            *self.arrived.borrow()
+        );
+    }
+
+    /// Answer every held request, now and from now on.
+    pub fn release(&self) {
+        self.released.send_replace(true);
+    }
+}
+
 /// A running gateway process with its own temp dir, killed on drop.
 pub struct Gateway {
     child: Child,
