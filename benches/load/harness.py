@@ -18,7 +18,10 @@ hits all of them alike); the figures reported are medians over the rounds:
 The proxy under test is pinned to the last CPU, the load generator and the echo backend to
 the others (when the machine has at least 2). Every proxy runs one worker thread/process.
 
-Usage: benches/load/run [--smoke] [--rounds N] [--duration S] [--scenarios a,b] [--proxies p,q]
+Each measured run follows an unmeasured warm-up with the same load (--warmup, 2 s).
+
+Usage: benches/load/run [--smoke] [--rounds N] [--duration S] [--warmup S] [--scenarios a,b]
+                        [--proxies p,q]
 Output: benches/results/latest.{json,md,svg} (or --out DIR).
 """
 
@@ -479,8 +482,16 @@ def run_h2load(d, proxy, scenario, duration, conns):
 # ---------------------------------------------------------------- the run
 
 
-def measure(d, proxy, scenario, duration, backends):
+def measure(d, proxy, scenario, duration, backends, warmup):
     _, _, _, mode, conns = SCENARIOS[scenario]
+    if warmup:
+        # Not measured: the same load for `warmup` seconds first, so every proxy has filled
+        # its pools and caches and (at 1,000 hosts) seen every route once before CPU time
+        # and latency are taken.
+        if mode == "h2":
+            run_h2load(d, proxy, scenario, warmup, conns)
+        else:
+            run_wrk(d, proxy, scenario, warmup, conns)
     c0 = cpu_ns(proxy.pid)
     churn_steps = 0
     if mode == "churn":
@@ -570,6 +581,8 @@ def main():
     ap.add_argument("--smoke", action="store_true", help="1 round of 1 s per proxy and scenario")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--duration", type=float, default=8)
+    ap.add_argument("--warmup", type=float, default=2,
+                    help="seconds of unmeasured load before each measured run (0: none)")
     ap.add_argument("--scenarios", default=",".join(SCENARIOS))
     ap.add_argument("--proxies", default=",".join(PROXIES))
     ap.add_argument("--out", default=str(ROOT / "benches" / "results"))
@@ -577,7 +590,7 @@ def main():
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory (configs, logs)")
     args = ap.parse_args()
     if args.smoke:
-        args.rounds, args.duration = 1, 1
+        args.rounds, args.duration, args.warmup = 1, 1, 0
     scenarios = [s for s in args.scenarios.split(",") if s]
     proxies = [p for p in args.proxies.split(",") if p]
     for s in scenarios:
@@ -617,7 +630,7 @@ def main():
                     proxy = Proxy(p, pd, routes, [backends[0]], d)
                     try:
                         proxy.start()
-                        r = measure(pd, proxy, s, args.duration, backends)
+                        r = measure(pd, proxy, s, args.duration, backends, args.warmup)
                     finally:
                         proxy.stop()
                     runs[p].append(r)
@@ -642,7 +655,7 @@ def main():
     report = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "command": args.command + (" --smoke" if args.smoke else ""),
-        "rounds": args.rounds, "duration_s": args.duration,
+        "rounds": args.rounds, "duration_s": args.duration, "warmup_s": args.warmup,
         "machine": machine(), "versions": versions(),
         "scenarios": {s: SCENARIOS[s][0] for s in scenarios},
         "results": results, "pingress_memory": memory,
@@ -664,7 +677,8 @@ def markdown(rep):
     m = rep["machine"]
     lines = [
         f"Run {rep['date']}: `{rep['command']}` ({rep['rounds']} interleaved rounds x "
-        f"{rep['duration_s']:g} s per proxy and scenario; medians).",
+        f"{rep['duration_s']:g} s per proxy and scenario, each after {rep.get('warmup_s', 0):g} s of"
+        " unmeasured warm-up; medians).",
         f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory']}, Linux {m['kernel']}; {m['pinning']}.",
         "Versions: " + "; ".join(f"{v}" for v in rep["versions"].values()) + ".",
         "",
