@@ -37,7 +37,7 @@ async fn sigterm_finishes_requests_in_flight_then_exits_zero() {
     let gw = Arc::new(gw);
     let load = Load::start(gw.clone(), "life.example.com", "/", 4);
     load.wait_more(200).await;
-    let slow: Vec<_> = (0..3)
+    let requests: Vec<_> = (0..3)
         .map(|_| {
             let gw = gw.clone();
             tokio::spawn(async move { held_request(&gw).await })
@@ -55,8 +55,8 @@ async fn sigterm_finishes_requests_in_flight_then_exits_zero() {
     held.release();
     let r = stopping.await.unwrap();
     assert_eq!(r.failed, 0, "{:?}", r.first_failures);
-    for s in slow {
-        let (status, body) = s.await.unwrap().expect("held request completes");
+    for r in requests {
+        let (status, body) = r.await.unwrap().expect("held request completes");
         assert_eq!((status, body.as_str()), (200, "released"));
     }
     // Not ready any more, and new connections are refused soon.
