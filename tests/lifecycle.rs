@@ -8,22 +8,12 @@ use std::sync::Arc;
 
 use support::*;
 
-async fn slow_request(gw: &Gateway, ms: u64) -> reqwest::Result<(u16, String)> {
-    // A separate client: its own connection, which stays busy for `ms`.
+/// GET `path` on life.example.com from a client of its own, so on a connection of its own
+/// (one that a slow or held answer keeps busy without holding up the load's connections).
+async fn own_connection_get(gw: &Gateway, path: &str) -> reqwest::Result<(u16, String)> {
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
     let r = client
-        .get(format!("http://{}/slow?delay_ms={ms}", gw.http))
-        .header("host", "life.example.com")
-        .send()
-        .await?;
-    Ok((r.status().as_u16(), r.text().await?))
-}
-
-/// A request on its own client (so its own connection) for a path the [`HeldPod`] holds.
-async fn held_request(gw: &Gateway) -> reqwest::Result<(u16, String)> {
-    let client = reqwest::Client::builder().no_proxy().build().unwrap();
-    let r = client
-        .get(format!("http://{}/hold", gw.http))
+        .get(format!("http://{}{path}", gw.http))
         .header("host", "life.example.com")
         .send()
         .await?;
@@ -40,7 +30,7 @@ async fn sigterm_finishes_requests_in_flight_then_exits_zero() {
     let requests: Vec<_> = (0..3)
         .map(|_| {
             let gw = gw.clone();
-            tokio::spawn(async move { held_request(&gw).await })
+            tokio::spawn(async move { own_connection_get(&gw, "/hold").await })
         })
         .collect();
     held.wait_arrived(3).await;
@@ -88,7 +78,7 @@ async fn graceful_upgrade_hands_over_sockets_without_failing_requests() {
     gw.signal("QUIT");
     let slow = {
         let gw = gw.clone();
-        tokio::spawn(async move { slow_request(&gw, 500).await })
+        tokio::spawn(async move { own_connection_get(&gw, "/slow?delay_ms=500").await })
     };
     // The old process hands over, keeps serving through its close timeout and grace
     // period, then exits; meanwhile and afterwards the load goes on.

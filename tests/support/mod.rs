@@ -58,8 +58,8 @@ pub async fn pod(name: &str) -> SocketAddr {
 /// instead of guessing with a sleep.
 pub struct HeldPod {
     pub addr: SocketAddr,
-    arrived: std::sync::Arc<tokio::sync::watch::Sender<usize>>,
-    released: std::sync::Arc<tokio::sync::watch::Sender<bool>>,
+    arrived: tokio::sync::watch::Sender<usize>,
+    released: tokio::sync::watch::Sender<bool>,
 }
 
 impl HeldPod {
@@ -67,8 +67,8 @@ impl HeldPod {
         use http_body_util::Full;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let arrived = std::sync::Arc::new(tokio::sync::watch::Sender::new(0usize));
-        let released = std::sync::Arc::new(tokio::sync::watch::Sender::new(false));
+        let arrived = tokio::sync::watch::Sender::new(0usize);
+        let released = tokio::sync::watch::Sender::new(false);
         let (a, r) = (arrived.clone(), released.clone());
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {

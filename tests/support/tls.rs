@@ -255,6 +255,7 @@ pub async fn grpc_pod(pem: Option<&Pem>) -> (SocketAddr, Arc<PodStats>) {
 }
 
 /// What a [`grpc_pod`] has seen.
+#[derive(Default)]
 pub struct PodStats {
     /// Connections accepted.
     pub connections: AtomicUsize,
@@ -262,16 +263,6 @@ pub struct PodStats {
     pub peak_calls_per_connection: AtomicUsize,
     /// `Gather` calls arrived so far (never decreases).
     gathered: tokio::sync::watch::Sender<usize>,
-}
-
-impl Default for PodStats {
-    fn default() -> PodStats {
-        PodStats {
-            connections: AtomicUsize::new(0),
-            peak_calls_per_connection: AtomicUsize::new(0),
-            gathered: tokio::sync::watch::Sender::new(0),
-        }
-    }
 }
 
 /// gRPC length-prefixed message framing.
