@@ -128,6 +128,7 @@ fn endpoint_update(c: &mut Criterion) {
         service: "big".into(),
         port_name: "http".into(),
         port: 80,
+        cluster_ip: false,
     };
     let pool = Arc::new(Pool::new(key, None));
     let sets: Vec<BTreeSet<SocketAddr>> = (0..2)

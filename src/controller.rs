@@ -2,7 +2,7 @@
 //! pools and publishes a new generation; or, when only EndpointSlices changed, just swaps the
 //! endpoint sets of the affected pools. Changes are debounced (see [`Controller::run`]).
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,8 +13,49 @@ use crate::generation::{Action, Generation, Route, Shared};
 use crate::source::Snapshot;
 use crate::status::Report;
 use crate::tls::Certs;
-use crate::translate::{translate, BackendSpec, RouteSpec, TranslateConf, Translation};
+use crate::translate::{translate_with, BackendSpec, RouteSpec, TranslateConf, Translation};
 use crate::upstream::Upstreams;
+
+/// A translated route with its live pool (and those of its canary, error and fallback
+/// routes) attached.
+fn convert(
+    spec: RouteSpec,
+    upstreams: &mut Upstreams,
+    used: &mut HashSet<crate::translate::UpstreamKey>,
+) -> Arc<Route> {
+    let ingress = spec
+        .ingress
+        .as_ref()
+        .map_or_else(|| "-".to_string(), |k| k.to_string());
+    let (namespace, service, action) = match &spec.backend {
+        BackendSpec::Service(key) => {
+            used.insert(key.clone());
+            (
+                key.namespace.clone(),
+                key.service.clone(),
+                Action::Proxy(upstreams.pool(key)),
+            )
+        }
+        BackendSpec::Unavailable { namespace, service } => {
+            (namespace.clone(), service.clone(), Action::Respond(503))
+        }
+        BackendSpec::NotFound => ("-".into(), "-".into(), Action::Respond(404)),
+    };
+    let policy = spec
+        .policy
+        .map(|p| Box::new(p.map(|r| convert(r, upstreams, used))));
+    Arc::new(Route {
+        ingress: ingress.into(),
+        namespace: namespace.into(),
+        service: service.into(),
+        action,
+        protocol: spec.protocol,
+        https_redirect: spec.https_redirect,
+        tls_host: spec.tls_host,
+        stats: Default::default(),
+        policy,
+    })
+}
 
 /// What one `apply` did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,6 +76,8 @@ pub struct Controller {
     reports: Option<watch::Sender<Option<Arc<Report>>>>,
     /// Certificates for the HTTPS listener, rebuilt with each generation.
     certs: Option<Certs>,
+    /// The last accepted version of each Ingress: kept serving when an update is refused.
+    last_good: BTreeMap<crate::source::ObjKey, Arc<k8s_openapi::api::networking::v1::Ingress>>,
 }
 
 impl Controller {
@@ -49,6 +92,7 @@ impl Controller {
             next_id: 1,
             reports: None,
             certs: None,
+            last_good: BTreeMap::new(),
         }
     }
 
@@ -86,7 +130,8 @@ impl Controller {
             }
             Applied::Endpoints(changed)
         } else {
-            let mut t = translate(&snap, &self.conf);
+            let mut t = translate_with(&snap, &self.conf, &self.last_good);
+            self.last_good = std::mem::take(&mut t.accepted);
             if let Some(certs) = &mut self.certs {
                 let diags = certs.update(&t.tls, &snap);
                 t.diagnostics.extend(diags);
@@ -120,44 +165,9 @@ impl Controller {
     /// Attach live pools to the translated routes; new pools get their endpoints before the
     /// generation that uses them is published.
     fn link(&mut self, t: Translation, snap: &Snapshot) -> Generation {
-        let mut made: HashMap<RouteSpec, Arc<Route>> = HashMap::new();
         let mut used = HashSet::new();
         let upstreams = &mut self.upstreams;
-        let mut convert = |spec: RouteSpec| -> Arc<Route> {
-            if let Some(r) = made.get(&spec) {
-                return r.clone();
-            }
-            let ingress = spec
-                .ingress
-                .as_ref()
-                .map_or_else(|| "-".to_string(), |k| k.to_string());
-            let (namespace, service, action) = match &spec.backend {
-                BackendSpec::Service(key) => {
-                    used.insert(key.clone());
-                    (
-                        key.namespace.clone(),
-                        key.service.clone(),
-                        Action::Proxy(upstreams.pool(key)),
-                    )
-                }
-                BackendSpec::Unavailable { namespace, service } => {
-                    (namespace.clone(), service.clone(), Action::Respond(503))
-                }
-                BackendSpec::NotFound => ("-".into(), "-".into(), Action::Respond(404)),
-            };
-            let route = Arc::new(Route {
-                ingress: ingress.into(),
-                namespace: namespace.into(),
-                service: service.into(),
-                action,
-                protocol: spec.protocol,
-                https_redirect: spec.https_redirect,
-                tls_host: spec.tls_host,
-                stats: Default::default(),
-            });
-            made.insert(spec, route.clone());
-            route
-        };
+        let mut convert = |spec: RouteSpec| convert(spec, upstreams, &mut used);
         let default_route = convert(t.default_route);
         let routes = t.routes.map(&mut convert);
         self.upstreams.refresh(snap);

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 
 use crate::metrics::{Metrics, RouteLabels, RouteStats};
-use crate::routing::RouteTable;
+use crate::routing::{Request, RouteTable};
+use crate::translate::model::Policy;
 use crate::translate::Protocol;
 use crate::upstream::Pool;
 
@@ -37,6 +38,9 @@ pub struct Route {
     pub tls_host: bool,
     /// Request metrics under this route's labels.
     pub stats: RouteStats,
+    /// Redirects, rewrites, header changes, timeouts, balancing, canary, ...; None for a
+    /// plain route, which so pays one branch per phase.
+    pub policy: Option<Box<Policy<Arc<Route>>>>,
 }
 
 impl Route {
@@ -74,15 +78,22 @@ impl Generation {
                 https_redirect: false,
                 tls_host: false,
                 stats: RouteStats::default(),
+                policy: None,
             }),
         }
     }
 
-    /// The route for a request.
+    /// The route for a request known by host and path.
     #[inline]
     pub fn route(&self, host: &str, path: &str) -> &Arc<Route> {
+        self.route_for(&Request::new(host, path))
+    }
+
+    /// The route for a request (conditional rules see its method, headers and query).
+    #[inline]
+    pub fn route_for(&self, req: &Request) -> &Arc<Route> {
         self.routes
-            .lookup(host, path)
+            .lookup_request(req)
             .unwrap_or(&self.default_route)
     }
 }

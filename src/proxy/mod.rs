@@ -1,16 +1,24 @@
 //! The Pingora `ProxyHttp` implementation: the hot path.
 //!
 //! * `request_filter`: look the request up in the current generation (one `ArcSwap` load,
-//!   no lock); answer a 308 to HTTPS for plain-HTTP requests to routes that want it, and
-//!   404/503 ourselves when there is nothing to proxy to.
-//! * `upstream_peer`: pick a ready endpoint of the route's pool, round robin, skipping
-//!   endpoints that already failed to connect for this request; the route's protocol picks
-//!   HTTP/1.1, HTTPS, h2c or HTTP/2 over TLS to the pod.
-//! * `fail_to_connect`: retry idempotent requests on another endpoint.
-//! * `upstream_request_filter`: X-Forwarded-*, X-Real-IP, X-Request-ID.
-//! * `response_filter`: HSTS on HTTPS responses for hosts with TLS configured.
+//!   no lock); then the route's policy phases in their fixed order ([`phases`]): redirects,
+//!   HTTP to HTTPS (308), canary, body limit, fallback; 404/503 ourselves when there is
+//!   nothing to proxy to.
+//! * `upstream_peer`: pick a ready endpoint of the route's pool (round robin, EWMA,
+//!   consistent hash or cookie affinity), skipping endpoints that already failed to connect
+//!   for this request; the route's protocol picks HTTP/1.1, HTTPS, h2c or HTTP/2 over TLS to
+//!   the pod, and its timeouts override the server config's.
+//! * `fail_to_connect`: retry on another endpoint (idempotent requests unless the route
+//!   allows more), within the route's tries and time.
+//! * `upstream_request_filter`: X-Forwarded-*, X-Real-IP, X-Request-ID; the route's path
+//!   rewrite and header changes.
+//! * `response_filter`: the route's response headers and affinity cookie; HSTS on HTTPS
+//!   responses for hosts with TLS configured.
+//! * `fail_to_proxy`: a pod that times out answers 504 (as ingress-nginx), other pod errors
+//!   502.
 //! * `logging`: metrics (through the route's pre-resolved handles) and the JSON access log.
 
+pub mod phases;
 mod request_id;
 
 use std::net::SocketAddr;
@@ -31,6 +39,8 @@ use crate::accesslog::{rfc3339_now, AccessLog, Entry};
 use crate::config::{TlsConf, UpstreamConf};
 use crate::generation::{Action, Route, Shared};
 use crate::metrics::{RouteLabels, RouteStats};
+use crate::routing::Request;
+use crate::translate::model::{Balance, Redirect};
 
 pub use request_id::new_request_id;
 
@@ -52,6 +62,12 @@ pub struct Ctx {
     /// The request came over TLS.
     tls: bool,
     conn: Option<Arc<ConnGuard>>,
+    /// An affinity cookie to set on the response.
+    set_cookie: Option<HeaderValue>,
+    /// The attempt was picked by EWMA: report its outcome to the pool.
+    ewma: bool,
+    /// Request body bytes seen, against the route's body limit.
+    body_seen: u64,
 }
 
 /// One HTTP/1 downstream connection: counts it as open while alive and keeps what is the
@@ -154,6 +170,32 @@ impl Gateway {
         Ok(true)
     }
 
+    /// A route's own redirect (app-root, permanent/temporal, from-to-www).
+    async fn redirect(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        code: u16,
+        r: &Redirect,
+    ) -> Result<bool> {
+        let req = session.req_header();
+        let port = session
+            .server_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.port());
+        let location = phases::redirect_location(r, req, request_host(req), ctx.tls, port);
+        let mut resp = ResponseHeader::build(code, Some(4))?;
+        resp.insert_header(http::header::LOCATION, location)?;
+        resp.insert_header(http::header::CONTENT_LENGTH, 0)?;
+        if let Some(id) = &ctx.request_id {
+            resp.insert_header("x-request-id", id.clone())?;
+        }
+        self.add_hsts(ctx, &mut resp)?;
+        ctx.own_status = code;
+        session.write_response_header(Box::new(resp), true).await?;
+        Ok(true)
+    }
+
     /// `X-Forwarded-Port` for a local port: shared when it is one we listen on.
     fn port_value(&self, port: u16) -> HeaderValue {
         self.ports
@@ -175,6 +217,7 @@ impl Gateway {
     async fn respond(&self, session: &mut Session, ctx: &mut Ctx, status: u16) -> Result<bool> {
         let body: &'static [u8] = match status {
             404 => b"404 not found: no route for this host and path\n",
+            413 => b"413 request entity too large: the body is over this route's limit\n",
             503 => b"503 service unavailable: no ready endpoints for this backend\n",
             _ => b"error\n",
         };
@@ -249,6 +292,9 @@ impl ProxyHttp for Gateway {
             own_status: 0,
             tls: false,
             conn: None,
+            set_cookie: None,
+            ewma: false,
+            body_seen: 0,
         }
     }
 
@@ -298,34 +344,126 @@ impl ProxyHttp for Gateway {
             Some(v) if acceptable_request_id(v.as_bytes()) => Some(v.clone()),
             _ => HeaderValue::try_from(new_request_id()).ok(),
         };
-        let route = {
+        let mut route = {
             let generation = self.shared.generation.load();
-            generation.route(request_host(req), req.uri.path()).clone()
+            let view = Request {
+                host: request_host(req),
+                path: req.uri.path(),
+                query: req.uri.query(),
+                method: req.method.as_str(),
+                headers: Some(&req.headers),
+            };
+            generation.route_for(&view).clone()
         };
-        let redirect = route.https_redirect && !ctx.tls;
-        let status = match &route.action {
+        if let Some(policy) = &route.policy {
+            // Phase 2: redirects of the route come before HTTP to HTTPS (ingress-nginx).
+            if let Some(r) = &policy.redirect {
+                let (code, r) = (r.code, r.clone());
+                ctx.route = Some(route);
+                return self.redirect(session, ctx, code, &r).await;
+            }
+        }
+        if route.https_redirect && !ctx.tls {
+            ctx.route = Some(route);
+            return self.redirect_https(session, ctx).await;
+        }
+        if let Some(policy) = &route.policy {
+            // Phase 3: backend choice.
+            if let Some((rule, canary)) = &policy.canary {
+                if phases::canary_wanted(rule, session.req_header()) {
+                    route = canary.clone();
+                }
+            }
+        }
+        let mut status = match &route.action {
             Action::Respond(code) => Some(*code),
             Action::Proxy(pool) if pool.is_empty() => Some(503),
             Action::Proxy(_) => None,
         };
-        ctx.route = Some(route);
-        if redirect {
-            return self.redirect_https(session, ctx).await;
+        if let Some(policy) = &route.policy {
+            if let Some(limit) = policy.body_limit {
+                if phases::body_too_large(limit, session.req_header()) {
+                    ctx.route = Some(route);
+                    return self.respond(session, ctx, 413).await;
+                }
+            }
+            if status == Some(503) {
+                if let Some(fb) = &policy.fallback {
+                    route = fb.clone();
+                    status = match &route.action {
+                        Action::Proxy(pool) if !pool.is_empty() => None,
+                        _ => Some(503),
+                    };
+                }
+            }
         }
+        ctx.route = Some(route);
         match status {
             Some(code) => self.respond(session, ctx, code).await,
             None => Ok(false),
         }
     }
 
-    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        let limit = ctx
+            .route
+            .as_ref()
+            .and_then(|r| r.policy.as_ref())
+            .and_then(|p| p.body_limit)
+            .filter(|l| *l > 0);
+        if let (Some(limit), Some(b)) = (limit, body) {
+            ctx.body_seen += b.len() as u64;
+            if ctx.body_seen > limit {
+                return Error::e_explain(HTTPStatus(413), "request body over the route's limit");
+            }
+        }
+        Ok(())
+    }
+
+    async fn upstream_peer(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
         let Some(route) = ctx.route.as_ref() else {
             return Error::e_explain(InternalError, "no route for this request");
         };
         let Action::Proxy(pool) = &route.action else {
             return Error::e_explain(InternalError, "no upstream pool for this route");
         };
-        let Some(addr) = pool.select(&ctx.tried) else {
+        let policy = route.policy.as_deref();
+        let picked = match policy.map(|p| &p.balance) {
+            None | Some(Balance::RoundRobin) => pool.select(&ctx.tried),
+            Some(Balance::Ewma) => {
+                ctx.ewma = true;
+                pool.select_ewma(&ctx.tried)
+            }
+            Some(Balance::Hash(parts)) => {
+                let client = ctx.client_ip(session);
+                let client = client.as_ref().and_then(|v| v.to_str().ok());
+                let key = phases::hash_key(parts, session.req_header(), client);
+                pool.select_hash(&key, &ctx.tried)
+            }
+            Some(Balance::Cookie(a)) => {
+                match phases::affinity_pick(a, pool, session.req_header(), &ctx.tried) {
+                    Some((addr, new)) => {
+                        if let Some(v) = new {
+                            let ua = session
+                                .req_header()
+                                .headers
+                                .get(http::header::USER_AGENT)
+                                .and_then(|v| v.to_str().ok());
+                            ctx.set_cookie = phases::affinity_cookie(a, &v, ctx.tls, ua);
+                        }
+                        Some(addr)
+                    }
+                    None => None,
+                }
+            }
+        };
+        let Some(addr) = picked else {
             return Error::e_explain(HTTPStatus(503), "no ready endpoint left to try");
         };
         ctx.upstream = Some(addr);
@@ -340,6 +478,17 @@ impl ProxyHttp for Gateway {
         let mut peer = HttpPeer::new(addr, tls, sni);
         let o = &mut peer.options;
         self.upstream.apply_timeouts(o);
+        if let Some(t) = policy.map(|p| p.timeouts) {
+            if let Some(d) = t.connect {
+                o.connection_timeout = Some(d);
+            }
+            if let Some(d) = t.read {
+                o.read_timeout = Some(d);
+            }
+            if let Some(d) = t.send {
+                o.write_timeout = Some(d);
+            }
+        }
         if tls {
             o.verify_cert = false;
             o.verify_hostname = false;
@@ -365,9 +514,33 @@ impl ProxyHttp for Gateway {
             Some(Action::Proxy(p)) => p.len(),
             _ => 0,
         };
+        if ctx.ewma {
+            if let (Some(Action::Proxy(p)), Some(a)) =
+                (ctx.route.as_ref().map(|r| &r.action), ctx.tried.last())
+            {
+                p.ewma_done(*a, None);
+            }
+            ctx.ewma = false;
+        }
         let idempotent = session.req_header().method.is_idempotent();
-        let more = ctx.tried.len() <= self.upstream.connect_retries && ctx.tried.len() < pool_len;
-        e.set_retry(idempotent && more);
+        let retry = ctx
+            .route
+            .as_ref()
+            .and_then(|r| r.policy.as_ref())
+            .and_then(|p| p.retry);
+        let ok = match retry {
+            None => idempotent && ctx.tried.len() <= self.upstream.connect_retries,
+            Some(r) => {
+                let timeout = e.etype() == &ConnectTimedout;
+                let wanted = if timeout { r.on_timeout } else { r.on_error };
+                let tries = if r.tries == 0 { usize::MAX } else { r.tries as usize };
+                wanted
+                    && (idempotent || r.non_idempotent)
+                    && ctx.tried.len() < tries
+                    && r.timeout.is_none_or(|t| ctx.start.elapsed() < t)
+            }
+        };
+        e.set_retry(ok && ctx.tried.len() < pool_len);
         e
     }
 
@@ -431,6 +604,27 @@ impl ProxyHttp for Gateway {
         if let Some(id) = &ctx.request_id {
             up.insert_header("x-request-id", id.clone())?;
         }
+        if let Some(policy) = ctx.route.as_ref().and_then(|r| r.policy.as_ref()) {
+            // Phase 5: rewrite, then header changes.
+            if let Some(rw) = &policy.rewrite {
+                if let Some(path) = rw.apply(up.uri.path()) {
+                    let uri = match up.uri.query() {
+                        Some(q) => format!("{path}?{q}"),
+                        None => path,
+                    };
+                    match uri.parse::<http::Uri>() {
+                        Ok(u) => up.set_uri(u),
+                        Err(_) => {
+                            return Error::e_explain(
+                                HTTPStatus(400),
+                                "rewritten request target is not a valid URI",
+                            )
+                        }
+                    }
+                }
+            }
+            phases::apply_request_headers(&policy.request_headers, up)?;
+        }
         Ok(())
     }
 
@@ -440,7 +634,46 @@ impl ProxyHttp for Gateway {
         resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        if let Some(policy) = ctx.route.as_ref().and_then(|r| r.policy.as_ref()) {
+            // Phase 6: response headers and the affinity cookie.
+            phases::apply_response_headers(&policy.response_headers, resp)?;
+            if let Some(c) = ctx.set_cookie.take() {
+                resp.append_header(http::header::SET_COOKIE, c)?;
+            }
+        }
         self.add_hsts(ctx, resp)
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        _ctx: &mut Ctx,
+    ) -> pingora_proxy::FailToProxy {
+        let code = match e.etype() {
+            HTTPStatus(code) => *code,
+            // A pod that does not answer in time: 504, as ingress-nginx.
+            ConnectTimedout | ReadTimedout | WriteTimedout
+                if e.esource() == &ErrorSource::Upstream =>
+            {
+                504
+            }
+            _ => match e.esource() {
+                ErrorSource::Upstream => 502,
+                ErrorSource::Downstream => match e.etype() {
+                    WriteError | ReadError | ConnectionClosed => 0,
+                    _ => 400,
+                },
+                ErrorSource::Internal | ErrorSource::Unset => 500,
+            },
+        };
+        if code > 0 {
+            let _ = session.respond_error(code).await;
+        }
+        pingora_proxy::FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
     }
 
     async fn upstream_response_filter(
@@ -455,7 +688,14 @@ impl ProxyHttp for Gateway {
         Ok(())
     }
 
-    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+        if ctx.ewma {
+            if let (Some(Action::Proxy(p)), Some(a)) =
+                (ctx.route.as_ref().map(|r| &r.action), ctx.upstream)
+            {
+                p.ewma_done(a, if e.is_some() { None } else { ctx.upstream_time });
+            }
+        }
         let status = session
             .response_written()
             .map(|r| r.status.as_u16())

@@ -1,25 +1,40 @@
-//! The route table: host index (exact, one-label wildcard, any host) then a path matcher
-//! (Exact, element-wise Prefix) per host. Plain synchronous code, generic over the route
-//! target, built once per generation and only read on the hot path.
+//! The route table: host index (exact, one-label wildcard, any host) then the ordered rules
+//! of each host. Plain synchronous code, generic over the route target, built once per
+//! generation and only read on the hot path. Ingress (with ingress-nginx's annotations) and
+//! Gateway API routes both translate into it.
 //!
 //! Lookup order for a request:
 //! 1. host: the exact host if any rule names it, else the wildcard `*.<rest>` covering its
 //!    first label, else the rules without a host. Hosts never fall through to one another
 //!    (as in nginx server blocks): a host with rules answers only from its own rules.
-//! 2. path within that host: an Exact path equal to the request path, else the longest
+//! 2. the host's root rule, for the path `/` only (ingress-nginx `app-root`).
+//! 3. path within that host: an Exact path equal to the request path, else the longest
 //!    Prefix that matches element-wise (`/foo` matches `/foo`, `/foo/`, `/foo/bar`, not
 //!    `/foobar`). An Exact match is always at least as long as any matching prefix, so
-//!    "longest wins, Exact beats Prefix on a tie" reduces to "Exact first".
-//! 3. the host's own default (an Ingress `defaultBackend` for the hosts of that Ingress),
+//!    "longest wins, Exact beats Prefix on a tie" reduces to "Exact first". Then the host's
+//!    regex rules, in their order: the first whose regex matches wins (one leftmost-first
+//!    multi-pattern search per request).
+//! 4. the host's own default (an Ingress `defaultBackend` for the hosts of that Ingress),
 //!    then the table's fallback (the `defaultBackend` of an Ingress without rules).
 //!
-//! Lookups allocate nothing: the host is lowercased into a stack buffer and prefix candidates
-//! are slices of the request path, each checked with one hash lookup.
+//! Each path place (a "slot") holds its unconditional rule and, before it, rules with
+//! conditions on method, headers, query parameters or cookies, ordered at build time by
+//! precedence (more conditions first). A slot whose rules' conditions all fail does not
+//! match, and the search goes on to the next shorter prefix or regex. A slot without
+//! conditional rules costs one branch.
+//!
+//! Lookups allocate nothing: the host is lowercased into a stack buffer, prefix candidates
+//! are slices of the request path, each checked with one hash lookup, and the regex search
+//! reuses per-thread caches.
 
 #[cfg(test)]
 mod tests;
 
 use std::collections::HashMap;
+
+pub mod conditions;
+
+pub use conditions::{Conditions, Request, ValueMatch};
 
 /// How a path rule matches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -28,6 +43,9 @@ pub enum PathKind {
     Exact,
     /// Element-wise prefix on `/`; trailing slash ignored.
     Prefix,
+    /// A regular expression (Rust `regex` syntax) searched in the path; the pattern carries
+    /// its own anchors and flags. Rules of this kind are tried in insertion order.
+    Regex,
 }
 
 /// Which hosts a rule covers.
@@ -108,60 +126,237 @@ pub fn normalize_prefix(path: &str) -> &str {
     }
 }
 
+/// The rules of one path place: conditional rules (most specific first), then the
+/// unconditional one.
+#[derive(Debug, Clone)]
+pub struct Slot<T> {
+    conditional: Vec<(Conditions, T)>,
+    plain: Option<T>,
+}
+
+impl<T> Default for Slot<T> {
+    fn default() -> Self {
+        Slot {
+            conditional: Vec::new(),
+            plain: None,
+        }
+    }
+}
+
+impl<T> Slot<T> {
+    #[inline]
+    fn pick(&self, req: &Request) -> Option<&T> {
+        if !self.conditional.is_empty() {
+            if let Some((_, t)) = self.conditional.iter().find(|(c, _)| c.matches(req)) {
+                return Some(t);
+            }
+        }
+        self.plain.as_ref()
+    }
+
+    /// Add a rule; the first one with the same conditions keeps its place.
+    fn add(&mut self, cond: Option<Conditions>, target: T) -> Result<(), Occupied> {
+        match cond.filter(|c| !c.is_empty()) {
+            None if self.plain.is_some() => Err(Occupied),
+            None => {
+                self.plain = Some(target);
+                Ok(())
+            }
+            Some(c) => {
+                if self.conditional.iter().any(|(have, _)| *have == c) {
+                    return Err(Occupied);
+                }
+                // Stable: among equally specific rules the earlier keeps precedence.
+                let at = self
+                    .conditional
+                    .iter()
+                    .position(|(have, _)| have.precedence() < c.precedence())
+                    .unwrap_or(self.conditional.len());
+                self.conditional.insert(at, (c, target));
+                Ok(())
+            }
+        }
+    }
+
+    fn map<U>(self, f: &mut impl FnMut(T) -> U) -> Slot<U> {
+        Slot {
+            conditional: self
+                .conditional
+                .into_iter()
+                .map(|(c, t)| (c, f(t)))
+                .collect(),
+            plain: self.plain.map(f),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.conditional.len() + usize::from(self.plain.is_some())
+    }
+
+    fn targets(&self) -> impl Iterator<Item = (Option<&Conditions>, &T)> {
+        self.conditional
+            .iter()
+            .map(|(c, t)| (Some(c), t))
+            .chain(self.plain.iter().map(|t| (None, t)))
+    }
+}
+
+/// The regex rules of one host, in order, with one multi-pattern matcher over all of them.
+#[derive(Debug, Clone)]
+struct RegexRules<T> {
+    /// Pattern source and its rules, in precedence order.
+    slots: Vec<(Box<str>, Slot<T>)>,
+    /// Leftmost-first over `slots`' patterns: an anchored-or-not search reports the first
+    /// pattern (in order) that matches. Built by [`RouteTable::finish`].
+    set: Option<regex_automata::meta::Regex>,
+    /// Each pattern alone, for continuing past a slot whose conditions all failed.
+    each: Vec<regex::Regex>,
+}
+
+impl<T> Default for RegexRules<T> {
+    fn default() -> Self {
+        RegexRules {
+            slots: Vec::new(),
+            set: None,
+            each: Vec::new(),
+        }
+    }
+}
+
+impl<T> RegexRules<T> {
+    fn lookup(&self, req: &Request) -> Option<&T> {
+        let set = self.set.as_ref()?;
+        let first = set.search(&regex_automata::Input::new(req.path))?;
+        let i = first.pattern().as_usize();
+        if let Some(t) = self.slots[i].1.pick(req) {
+            return Some(t);
+        }
+        // That rule's conditions failed: the next matching rule in order.
+        (i + 1..self.slots.len())
+            .filter(|&j| self.each[j].is_match(req.path))
+            .find_map(|j| self.slots[j].1.pick(req))
+    }
+}
+
 /// The routes of one host.
 #[derive(Debug, Clone)]
 pub struct HostRoutes<T> {
-    exact: HashMap<Box<str>, T>,
-    prefix: HashMap<Box<str>, T>,
+    /// For the path `/` only, before every other rule (ingress-nginx `app-root`).
+    root: Option<T>,
+    exact: HashMap<Box<str>, Slot<T>>,
+    prefix: HashMap<Box<str>, Slot<T>>,
+    regex: Option<Box<RegexRules<T>>>,
     default: Option<T>,
 }
 
 impl<T> Default for HostRoutes<T> {
     fn default() -> Self {
         HostRoutes {
+            root: None,
             exact: HashMap::new(),
             prefix: HashMap::new(),
+            regex: None,
             default: None,
         }
     }
 }
 
 impl<T> HostRoutes<T> {
-    fn lookup_path(&self, path: &str) -> Option<&T> {
-        if !self.exact.is_empty() {
-            if let Some(t) = self.exact.get(path) {
+    fn lookup_path(&self, req: &Request) -> Option<&T> {
+        let path = req.path;
+        if let Some(t) = &self.root {
+            if path == "/" {
                 return Some(t);
             }
         }
-        if self.prefix.is_empty() {
-            return None;
+        if !self.exact.is_empty() {
+            if let Some(t) = self.exact.get(path).and_then(|s| s.pick(req)) {
+                return Some(t);
+            }
         }
+        if !self.prefix.is_empty() {
+            if let Some(t) = self.lookup_prefix(req) {
+                return Some(t);
+            }
+        }
+        self.regex.as_ref().and_then(|r| r.lookup(req))
+    }
+
+    fn lookup_prefix(&self, req: &Request) -> Option<&T> {
         // Candidates from longest to shortest, cut only at '/' so matching is element-wise.
-        let mut p = path.trim_end_matches('/');
+        let mut p = req.path.trim_end_matches('/');
         loop {
             if p.is_empty() {
-                return self.prefix.get("/");
+                return self.prefix.get("/").and_then(|s| s.pick(req));
             }
-            if let Some(t) = self.prefix.get(p) {
+            if let Some(t) = self.prefix.get(p).and_then(|s| s.pick(req)) {
                 return Some(t);
             }
             match p.rfind('/') {
                 Some(i) => p = &p[..i],
-                None => return self.prefix.get("/"),
+                None => return self.prefix.get("/").and_then(|s| s.pick(req)),
             }
         }
     }
 
     fn map<U>(self, f: &mut impl FnMut(T) -> U) -> HostRoutes<U> {
         HostRoutes {
-            exact: self.exact.into_iter().map(|(k, v)| (k, f(v))).collect(),
-            prefix: self.prefix.into_iter().map(|(k, v)| (k, f(v))).collect(),
+            root: self.root.map(&mut *f),
+            exact: self.exact.into_iter().map(|(k, v)| (k, v.map(f))).collect(),
+            prefix: self.prefix.into_iter().map(|(k, v)| (k, v.map(f))).collect(),
+            regex: self.regex.map(|r| {
+                Box::new(RegexRules {
+                    slots: r.slots.into_iter().map(|(p, s)| (p, s.map(f))).collect(),
+                    set: r.set,
+                    each: r.each,
+                })
+            }),
             default: self.default.map(f),
         }
     }
 
     fn len(&self) -> usize {
-        self.exact.len() + self.prefix.len()
+        self.exact.values().map(Slot::len).sum::<usize>()
+            + self.prefix.values().map(Slot::len).sum::<usize>()
+            + self
+                .regex
+                .as_ref()
+                .map_or(0, |r| r.slots.iter().map(|(_, s)| s.len()).sum())
+    }
+
+    fn finish(&mut self) -> Result<(), String> {
+        let Some(r) = &mut self.regex else {
+            return Ok(());
+        };
+        let patterns: Vec<&str> = r.slots.iter().map(|(p, _)| &**p).collect();
+        let set = regex_automata::meta::Regex::new_many(&patterns).map_err(|e| e.to_string())?;
+        r.each = patterns
+            .iter()
+            .map(|p| regex::Regex::new(p))
+            .collect::<Result<_, _>>()
+            .map_err(|e| e.to_string())?;
+        r.set = Some(set);
+        Ok(())
+    }
+
+    /// Every rule of the host: (kind, path or pattern, conditions, target), in lookup order
+    /// within each kind.
+    pub fn rules(&self) -> Vec<(PathKind, &str, Option<&Conditions>, &T)> {
+        let mut out = Vec::new();
+        let mut exact: Vec<_> = self.exact.iter().collect();
+        exact.sort_by(|a, b| a.0.cmp(b.0));
+        for (p, s) in exact {
+            out.extend(s.targets().map(|(c, t)| (PathKind::Exact, &**p, c, t)));
+        }
+        let mut prefix: Vec<_> = self.prefix.iter().collect();
+        prefix.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.0.cmp(b.0)));
+        for (p, s) in prefix {
+            out.extend(s.targets().map(|(c, t)| (PathKind::Prefix, &**p, c, t)));
+        }
+        for (p, s) in self.regex.iter().flat_map(|r| r.slots.iter()) {
+            out.extend(s.targets().map(|(c, t)| (PathKind::Regex, &**p, c, t)));
+        }
+        out
     }
 }
 
@@ -169,7 +364,7 @@ impl<T> HostRoutes<T> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Occupied;
 
-/// Hosts to routes. Build with `insert_*`, then only read.
+/// Hosts to routes. Build with `insert_*`, then [`RouteTable::finish`], then only read.
 #[derive(Debug, Clone)]
 pub struct RouteTable<T> {
     exact: HashMap<Box<str>, HostRoutes<T>>,
@@ -198,7 +393,8 @@ impl<T> RouteTable<T> {
         }
     }
 
-    /// Add a path rule; the first rule for a host+path+kind keeps its place.
+    /// Add an unconditional path rule; the first rule for a host+path+kind keeps its place.
+    /// A `Regex` path is a pattern, checked by [`RouteTable::finish`].
     pub fn insert_path(
         &mut self,
         host: &HostMatch,
@@ -206,15 +402,45 @@ impl<T> RouteTable<T> {
         path: &str,
         target: T,
     ) -> Result<(), Occupied> {
+        self.insert_rule(host, kind, path, None, target)
+    }
+
+    /// Add a path rule with optional conditions. The first rule for a host+path+kind with the
+    /// same conditions keeps its place.
+    pub fn insert_rule(
+        &mut self,
+        host: &HostMatch,
+        kind: PathKind,
+        path: &str,
+        cond: Option<Conditions>,
+        target: T,
+    ) -> Result<(), Occupied> {
         let routes = self.host_mut(host);
-        let (map, key) = match kind {
-            PathKind::Exact => (&mut routes.exact, path),
-            PathKind::Prefix => (&mut routes.prefix, normalize_prefix(path)),
+        let slot = match kind {
+            PathKind::Exact => routes.exact.entry(path.into()).or_default(),
+            PathKind::Prefix => routes.prefix.entry(normalize_prefix(path).into()).or_default(),
+            PathKind::Regex => {
+                let r = routes.regex.get_or_insert_with(Default::default);
+                match r.slots.iter().position(|(p, _)| **p == *path) {
+                    Some(i) => &mut r.slots[i].1,
+                    None => {
+                        r.slots.push((path.into(), Slot::default()));
+                        r.set = None;
+                        &mut r.slots.last_mut().expect("just pushed").1
+                    }
+                }
+            }
         };
-        if map.contains_key(key) {
+        slot.add(cond, target)
+    }
+
+    /// Set the rule for the exact path `/` of a host, checked before all its other rules.
+    pub fn insert_root(&mut self, host: &HostMatch, target: T) -> Result<(), Occupied> {
+        let routes = self.host_mut(host);
+        if routes.root.is_some() {
             return Err(Occupied);
         }
-        map.insert(key.into(), target);
+        routes.root = Some(target);
         Ok(())
     }
 
@@ -243,14 +469,38 @@ impl<T> RouteTable<T> {
         Ok(())
     }
 
-    /// Find the target for a request. `host` is the raw Host header (any case, may carry a
-    /// port); `path` is the request path without the query string.
+    /// Compile each host's regex rules into its matcher. Call once after the last insert;
+    /// Err names the host whose patterns do not compile together (each pattern is expected
+    /// to have been checked on its own before it was inserted).
+    pub fn finish(&mut self) -> Result<(), String> {
+        let hosts = self
+            .exact
+            .iter_mut()
+            .map(|(h, r)| (h.to_string(), r))
+            .chain(self.wildcard.iter_mut().map(|(h, r)| (format!("*.{h}"), r)))
+            .chain(self.any.iter_mut().map(|r| ("*".to_string(), r)));
+        for (name, routes) in hosts {
+            routes
+                .finish()
+                .map_err(|e| format!("host {name}: regex rules: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// Find the target for a request by host and path alone (conditional rules do not match).
+    /// `host` is the raw Host header (any case, may carry a port); `path` is the request path
+    /// without the query string.
     pub fn lookup(&self, host: &str, path: &str) -> Option<&T> {
+        self.lookup_request(&Request::new(host, path))
+    }
+
+    /// Find the target for a request.
+    pub fn lookup_request(&self, req: &Request) -> Option<&T> {
         let mut buf = [0u8; 256];
-        let routes = normalize_host(host, &mut buf).and_then(|h| self.host_routes(h));
+        let routes = normalize_host(req.host, &mut buf).and_then(|h| self.host_routes(h));
         let routes = routes.or(self.any.as_ref());
         if let Some(r) = routes {
-            if let Some(t) = r.lookup_path(path).or(r.default.as_ref()) {
+            if let Some(t) = r.lookup_path(req).or(r.default.as_ref()) {
                 return Some(t);
             }
         }
@@ -269,6 +519,24 @@ impl<T> RouteTable<T> {
             return None;
         }
         self.wildcard.get(&host[dot + 1..])
+    }
+
+    /// Every host of the table with its routes, sorted by host (for the debug view and
+    /// `pingress check`).
+    pub fn hosts(&self) -> Vec<(HostMatch, &HostRoutes<T>)> {
+        let mut out: Vec<_> = self
+            .exact
+            .iter()
+            .map(|(h, r)| (HostMatch::Exact(h.to_string()), r))
+            .chain(
+                self.wildcard
+                    .iter()
+                    .map(|(h, r)| (HostMatch::Wildcard(h.to_string()), r)),
+            )
+            .chain(self.any.iter().map(|r| (HostMatch::Any, r)))
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
     }
 
     /// Convert every target (used to attach live upstream pools to translated routes).
@@ -298,6 +566,56 @@ impl<T> RouteTable<T> {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0 && self.fallback.is_none()
+    }
+}
+
+impl<T: Clone> RouteTable<T> {
+    /// Give `alias` a copy of `host`'s rules (ingress-nginx `server-alias`); false when
+    /// `host` has none or `alias` already exists.
+    pub fn copy_host(&mut self, host: &HostMatch, alias: &HostMatch) -> bool {
+        let exists = match alias {
+            HostMatch::Exact(h) => self.exact.contains_key(h.as_str()),
+            HostMatch::Wildcard(h) => self.wildcard.contains_key(h.as_str()),
+            HostMatch::Any => true,
+        };
+        let from = match host {
+            HostMatch::Exact(h) => self.exact.get(h.as_str()),
+            HostMatch::Wildcard(h) => self.wildcard.get(h.as_str()),
+            HostMatch::Any => self.any.as_ref(),
+        };
+        let Some(routes) = from.cloned().filter(|_| !exists) else {
+            return false;
+        };
+        *self.host_mut(alias) = routes;
+        true
+    }
+}
+
+impl<T> RouteTable<T> {
+    /// The unconditional rule at a host's path place (`path` as inserted: a prefix is
+    /// normalised, a regex is its pattern), to amend it after insertion.
+    pub fn plain_mut(&mut self, host: &HostMatch, kind: PathKind, path: &str) -> Option<&mut T> {
+        let routes = match host {
+            HostMatch::Exact(h) => self.exact.get_mut(h.as_str())?,
+            HostMatch::Wildcard(h) => self.wildcard.get_mut(h.as_str())?,
+            HostMatch::Any => self.any.as_mut()?,
+        };
+        let slot = match kind {
+            PathKind::Exact => routes.exact.get_mut(path)?,
+            PathKind::Prefix => routes.prefix.get_mut(normalize_prefix(path))?,
+            PathKind::Regex => {
+                let r = routes.regex.as_mut()?;
+                &mut r.slots.iter_mut().find(|(p, _)| **p == *path)?.1
+            }
+        };
+        slot.plain.as_mut()
+    }
+}
+
+impl<T> HostRoutes<T> {
+    /// The root rule (`app-root`) and the host default, if set.
+    pub fn root_and_default(&self) -> (Option<&T>, Option<&T>) {
+        (self.root.as_ref(), self.default.as_ref())
     }
 }
 

@@ -191,3 +191,164 @@ fn map_keeps_every_route() {
     assert_eq!(m.len(), 3);
     assert_eq!(m.lookup("q.b.com", "/x"), Some(&"r1:/x".len()));
 }
+
+fn regex_table(patterns: &[&str]) -> RouteTable<usize> {
+    let mut t = RouteTable::default();
+    let h = HostMatch::Exact("r.com".into());
+    for (i, p) in patterns.iter().enumerate() {
+        t.insert_path(&h, PathKind::Regex, p, i).unwrap();
+    }
+    t.finish().unwrap();
+    t
+}
+
+#[test]
+fn regex_rules_are_tried_in_order_and_the_first_match_wins() {
+    // As ingress-nginx orders them: longest path first, case-insensitive, start-anchored.
+    let t = regex_table(&["(?i)^/api/v[0-9]+/users", "(?i)^/api", "(?i)^/"]);
+    let cases: &[(&str, Option<usize>)] = &[
+        ("/api/v2/users/7", Some(0)),
+        ("/API/V2/USERS", Some(0)),
+        ("/api/vx/users", Some(1)),
+        ("/apiary", Some(1)),
+        ("/other", Some(2)),
+        ("/", Some(2)),
+    ];
+    for (path, want) in cases {
+        assert_eq!(t.lookup("r.com", path).copied(), *want, "{path}");
+    }
+    // Not end-anchored, but start-anchored: a match must begin at the path's start.
+    let t = regex_table(&["(?i)^/foo"]);
+    assert_eq!(t.lookup("r.com", "/x/foo"), None);
+    assert_eq!(t.lookup("r.com", "/foobar").copied(), Some(0));
+}
+
+#[test]
+fn the_same_regex_twice_is_occupied() {
+    let mut t = RouteTable::default();
+    let h = HostMatch::Exact("r.com".into());
+    t.insert_path(&h, PathKind::Regex, "^/a", 1).unwrap();
+    assert_eq!(t.insert_path(&h, PathKind::Regex, "^/a", 2), Err(Occupied));
+}
+
+#[test]
+fn exact_and_prefix_are_tried_before_regex_rules() {
+    let mut t = RouteTable::default();
+    let h = HostMatch::Exact("r.com".into());
+    t.insert_path(&h, PathKind::Regex, "^/.*", "regex").unwrap();
+    t.insert_path(&h, PathKind::Prefix, "/p", "prefix").unwrap();
+    t.finish().unwrap();
+    assert_eq!(t.lookup("r.com", "/p/x"), Some(&"prefix"));
+    assert_eq!(t.lookup("r.com", "/q"), Some(&"regex"));
+}
+
+#[test]
+fn root_rule_answers_only_the_path_slash() {
+    let mut t = table(&[("a.com", Prefix, "/")]);
+    let h = HostMatch::Exact("a.com".into());
+    t.insert_root(&h, "root".into()).unwrap();
+    assert_eq!(t.lookup("a.com", "/").unwrap(), "root");
+    assert_eq!(t.lookup("a.com", "/x").unwrap(), "r0:/");
+    assert!(t.insert_root(&h, "again".into()).is_err());
+}
+
+fn headers(pairs: &[(&str, &str)]) -> http::HeaderMap {
+    let mut h = http::HeaderMap::new();
+    for (k, v) in pairs {
+        h.append(
+            http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            v.parse().unwrap(),
+        );
+    }
+    h
+}
+
+#[test]
+fn conditional_rules_match_on_method_headers_query_and_cookies() {
+    let h = HostMatch::Exact("c.com".into());
+    let mut t = RouteTable::default();
+    t.insert_path(&h, Prefix, "/", "plain").unwrap();
+    let header = Conditions {
+        headers: vec![("x-env".into(), ValueMatch::Exact("canary".into()))],
+        ..Default::default()
+    };
+    t.insert_rule(&h, Prefix, "/", Some(header.clone()), "header")
+        .unwrap();
+    let both = Conditions {
+        method: Some("POST".into()),
+        headers: vec![("x-env".into(), ValueMatch::Exact("canary".into()))],
+        ..Default::default()
+    };
+    t.insert_rule(&h, Prefix, "/", Some(both), "post+header")
+        .unwrap();
+    let query = Conditions {
+        query: vec![(
+            "v".into(),
+            ValueMatch::Regex(regex::Regex::new("^[0-9]+$").unwrap()),
+        )],
+        ..Default::default()
+    };
+    t.insert_rule(&h, Prefix, "/q", Some(query), "query").unwrap();
+    let cookie = Conditions {
+        cookies: vec![("beta".into(), ValueMatch::Exact("1".into()))],
+        ..Default::default()
+    };
+    t.insert_rule(&h, Exact, "/c", Some(cookie), "cookie").unwrap();
+    assert_eq!(
+        t.insert_rule(&h, Prefix, "/", Some(header), "again"),
+        Err(Occupied)
+    );
+
+    let env = headers(&[("X-Env", "canary")]);
+    let none = headers(&[]);
+    let cookies = headers(&[("cookie", "a=b; beta=1")]);
+    let req = |path, query, method, headers| Request {
+        host: "c.com",
+        path,
+        query,
+        method,
+        headers: Some(headers),
+    };
+    let cases: &[(Request, &str)] = &[
+        (req("/x", None, "GET", &none), "plain"),
+        (req("/x", None, "GET", &env), "header"),
+        (req("/x", None, "POST", &env), "post+header"),
+        (req("/x", None, "POST", &none), "plain"),
+        (req("/q/1", Some("a=b&v=42"), "GET", &none), "query"),
+        // The /q rule's condition fails: the search goes on to the shorter prefix `/`.
+        (req("/q/1", Some("v=abc"), "GET", &none), "plain"),
+        (req("/q/1", Some("v=abc"), "GET", &env), "header"),
+        (req("/c", None, "GET", &cookies), "cookie"),
+        (req("/c", None, "GET", &none), "plain"),
+    ];
+    for (r, want) in cases {
+        assert_eq!(t.lookup_request(r), Some(want), "{r:?}");
+    }
+}
+
+#[test]
+fn a_regex_rule_whose_conditions_fail_gives_way_to_the_next_match() {
+    let h = HostMatch::Exact("r.com".into());
+    let mut t = RouteTable::default();
+    let cond = Conditions {
+        method: Some("DELETE".into()),
+        ..Default::default()
+    };
+    t.insert_rule(&h, PathKind::Regex, "^/a", Some(cond), "delete-a")
+        .unwrap();
+    t.insert_path(&h, PathKind::Regex, "^/", "any").unwrap();
+    t.finish().unwrap();
+    let mut r = Request::new("r.com", "/a/1");
+    assert_eq!(t.lookup_request(&r), Some(&"any"));
+    r.method = "DELETE";
+    assert_eq!(t.lookup_request(&r), Some(&"delete-a"));
+}
+
+#[test]
+fn an_invalid_regex_is_reported_by_finish() {
+    let mut t = RouteTable::default();
+    let h = HostMatch::Exact("r.com".into());
+    t.insert_path(&h, PathKind::Regex, "^/(unclosed", 1).unwrap();
+    let e = t.finish().unwrap_err();
+    assert!(e.contains("host r.com"), "{e}");
+}

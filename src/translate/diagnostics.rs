@@ -17,10 +17,11 @@ pub enum DiagKind {
     UnsupportedAnnotation,
     InvalidAnnotation,
     TlsSecret,
+    Canary,
 }
 
 impl DiagKind {
-    pub const ALL: [DiagKind; 11] = [
+    pub const ALL: [DiagKind; 12] = [
         DiagKind::ServiceNotFound,
         DiagKind::PortNotFound,
         DiagKind::ResourceBackend,
@@ -32,6 +33,7 @@ impl DiagKind {
         DiagKind::UnsupportedAnnotation,
         DiagKind::InvalidAnnotation,
         DiagKind::TlsSecret,
+        DiagKind::Canary,
     ];
 
     /// Snake-case name, used as the metric label and in logs.
@@ -48,6 +50,7 @@ impl DiagKind {
             DiagKind::UnsupportedAnnotation => "unsupported_annotation",
             DiagKind::InvalidAnnotation => "invalid_annotation",
             DiagKind::TlsSecret => "tls_secret",
+            DiagKind::Canary => "canary",
         }
     }
 }

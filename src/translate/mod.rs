@@ -4,37 +4,42 @@
 //!
 //! Ingresses are taken oldest first (creationTimestamp, then namespace/name), so when two of
 //! them claim the same host+path the older one keeps it, whatever order they arrived in.
+//!
+//! ingress-nginx annotations are parsed by [`annotations`] into the typed [`model::Policy`]
+//! of each route. The order of work:
+//! 1. read every Ingress's annotations; an Ingress whose annotations ingress-nginx would
+//!    drop is refused, or keeps its last good version when it had one (`last_good`);
+//! 2. TLS entries, then which hosts are in regex mode (any Ingress of the host with
+//!    `use-regex` or `rewrite-target`);
+//! 3. main Ingresses' paths, regex-mode hosts ordered by path length (longest first);
+//! 4. host-level features: app-root, server-alias, from-to-www-redirect;
+//! 5. canary Ingresses attach to the main rule of the same host, path and pathType.
 
+pub mod annotations;
 mod diagnostics;
+pub mod model;
 #[cfg(test)]
 mod tests;
 
 pub use diagnostics::{DiagKind, Diagnostic};
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 
 use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
 
 use crate::config::{PingressConf, PortRef};
 use crate::routing::{HostMatch, PathKind, RouteTable};
 use crate::source::{namespace_of, ObjKey, Snapshot};
+use annotations::{IngressAnnotations, Status, Verdict};
+use model::{Balance, ErrorPages, Policy, Redirect, RedirectTo, Rewrite};
 
 /// Legacy class annotation.
 pub const CLASS_ANNOTATION: &str = "kubernetes.io/ingress.class";
 /// Marks an IngressClass as the cluster default.
 pub const DEFAULT_CLASS_ANNOTATION: &str = "ingressclass.kubernetes.io/is-default-class";
-/// Annotation prefixes whose keys we own or emulate; unknown keys under them are reported.
-const ANNOTATION_PREFIXES: &[&str] = &["nginx.ingress.kubernetes.io/", "pingress.dev/"];
-/// Redirect plain HTTP to HTTPS for hosts with TLS (`"true"`/`"false"`).
-pub const SSL_REDIRECT: &str = "nginx.ingress.kubernetes.io/ssl-redirect";
-/// Redirect plain HTTP to HTTPS even without TLS configured here (`"true"`/`"false"`).
-pub const FORCE_SSL_REDIRECT: &str = "nginx.ingress.kubernetes.io/force-ssl-redirect";
-/// Protocol spoken to the pods: HTTP, HTTPS, GRPC, GRPCS, H2C.
-pub const BACKEND_PROTOCOL: &str = "nginx.ingress.kubernetes.io/backend-protocol";
 /// `appProtocol` of a Service port that means HTTP/2 over cleartext.
 pub const APP_PROTOCOL_H2C: &str = "kubernetes.io/h2c";
-/// Annotations under those prefixes that are understood.
-const KNOWN_ANNOTATIONS: &[&str] = &[SSL_REDIRECT, FORCE_SSL_REDIRECT, BACKEND_PROTOCOL];
 
 /// What translation needs from the config.
 #[derive(Debug, Clone, PartialEq)]
@@ -46,6 +51,8 @@ pub struct TranslateConf {
     pub ssl_redirect: bool,
     /// Global default backend: (`namespace/name`, port); None for the built-in 404.
     pub default_backend: Option<(ObjKey, PortRef)>,
+    /// Status of HTTP-to-HTTPS and from-to-www redirects (ingress-nginx `http-redirect-code`).
+    pub redirect_code: u16,
 }
 
 impl From<&PingressConf> for TranslateConf {
@@ -59,6 +66,7 @@ impl From<&PingressConf> for TranslateConf {
                 let (ns, name) = d.service.split_once('/').unwrap_or(("default", &d.service));
                 (ObjKey::new(ns, name), d.port.clone())
             }),
+            redirect_code: 308,
         }
     }
 }
@@ -72,6 +80,8 @@ pub struct UpstreamKey {
     pub port_name: String,
     /// The Service port number (for labels and messages).
     pub port: i32,
+    /// `service-upstream`: the one endpoint is the Service's ClusterIP and port.
+    pub cluster_ip: bool,
 }
 
 impl std::fmt::Display for UpstreamKey {
@@ -117,30 +127,38 @@ impl Protocol {
     }
 
     /// The `backend-protocol` annotation value; Err for values we do not support.
-    fn from_annotation(v: &str) -> Result<Protocol, String> {
+    pub fn from_annotation(v: &str) -> Result<Protocol, String> {
         match v.trim().to_ascii_uppercase().as_str() {
             "HTTP" => Ok(Protocol::Http1),
             "HTTPS" => Ok(Protocol::Https),
             "GRPC" | "H2C" => Ok(Protocol::H2c),
             "GRPCS" => Ok(Protocol::H2Tls),
             _ => Err(format!(
-                "value `{v}` is not supported (use HTTP, HTTPS, GRPC, GRPCS or H2C); using HTTP"
+                "`{v}` is not supported (use HTTP, HTTPS, GRPC, GRPCS or H2C)"
             )),
         }
     }
 }
 
 /// A translated route target.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouteSpec {
     /// The Ingress the rule came from; None for the global default backend.
     pub ingress: Option<ObjKey>,
     pub backend: BackendSpec,
     pub protocol: Protocol,
-    /// Answer plain-HTTP requests with a 308 to HTTPS.
+    /// Answer plain-HTTP requests with a redirect to HTTPS.
     pub https_redirect: bool,
     /// The host has TLS configured (HSTS is sent on its HTTPS responses).
     pub tls_host: bool,
+    /// Everything else the annotations ask for; None for a plain route.
+    pub policy: Option<Box<Policy<RouteSpec>>>,
+}
+
+impl RouteSpec {
+    fn policy_mut(&mut self) -> &mut Policy<RouteSpec> {
+        self.policy.get_or_insert_with(Default::default)
+    }
 }
 
 /// One `spec.tls[]` entry of an Ingress of ours.
@@ -155,14 +173,6 @@ pub struct TlsBinding {
     pub hosts: Vec<String>,
 }
 
-/// The per-Ingress options read from annotations.
-#[derive(Debug, Clone, Copy, Default)]
-struct IngressOpts {
-    ssl_redirect: Option<bool>,
-    force_ssl_redirect: bool,
-    protocol: Option<Protocol>,
-}
-
 /// The result of translating one snapshot.
 #[derive(Debug, Clone)]
 pub struct Translation {
@@ -174,10 +184,27 @@ pub struct Translation {
     /// TLS entries of those Ingresses, oldest Ingress first.
     pub tls: Vec<TlsBinding>,
     pub diagnostics: Vec<Diagnostic>,
+    /// The verdict on every annotation of each Ingress of ours (for `pingress check`).
+    pub annotations: BTreeMap<ObjKey, Vec<Verdict>>,
+    /// The Ingresses whose annotations were accepted, as translated: pass them back as
+    /// `last_good` so that a later bad update keeps serving this version.
+    pub accepted: BTreeMap<ObjKey, Arc<Ingress>>,
+    /// Ingresses refused (or kept at their last good version) because of their annotations.
+    pub refused: BTreeMap<ObjKey, String>,
 }
 
 /// Translate a snapshot. Pure: same input, same output.
 pub fn translate(snap: &Snapshot, conf: &TranslateConf) -> Translation {
+    translate_with(snap, conf, &BTreeMap::new())
+}
+
+/// Translate a snapshot, keeping the `last_good` version (from the previous
+/// [`Translation::accepted`]) of an Ingress whose update is refused.
+pub fn translate_with(
+    snap: &Snapshot,
+    conf: &TranslateConf,
+    last_good: &BTreeMap<ObjKey, Arc<Ingress>>,
+) -> Translation {
     let mut t = Translator {
         snap,
         conf,
@@ -186,6 +213,9 @@ pub fn translate(snap: &Snapshot, conf: &TranslateConf) -> Translation {
         diagnostics: Vec::new(),
         tls: Vec::new(),
         tls_hosts: HashSet::new(),
+        regex_hosts: HashSet::new(),
+        balances: HashMap::new(),
+        host_owner: HashMap::new(),
     };
     let default_route = t.global_default();
     let mut ours: Vec<(&ObjKey, &Ingress)> = snap
@@ -199,13 +229,79 @@ pub fn translate(snap: &Snapshot, conf: &TranslateConf) -> Translation {
         let tb = b.metadata.creation_timestamp.as_ref().map(|t| &t.0);
         ta.cmp(&tb).then_with(|| ka.cmp(kb))
     });
-    // TLS hosts first: a rule's host may get its TLS from another Ingress.
+    // 1. Annotations; refused Ingresses fall back to their last good version.
+    let mut annotations = BTreeMap::new();
+    let mut accepted = BTreeMap::new();
+    let mut refused = BTreeMap::new();
+    let mut live: Vec<(&ObjKey, Arc<Ingress>, IngressAnnotations)> = Vec::new();
     for (key, ing) in &ours {
+        let (ann, verdicts, refusal) = annotations::read(ing.metadata.annotations.as_ref());
+        t.verdict_diagnostics(key, &verdicts);
+        annotations.insert((*key).clone(), verdicts);
+        let Some(why) = refusal else {
+            let arc = snap.ingresses[*key].clone();
+            accepted.insert((*key).clone(), arc.clone());
+            live.push((key, arc, ann));
+            continue;
+        };
+        match last_good.get(*key) {
+            Some(prev) => {
+                t.diag(
+                    Some(key),
+                    DiagKind::InvalidAnnotation,
+                    format!("update refused: {why}; the last good version keeps serving"),
+                );
+                let (ann, _, _) = annotations::read(prev.metadata.annotations.as_ref());
+                accepted.insert((*key).clone(), prev.clone());
+                live.push((key, prev.clone(), ann));
+            }
+            None => t.diag(
+                Some(key),
+                DiagKind::InvalidAnnotation,
+                format!("ingress refused: {why}"),
+            ),
+        }
+        refused.insert((*key).clone(), why);
+    }
+    // 2. TLS hosts first: a rule's host may get its TLS from another Ingress. Then regex mode.
+    for (key, ing, _) in &live {
         t.tls_entries(key, ing);
     }
     t.tls_hosts = t.tls.iter().flat_map(|b| b.hosts.clone()).collect();
-    for (key, ing) in &ours {
-        t.ingress(key, ing);
+    for (_, ing, ann) in &live {
+        if ann.canary.is_none() && t.wants_regex(ing, ann) {
+            for rule in ing.spec.iter().flat_map(|s| s.rules.iter().flatten()) {
+                if let Ok(h) = HostMatch::parse(rule.host.as_deref()) {
+                    t.regex_hosts.insert(h);
+                }
+            }
+        }
+    }
+    // 3. Main Ingresses' paths (regex hosts: collected, then inserted longest first).
+    let mut regex_paths = Vec::new();
+    for (key, ing, ann) in &live {
+        if ann.canary.is_none() {
+            t.ingress(key, ing, ann, &mut regex_paths);
+        }
+    }
+    regex_paths.sort_by_key(|p: &PendingPath| std::cmp::Reverse(p.path.len()));
+    for p in regex_paths {
+        t.place(p);
+    }
+    // 4. Host-level features, oldest Ingress first.
+    for (key, ing, ann) in &live {
+        if ann.canary.is_none() {
+            t.host_features(key, ing, ann);
+        }
+    }
+    // 5. Canaries.
+    for (key, ing, ann) in &live {
+        if let Some(c) = &ann.canary {
+            t.canary(key, ing, ann, c);
+        }
+    }
+    if let Err(e) = t.routes.finish() {
+        t.diag(None, DiagKind::InvalidPath, e);
     }
     Translation {
         routes: t.routes,
@@ -213,6 +309,9 @@ pub fn translate(snap: &Snapshot, conf: &TranslateConf) -> Translation {
         ingresses: ours.into_iter().map(|(k, _)| k.clone()).collect(),
         tls: t.tls,
         diagnostics: t.diagnostics,
+        annotations,
+        accepted,
+        refused,
     }
 }
 
@@ -222,6 +321,19 @@ enum Slot {
     Path(HostMatch, PathKind, String),
     HostDefault(HostMatch),
     Fallback,
+    /// A host-level setting (app-root, server-alias) of one host.
+    HostSetting(HostMatch, &'static str),
+}
+
+/// A path waiting to be placed (regex-mode hosts are placed in path-length order).
+struct PendingPath {
+    key: ObjKey,
+    host: HostMatch,
+    kind: PathKind,
+    /// As written in the Ingress.
+    path: String,
+    target: RouteSpec,
+    what: String,
 }
 
 struct Translator<'a> {
@@ -233,6 +345,12 @@ struct Translator<'a> {
     tls: Vec<TlsBinding>,
     /// Every host of `tls`.
     tls_hosts: HashSet<String>,
+    /// Hosts where every path is a case-insensitive, start-anchored regex.
+    regex_hosts: HashSet<HostMatch>,
+    /// The balancing of each pool, set by the oldest Ingress that sends to it.
+    balances: HashMap<UpstreamKey, (Balance, ObjKey)>,
+    /// Hosts (of rules) -> the oldest Ingress with a rule for it.
+    host_owner: HashMap<HostMatch, ObjKey>,
 }
 
 impl Translator<'_> {
@@ -307,6 +425,7 @@ impl Translator<'_> {
             protocol,
             https_redirect: false,
             tls_host: false,
+            policy: None,
         }
     }
 
@@ -359,6 +478,7 @@ impl Translator<'_> {
             service: service.to_string(),
             port_name: found.name.clone().unwrap_or_default(),
             port: found.port,
+            cluster_ip: false,
         };
         Ok((key, app))
     }
@@ -370,7 +490,7 @@ impl Translator<'_> {
         key: &ObjKey,
         b: &IngressBackend,
         what: &str,
-        opts: IngressOpts,
+        ann: &IngressAnnotations,
     ) -> Option<RouteSpec> {
         if b.resource.is_some() {
             self.diag(
@@ -395,8 +515,9 @@ impl Translator<'_> {
         });
         let mut app = None;
         let backend = match self.resolve(&key.namespace, &svc.name, port.as_ref()) {
-            Ok((up, a)) => {
+            Ok((mut up, a)) => {
                 app = a;
+                up.cluster_ip = ann.backend.service_upstream;
                 BackendSpec::Service(up)
             }
             Err((kind, msg)) => {
@@ -407,13 +528,136 @@ impl Translator<'_> {
                 }
             }
         };
-        Some(RouteSpec {
+        let mut spec = RouteSpec {
             ingress: Some(key.clone()),
             backend,
-            protocol: opts.protocol.or(app).unwrap_or_default(),
+            protocol: ann.backend.protocol.or(app).unwrap_or_default(),
             https_redirect: false,
             tls_host: false,
+            policy: None,
+        };
+        self.apply_policy(key, &mut spec, ann, what);
+        Some(spec)
+    }
+
+    /// The per-route settings of an Ingress's annotations (path-independent ones).
+    fn apply_policy(
+        &mut self,
+        key: &ObjKey,
+        spec: &mut RouteSpec,
+        ann: &IngressAnnotations,
+        what: &str,
+    ) {
+        let mut p: Policy<RouteSpec> = Policy {
+            redirect: ann.redirect.fixed.clone(),
+            timeouts: ann.proxy.timeouts,
+            retry: ann.proxy.retry,
+            body_limit: ann.proxy.body_limit,
+            ..Default::default()
+        };
+        if let Some(vhost) = &ann.rewrite.upstream_vhost {
+            p.request_headers
+                .set
+                .push((http::header::HOST, vhost.clone()));
+        }
+        // Balancing belongs to the pool: the oldest Ingress sending to it decides.
+        let want = match &ann.affinity {
+            Some(a) => Balance::Cookie(Box::new(a.clone())),
+            None => ann.backend.balance.clone().unwrap_or_default(),
+        };
+        if let BackendSpec::Service(up) = &spec.backend {
+            let (balance, owner) = self
+                .balances
+                .entry(up.clone())
+                .or_insert_with(|| (want.clone(), key.clone()))
+                .clone();
+            if balance != want && owner != *key {
+                self.diag(
+                    Some(key),
+                    DiagKind::Conflict,
+                    format!(
+                        "{what}: the balancing of service {up} is set by ingress {owner}, which is older; its setting applies"
+                    ),
+                );
+            }
+            p.balance = balance;
+        }
+        if let Some(name) = &ann.errors.default_backend {
+            match self.resolve_first_port(&key.namespace, name) {
+                Ok(up) => {
+                    let fb = RouteSpec {
+                        ingress: Some(key.clone()),
+                        backend: BackendSpec::Service(up),
+                        protocol: Protocol::Http1,
+                        https_redirect: false,
+                        tls_host: false,
+                        policy: None,
+                    };
+                    if !ann.errors.codes.is_empty() {
+                        p.errors = Some(ErrorPages {
+                            codes: ann.errors.codes.clone(),
+                            backend: fb.clone(),
+                        });
+                    }
+                    p.fallback = Some(fb);
+                }
+                Err((kind, msg)) => {
+                    self.diag(Some(key), kind, format!("annotation default-backend: {msg}"))
+                }
+            }
+        } else if !ann.errors.codes.is_empty() {
+            match &self.conf.default_backend {
+                Some(_) => {
+                    if let Some(dflt) = self.default_spec() {
+                        p.errors = Some(ErrorPages {
+                            codes: ann.errors.codes.clone(),
+                            backend: dflt,
+                        });
+                    }
+                }
+                None => self.diag(
+                    Some(key),
+                    DiagKind::InvalidAnnotation,
+                    "annotation custom-http-errors: no default-backend annotation and no global default backend; upstream errors are passed through".into(),
+                ),
+            }
+        }
+        if !p.is_default() {
+            spec.policy = Some(Box::new(p));
+        }
+    }
+
+    /// The global default backend as an error-page target, when it is a Service.
+    fn default_spec(&self) -> Option<RouteSpec> {
+        let (svc, port) = self.conf.default_backend.clone()?;
+        let (key, _) = self.resolve(&svc.namespace, &svc.name, Some(&port)).ok()?;
+        Some(RouteSpec {
+            ingress: None,
+            backend: BackendSpec::Service(key),
+            protocol: Protocol::Http1,
+            https_redirect: false,
+            tls_host: false,
+            policy: None,
         })
+    }
+
+    /// A Service's first port (ingress-nginx `default-backend`).
+    fn resolve_first_port(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<UpstreamKey, (DiagKind, String)> {
+        let key = ObjKey::new(namespace, name);
+        let first = self
+            .snap
+            .services
+            .get(&key)
+            .and_then(|s| s.spec.as_ref())
+            .and_then(|s| s.ports.as_ref())
+            .and_then(|p| p.first())
+            .map(|p| PortRef::Number(p.port));
+        self.resolve(namespace, name, first.as_ref())
+            .map(|(k, _)| k)
     }
 
     /// `target` as served for a rule host (None: the catch-all): whether the host has TLS,
@@ -421,12 +665,13 @@ impl Translator<'_> {
     fn on_host(
         &self,
         mut target: RouteSpec,
-        opts: IngressOpts,
+        ann: &IngressAnnotations,
         host: Option<&HostMatch>,
     ) -> RouteSpec {
         target.tls_host = host.is_some_and(|h| self.is_tls_host(h));
-        target.https_redirect = opts.force_ssl_redirect
-            || (target.tls_host && opts.ssl_redirect.unwrap_or(self.conf.ssl_redirect));
+        target.https_redirect = ann.redirect.force_ssl_redirect
+            || (target.tls_host
+                && ann.redirect.ssl_redirect.unwrap_or(self.conf.ssl_redirect));
         target
     }
 
@@ -500,9 +745,40 @@ impl Translator<'_> {
         }
     }
 
-    fn ingress(&mut self, key: &ObjKey, ing: &Ingress) {
+    /// Diagnostics for the annotations that are not (fully) in effect.
+    fn verdict_diagnostics(&mut self, key: &ObjKey, verdicts: &[Verdict]) {
+        for v in verdicts {
+            let kind = match v.status {
+                Status::Invalid => DiagKind::InvalidAnnotation,
+                Status::Ignored => DiagKind::UnsupportedAnnotation,
+                Status::Differs if v.partial => DiagKind::UnsupportedAnnotation,
+                _ => continue,
+            };
+            self.diag(Some(key), kind, format!("annotation {}: {}", v.key, v.note));
+        }
+    }
+
+    /// Whether an Ingress puts its hosts in regex mode: `use-regex`, or a `rewrite-target`
+    /// that differs from one of its paths.
+    fn wants_regex(&self, ing: &Ingress, ann: &IngressAnnotations) -> bool {
+        if ann.rewrite.use_regex {
+            return true;
+        }
+        let Some(target) = &ann.rewrite.target else {
+            return false;
+        };
+        paths_of(ing).any(|(_, p)| p.path.as_deref().unwrap_or("/") != target)
+    }
+
+    /// The path rules of a main Ingress, and its host defaults.
+    fn ingress(
+        &mut self,
+        key: &ObjKey,
+        ing: &Ingress,
+        ann: &IngressAnnotations,
+        regex_paths: &mut Vec<PendingPath>,
+    ) {
         debug_assert_eq!(namespace_of(&ing.metadata), key.namespace);
-        let opts = self.annotations(key, ing);
         let Some(spec) = &ing.spec else {
             self.diag(
                 Some(key),
@@ -515,7 +791,7 @@ impl Translator<'_> {
         let default = spec
             .default_backend
             .as_ref()
-            .and_then(|b| self.backend(key, b, "defaultBackend", opts));
+            .and_then(|b| self.backend(key, b, "defaultBackend", ann));
         let mut hosts = Vec::new();
         for (ri, rule) in rules.iter().enumerate() {
             let host = match HostMatch::parse(rule.host.as_deref()) {
@@ -530,6 +806,9 @@ impl Translator<'_> {
                 }
             };
             self.routes.ensure_host(&host);
+            self.host_owner
+                .entry(host.clone())
+                .or_insert_with(|| key.clone());
             let paths = rule
                 .http
                 .as_ref()
@@ -537,41 +816,60 @@ impl Translator<'_> {
                 .unwrap_or_default();
             for (pi, p) in paths.iter().enumerate() {
                 let what = format!("rules[{ri}].http.paths[{pi}]");
-                let raw_path = p.path.as_deref().filter(|s| !s.is_empty()).unwrap_or("/");
-                let kind = match p.path_type.as_str() {
-                    "Exact" => PathKind::Exact,
-                    "Prefix" | "ImplementationSpecific" | "" => PathKind::Prefix,
-                    other => {
-                        self.diag(
-                            Some(key),
-                            DiagKind::InvalidPath,
-                            format!("{what}: unknown pathType `{other}`; path ignored"),
-                        );
-                        continue;
+                let Some((kind, raw_path)) = self.path_of(key, p, &what) else {
+                    continue;
+                };
+                let Some(target) = self.backend(key, &p.backend, &what, ann) else {
+                    continue;
+                };
+                let mut target = self.on_host(target, ann, Some(&host));
+                if let Some(Balance::Cookie(a)) = target.policy.as_mut().map(|p| &mut p.balance) {
+                    // ingress-nginx: the cookie path defaults to the rule's path.
+                    if a.path.is_none() {
+                        a.path = Some(raw_path.clone());
                     }
-                };
-                if !raw_path.starts_with('/') {
-                    self.diag(
-                        Some(key),
-                        DiagKind::InvalidPath,
-                        format!("{what}: path `{raw_path}` must start with `/`; path ignored"),
-                    );
-                    continue;
                 }
-                let Some(target) = self.backend(key, &p.backend, &what, opts) else {
-                    continue;
+                if let Some(rt) = &ann.rewrite.target {
+                    if *rt != raw_path {
+                        match regex::Regex::new(&format!("(?i){raw_path}")) {
+                            Ok(re) => {
+                                let pol = target.policy_mut();
+                                pol.rewrite = Some(Rewrite::Captures {
+                                    pattern: model::Pattern(re),
+                                    target: rt.clone(),
+                                });
+                                if let Some(pre) = &ann.rewrite.x_forwarded_prefix {
+                                    if let Ok(v) = http::HeaderValue::from_str(pre) {
+                                        pol.request_headers
+                                            .set
+                                            .push((http::HeaderName::from_static("x-forwarded-prefix"), v));
+                                    }
+                                }
+                            }
+                            Err(e) => {
+                                self.diag(
+                                    Some(key),
+                                    DiagKind::InvalidPath,
+                                    format!("{what}: path `{raw_path}` is not a valid regex for rewrite-target: {}; path ignored", first_line(&e.to_string())),
+                                );
+                                continue;
+                            }
+                        }
+                    }
+                }
+                let pending = PendingPath {
+                    key: key.clone(),
+                    host: host.clone(),
+                    kind,
+                    path: raw_path,
+                    target,
+                    what,
                 };
-                let target = self.on_host(target, opts, Some(&host));
-                let placed = self
-                    .routes
-                    .insert_path(&host, kind, raw_path, target)
-                    .is_ok();
-                let norm = match kind {
-                    PathKind::Exact => raw_path.to_string(),
-                    PathKind::Prefix => crate::routing::normalize_prefix(raw_path).to_string(),
-                };
-                let desc = format!("host {host} path {raw_path} ({kind:?})");
-                self.claim(key, Slot::Path(host.clone(), kind, norm), placed, &desc);
+                if self.regex_hosts.contains(&host) {
+                    regex_paths.push(pending);
+                } else {
+                    self.place(pending);
+                }
             }
             if !hosts.contains(&host) {
                 hosts.push(host);
@@ -581,12 +879,12 @@ impl Translator<'_> {
             return;
         };
         if hosts.is_empty() {
-            let default = self.on_host(default, opts, None);
+            let default = self.on_host(default, ann, None);
             let placed = self.routes.insert_fallback(default).is_ok();
             self.claim(key, Slot::Fallback, placed, "the catch-all defaultBackend");
         } else {
             for host in hosts {
-                let target = self.on_host(default.clone(), opts, Some(&host));
+                let target = self.on_host(default.clone(), ann, Some(&host));
                 let placed = self.routes.insert_host_default(&host, target).is_ok();
                 let desc = format!("defaultBackend for host {host}");
                 self.claim(key, Slot::HostDefault(host), placed, &desc);
@@ -594,49 +892,263 @@ impl Translator<'_> {
         }
     }
 
-    /// Read the annotations we act on; report unknown ones and bad values.
-    fn annotations(&mut self, key: &ObjKey, ing: &Ingress) -> IngressOpts {
-        let mut opts = IngressOpts::default();
-        let Some(annotations) = &ing.metadata.annotations else {
-            return opts;
-        };
-        for (name, value) in annotations {
-            let ours = ANNOTATION_PREFIXES.iter().any(|p| name.starts_with(p));
-            if ours && !KNOWN_ANNOTATIONS.contains(&name.as_str()) {
+    /// The kind and path of an Ingress path, or None (with a diagnostic) when it is invalid.
+    fn path_of(
+        &mut self,
+        key: &ObjKey,
+        p: &k8s_openapi::api::networking::v1::HTTPIngressPath,
+        what: &str,
+    ) -> Option<(PathKind, String)> {
+        let raw_path = p.path.as_deref().filter(|s| !s.is_empty()).unwrap_or("/");
+        let kind = match p.path_type.as_str() {
+            "Exact" => PathKind::Exact,
+            "Prefix" | "ImplementationSpecific" | "" => PathKind::Prefix,
+            other => {
                 self.diag(
                     Some(key),
-                    DiagKind::UnsupportedAnnotation,
-                    format!("annotation {name} is not supported; ignored"),
+                    DiagKind::InvalidPath,
+                    format!("{what}: unknown pathType `{other}`; path ignored"),
                 );
-                continue;
+                return None;
             }
-            let bool_value = || match value.trim() {
-                "true" => Ok(true),
-                "false" => Ok(false),
-                _ => Err(format!(
-                    "value `{value}` is not \"true\" or \"false\"; ignored"
-                )),
-            };
-            let parsed = match name.as_str() {
-                SSL_REDIRECT => bool_value().map(|v| opts.ssl_redirect = Some(v)),
-                FORCE_SSL_REDIRECT => bool_value().map(|v| opts.force_ssl_redirect = v),
-                BACKEND_PROTOCOL => match Protocol::from_annotation(value) {
-                    Ok(p) => {
-                        opts.protocol = Some(p);
-                        Ok(())
-                    }
-                    Err(e) => Err(e),
-                },
-                _ => Ok(()),
-            };
-            if let Err(e) = parsed {
-                self.diag(
-                    Some(key),
-                    DiagKind::InvalidAnnotation,
-                    format!("annotation {name}: {e}"),
-                );
+        };
+        if !raw_path.starts_with('/') {
+            self.diag(
+                Some(key),
+                DiagKind::InvalidPath,
+                format!("{what}: path `{raw_path}` must start with `/`; path ignored"),
+            );
+            return None;
+        }
+        Some((kind, raw_path.to_string()))
+    }
+
+    /// The table key of a path on a host: regex-mode hosts use `(?i)^<path>` for every kind.
+    fn table_key(&self, host: &HostMatch, kind: PathKind, path: &str) -> (PathKind, String) {
+        if self.regex_hosts.contains(host) {
+            (PathKind::Regex, format!("(?i)^{path}"))
+        } else {
+            match kind {
+                PathKind::Prefix => (kind, crate::routing::normalize_prefix(path).to_string()),
+                _ => (kind, path.to_string()),
             }
         }
-        opts
     }
+
+    /// Insert a path rule, claiming its place or reporting the conflict.
+    fn place(&mut self, p: PendingPath) {
+        let (kind, table_path) = self.table_key(&p.host, p.kind, &p.path);
+        if kind == PathKind::Regex {
+            if let Err(e) = regex::Regex::new(&table_path) {
+                self.diag(
+                    Some(&p.key),
+                    DiagKind::InvalidPath,
+                    format!(
+                        "{}: path `{}` is not a valid regex (the host is in regex mode): {}; path ignored",
+                        p.what,
+                        p.path,
+                        first_line(&e.to_string())
+                    ),
+                );
+                return;
+            }
+        }
+        let placed = self
+            .routes
+            .insert_path(&p.host, kind, &table_path, p.target)
+            .is_ok();
+        let desc = format!("host {} path {} ({:?})", p.host, p.path, p.kind);
+        self.claim(&p.key, Slot::Path(p.host, kind, table_path), placed, &desc);
+    }
+
+    /// app-root, server-alias and from-to-www-redirect for the hosts of one Ingress.
+    fn host_features(&mut self, key: &ObjKey, ing: &Ingress, ann: &IngressAnnotations) {
+        let hosts: Vec<HostMatch> = rule_hosts(ing);
+        if let Some(root) = &ann.rewrite.app_root {
+            for host in &hosts {
+                let mut spec = RouteSpec {
+                    ingress: Some(key.clone()),
+                    backend: BackendSpec::NotFound,
+                    protocol: Protocol::Http1,
+                    https_redirect: false,
+                    tls_host: false,
+                    policy: None,
+                };
+                spec = self.on_host(spec, ann, Some(host));
+                spec.policy_mut().redirect = Some(Redirect {
+                    code: 302,
+                    to: RedirectTo::Path(root.clone()),
+                });
+                let placed = self.routes.insert_root(host, spec).is_ok();
+                let desc = format!("app-root of host {host}");
+                self.claim(key, Slot::HostSetting(host.clone(), "app-root"), placed, &desc);
+            }
+        }
+        for alias in &ann.redirect.aliases {
+            for host in &hosts {
+                if self.host_owner.contains_key(alias) {
+                    self.diag(
+                        Some(key),
+                        DiagKind::Conflict,
+                        format!("annotation server-alias: {alias} is a host of its own; alias ignored"),
+                    );
+                    continue;
+                }
+                let slot = Slot::HostSetting(alias.clone(), "server-alias");
+                if self.owners.contains_key(&slot) {
+                    self.claim(key, slot, false, &format!("server-alias {alias}"));
+                    continue;
+                }
+                if self.routes.copy_host(host, alias) {
+                    self.owners.insert(slot, key.clone());
+                }
+            }
+        }
+        if ann.redirect.from_to_www {
+            for host in &hosts {
+                let HostMatch::Exact(name) = host else { continue };
+                let (from, to) = match name.strip_prefix("www.") {
+                    Some(bare) => (bare.to_string(), name.clone()),
+                    None => (format!("www.{name}"), name.clone()),
+                };
+                let from = HostMatch::Exact(from);
+                if self.host_owner.contains_key(&from) {
+                    continue; // ingress-nginx skips it when an Ingress defines that host
+                }
+                let spec = RouteSpec {
+                    ingress: Some(key.clone()),
+                    backend: BackendSpec::NotFound,
+                    protocol: Protocol::Http1,
+                    https_redirect: false,
+                    tls_host: self.is_tls_host(&from),
+                    policy: Some(Box::new(Policy {
+                        redirect: Some(Redirect {
+                            code: self.conf.redirect_code,
+                            to: RedirectTo::Host(to),
+                        }),
+                        ..Default::default()
+                    })),
+                };
+                self.routes.ensure_host(&from);
+                let placed = self.routes.insert_host_default(&from, spec).is_ok();
+                let desc = format!("from-to-www-redirect host {from}");
+                self.claim(key, Slot::HostDefault(from), placed, &desc);
+            }
+        }
+    }
+
+    /// Attach a canary Ingress's backends to the main rules of the same host, path and
+    /// pathType.
+    fn canary(
+        &mut self,
+        key: &ObjKey,
+        ing: &Ingress,
+        ann: &IngressAnnotations,
+        c: &annotations::canary::Canary,
+    ) {
+        for rule in ing.spec.iter().flat_map(|s| s.rules.iter().flatten()) {
+            let Ok(host) = HostMatch::parse(rule.host.as_deref()) else {
+                continue;
+            };
+            for (pi, p) in rule.http.iter().flat_map(|h| h.paths.iter()).enumerate() {
+                let what = format!("canary path {pi} of host {host}");
+                let Some((kind, raw_path)) = self.path_of(key, p, &what) else {
+                    continue;
+                };
+                let (tkind, tpath) = self.table_key(&host, kind, &raw_path);
+                // Only the main rule of exactly this host, path and kind.
+                let owner = self
+                    .owners
+                    .get(&Slot::Path(host.clone(), tkind, tpath.clone()))
+                    .cloned();
+                let Some(canary_target) = self.backend(key, &p.backend, &what, ann) else {
+                    continue;
+                };
+                let Some(main) = owner.and_then(|_| self.routes.plain_mut(&host, tkind, &tpath))
+                else {
+                    self.diag(
+                        Some(key),
+                        DiagKind::Canary,
+                        format!("canary for host {host} path {raw_path} ({kind:?}): no main Ingress serves that host, path and pathType; ignored"),
+                    );
+                    continue;
+                };
+                if main.policy.as_ref().is_some_and(|p| p.canary.is_some()) {
+                    let who = main
+                        .policy
+                        .as_ref()
+                        .and_then(|p| p.canary.as_ref())
+                        .and_then(|(_, r)| r.ingress.clone())
+                        .map(|k| k.to_string())
+                        .unwrap_or_default();
+                    self.diag(
+                        Some(key),
+                        DiagKind::Conflict,
+                        format!("canary for host {host} path {raw_path}: ingress {who} is already its canary; ignored"),
+                    );
+                    continue;
+                }
+                // The canary is the main rule with another backend (and its own balancing
+                // if it sets one; otherwise the main rule's, so sticky clients stay).
+                let mut canary_spec = main.clone();
+                if let Some(pol) = &mut canary_spec.policy {
+                    pol.canary = None;
+                }
+                canary_spec.ingress = canary_target.ingress;
+                canary_spec.backend = canary_target.backend;
+                canary_spec.protocol = canary_target.protocol;
+                let own_balance = ann.affinity.is_some() || ann.backend.balance.is_some();
+                if own_balance {
+                    let b = canary_target
+                        .policy
+                        .map(|p| p.balance)
+                        .unwrap_or_default();
+                    canary_spec.policy_mut().balance = b;
+                }
+                main.policy_mut().canary = Some((c.rule.clone(), canary_spec));
+            }
+        }
+    }
+}
+
+/// Every path of an Ingress with its rule host.
+fn paths_of(
+    ing: &Ingress,
+) -> impl Iterator<
+    Item = (
+        Option<&str>,
+        &k8s_openapi::api::networking::v1::HTTPIngressPath,
+    ),
+> {
+    ing.spec
+        .iter()
+        .flat_map(|s| s.rules.iter().flatten())
+        .flat_map(|r| {
+            r.http
+                .iter()
+                .flat_map(|h| h.paths.iter())
+                .map(move |p| (r.host.as_deref(), p))
+        })
+}
+
+/// The valid rule hosts of an Ingress, without duplicates.
+fn rule_hosts(ing: &Ingress) -> Vec<HostMatch> {
+    let mut out = Vec::new();
+    for rule in ing.spec.iter().flat_map(|s| s.rules.iter().flatten()) {
+        if let Ok(h) = HostMatch::parse(rule.host.as_deref()) {
+            if !out.contains(&h) {
+                out.push(h);
+            }
+        }
+    }
+    out
+}
+
+fn first_line(s: &str) -> String {
+    s.lines()
+        .filter(|l| !l.trim().is_empty())
+        .last()
+        .unwrap_or(s)
+        .trim()
+        .to_string()
 }

@@ -5,6 +5,13 @@
 //! Routes hold an `Arc<Pool>`; an endpoint change swaps the pool's endpoint set (one
 //! `ArcSwap::store`) without touching routes. A request that already picked an endpoint keeps
 //! it; the next request sees the new set.
+//!
+//! Besides round robin, a pool picks by consistent hash (Ketama, from
+//! pingora-load-balancing: `upstream-hash-by` and balanced cookie affinity), by endpoint id
+//! (persistent cookie affinity) and by peak EWMA of response times. The hash ring is built
+//! on first use per endpoint set, so pools that never hash pay nothing; it depends only on
+//! the endpoints, so stickiness survives every route change. EWMA scores live in the pool,
+//! which outlives generations while a route uses its key.
 
 #[cfg(test)]
 mod tests;
@@ -15,6 +22,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use pingora_load_balancing::selection::consistent::KetamaHashing;
 use pingora_load_balancing::selection::{BackendIter, BackendSelection, RoundRobin};
 use pingora_load_balancing::Backend;
 use prometheus::IntGauge;
@@ -26,34 +34,70 @@ use crate::translate::UpstreamKey;
 /// Label that ties an EndpointSlice to its Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
-/// One immutable endpoint set with its selector.
+/// One immutable endpoint set with its selectors.
 struct EndpointSet {
     addrs: BTreeSet<SocketAddr>,
     selector: Arc<RoundRobin>,
+    /// Consistent-hash ring over `addrs`, built on first use.
+    ring: std::sync::OnceLock<Arc<KetamaHashing>>,
+}
+
+fn backends(addrs: &BTreeSet<SocketAddr>) -> BTreeSet<Backend> {
+    addrs
+        .iter()
+        .map(|a| Backend {
+            addr: pingora::protocols::l4::socket::SocketAddr::Inet(*a),
+            weight: 1,
+            ext: Default::default(),
+        })
+        .collect()
 }
 
 impl EndpointSet {
     fn new(addrs: BTreeSet<SocketAddr>) -> Self {
-        let backends: BTreeSet<Backend> = addrs
-            .iter()
-            .map(|a| Backend {
-                addr: pingora::protocols::l4::socket::SocketAddr::Inet(*a),
-                weight: 1,
-                ext: Default::default(),
-            })
-            .collect();
         EndpointSet {
-            selector: Arc::new(RoundRobin::build(&backends)),
+            selector: Arc::new(RoundRobin::build(&backends(&addrs))),
             addrs,
+            ring: std::sync::OnceLock::new(),
         }
     }
+
+    fn ring(&self) -> &Arc<KetamaHashing> {
+        self.ring
+            .get_or_init(|| Arc::new(KetamaHashing::build(&backends(&self.addrs))))
+    }
 }
+
+/// A stable id for an endpoint (persistent cookie affinity): FNV-1a of its address text,
+/// in hex, so the same pod gets the same id in every process and generation.
+pub fn endpoint_id(addr: &SocketAddr) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in addr.to_string().bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
+/// Peak-EWMA state of one endpoint: a decaying average of response times (µs) and the
+/// requests in flight.
+#[derive(Debug, Default)]
+struct Ewma {
+    score_us: f64,
+    stamp: Option<std::time::Instant>,
+    inflight: i64,
+}
+
+/// Decay time of the EWMA (as ingress-nginx's `ewma` balancer: 10 s).
+const EWMA_DECAY_S: f64 = 10.0;
 
 /// The pods behind one Service port.
 pub struct Pool {
     pub key: UpstreamKey,
     set: ArcSwap<EndpointSet>,
     ready_gauge: Option<IntGauge>,
+    /// EWMA per endpoint; touched only by routes that balance by EWMA.
+    ewma: std::sync::Mutex<HashMap<SocketAddr, Ewma>>,
 }
 
 impl std::fmt::Debug for Pool {
@@ -71,6 +115,7 @@ impl Pool {
             key,
             set: ArcSwap::from_pointee(EndpointSet::new(BTreeSet::new())),
             ready_gauge,
+            ewma: Default::default(),
         }
     }
 
@@ -118,6 +163,97 @@ impl Pool {
         }
         // Concurrent requests share the round-robin counter; fall back to a plain scan.
         set.addrs.iter().find(|a| !tried.contains(a)).copied()
+    }
+}
+
+impl Pool {
+    /// The endpoint a hash key maps to on the consistent-hash ring, skipping `tried` ones
+    /// (the next endpoints on the ring).
+    pub fn select_hash(&self, key: &[u8], tried: &[SocketAddr]) -> Option<SocketAddr> {
+        let set = self.set.load();
+        if set.addrs.is_empty() {
+            return None;
+        }
+        let mut iter = set.ring().iter(key);
+        for _ in 0..set.addrs.len() * 4 {
+            let Some(b) = iter.next() else { break };
+            if let Some(a) = b.addr.as_inet() {
+                if !tried.contains(a) {
+                    return Some(*a);
+                }
+            }
+        }
+        set.addrs.iter().find(|a| !tried.contains(a)).copied()
+    }
+
+    /// The endpoint with this [`endpoint_id`], if it is still in the set and not tried.
+    pub fn select_id(&self, id: &str, tried: &[SocketAddr]) -> Option<SocketAddr> {
+        self.set
+            .load()
+            .addrs
+            .iter()
+            .find(|a| !tried.contains(a) && endpoint_id(a) == id)
+            .copied()
+    }
+
+    /// Peak EWMA: of two endpoints picked at random (not tried), the one with the lower
+    /// score, weighted by its requests in flight.
+    pub fn select_ewma(&self, tried: &[SocketAddr]) -> Option<SocketAddr> {
+        let set = self.set.load();
+        let left: Vec<&SocketAddr> = set.addrs.iter().filter(|a| !tried.contains(a)).collect();
+        let pick = match left.len() {
+            0 => return None,
+            1 => *left[0],
+            n => {
+                let i = fastrand::usize(..n);
+                let j = (i + 1 + fastrand::usize(..n - 1)) % n;
+                let state = self.ewma.lock().unwrap_or_else(|e| e.into_inner());
+                let cost = |a: &SocketAddr| {
+                    state
+                        .get(a)
+                        .map_or(0.0, |e| decayed(e) * (e.inflight.max(0) + 1) as f64)
+                };
+                if cost(left[j]) < cost(left[i]) {
+                    *left[j]
+                } else {
+                    *left[i]
+                }
+            }
+        };
+        let mut state = self.ewma.lock().unwrap_or_else(|e| e.into_inner());
+        state.entry(pick).or_default().inflight += 1;
+        Some(pick)
+    }
+
+    /// Record a finished EWMA-balanced request to `addr` that took `took` (None: it failed).
+    pub fn ewma_done(&self, addr: SocketAddr, took: Option<std::time::Duration>) {
+        let mut state = self.ewma.lock().unwrap_or_else(|e| e.into_inner());
+        if state.len() > 4 * self.len().max(16) {
+            let live = self.endpoints();
+            state.retain(|a, _| live.contains(a));
+        }
+        let e = state.entry(addr).or_default();
+        e.inflight -= 1;
+        // A failure counts as a slow answer, so the endpoint is avoided for a while.
+        let sample = took.map_or(1e6, |t| t.as_micros() as f64);
+        let now = std::time::Instant::now();
+        let score = decayed(e);
+        e.score_us = if e.stamp.is_none() {
+            sample
+        } else if sample > score {
+            sample // peak: a slow answer counts at once
+        } else {
+            let w = (-e.stamp.map_or(0.0, |s| now.duration_since(s).as_secs_f64()) / EWMA_DECAY_S).exp();
+            score * w + sample * (1.0 - w)
+        };
+        e.stamp = Some(now);
+    }
+}
+
+fn decayed(e: &Ewma) -> f64 {
+    match e.stamp {
+        None => 0.0,
+        Some(s) => e.score_us * (-s.elapsed().as_secs_f64() / EWMA_DECAY_S).exp(),
     }
 }
 
@@ -175,6 +311,22 @@ pub fn endpoints_for(slices: &[&EndpointSlice], key: &UpstreamKey) -> BTreeSet<S
         }
     }
     out
+}
+
+/// `service-upstream`: the Service's ClusterIP and port as the one endpoint (none for a
+/// headless Service).
+fn cluster_ip_endpoint(snap: &Snapshot, key: &UpstreamKey) -> BTreeSet<SocketAddr> {
+    let svc = snap
+        .services
+        .get(&crate::source::ObjKey::new(&key.namespace, &key.service));
+    let ip = svc
+        .and_then(|s| s.spec.as_ref())
+        .and_then(|s| s.cluster_ip.as_deref())
+        .and_then(|ip| ip.parse::<IpAddr>().ok());
+    match (ip, u16::try_from(key.port)) {
+        (Some(ip), Ok(port)) => BTreeSet::from([SocketAddr::new(ip, port)]),
+        _ => BTreeSet::new(),
+    }
 }
 
 /// All live pools, by key. Owned by the controller; routes hold `Arc`s to the pools.
@@ -252,6 +404,12 @@ impl Upstreams {
         let idx = index_slices(snap);
         let mut changed = 0;
         for (key, pool) in self.pools.iter().filter(|(k, _)| wanted(k)) {
+            if key.cluster_ip {
+                if pool.set_endpoints(cluster_ip_endpoint(snap, key)) {
+                    changed += 1;
+                }
+                continue;
+            }
             let slices = idx
                 .get(&(key.namespace.as_str(), key.service.as_str()))
                 .map(Vec::as_slice)

@@ -8,6 +8,7 @@ fn key(port_name: &str) -> UpstreamKey {
         service: "web".into(),
         port_name: port_name.into(),
         port: 80,
+        cluster_ip: false,
     }
 }
 

@@ -1,0 +1,355 @@
+//! The policy phases of a request, each a small function over the route's typed
+//! [`Policy`]; the proxy calls them in this fixed order (docs/annotations.md):
+//!
+//! 1. route lookup (in `request_filter`);
+//! 2. redirects: app-root and permanent/temporal redirects, then HTTP to HTTPS;
+//! 3. backend choice: canary (header, then cookie, then weight), then body limit, then the
+//!    `default-backend` fallback when the pool has no ready endpoint;
+//! 4. endpoint choice (`upstream_peer`): round robin, EWMA, consistent hash or cookie
+//!    affinity;
+//! 5. request rewrite and header changes (`upstream_request_filter`);
+//! 6. response header changes and the affinity cookie (`response_filter`).
+//!
+//! A route without a policy skips every phase after one branch.
+
+use std::net::SocketAddr;
+
+use http::HeaderValue;
+use pingora::http::RequestHeader;
+
+use crate::routing::conditions::{cookie, query_param};
+use crate::translate::model::{
+    Affinity, AffinityMode, CanaryRule, HashPart, HeaderOps, HeaderRule, Redirect, RedirectTo,
+};
+use crate::upstream::{endpoint_id, Pool};
+
+/// Whether this request goes to the canary (ingress-nginx's order: header, cookie, weight).
+pub fn canary_wanted(rule: &CanaryRule, req: &RequestHeader) -> bool {
+    if let Some((name, how)) = &rule.header {
+        if let Some(v) = req.headers.get(name).and_then(|v| v.to_str().ok()) {
+            match how {
+                HeaderRule::Value(want) if v == want => return true,
+                HeaderRule::Pattern(p) if p.0.is_match(v) => return true,
+                HeaderRule::AlwaysNever if v == "always" => return true,
+                HeaderRule::AlwaysNever if v == "never" => return false,
+                _ => {}
+            }
+        }
+    }
+    if let Some(name) = &rule.cookie {
+        match cookie(Some(&req.headers), name) {
+            Some("always") => return true,
+            Some("never") => return false,
+            _ => {}
+        }
+    }
+    rule.weight > 0 && fastrand::u32(1..=rule.total.max(1)) <= rule.weight
+}
+
+/// The `Location` of a redirect for this request.
+pub fn redirect_location(
+    r: &Redirect,
+    req: &RequestHeader,
+    host: &str,
+    tls: bool,
+    local_port: Option<u16>,
+) -> String {
+    let scheme = if tls { "https" } else { "http" };
+    match &r.to {
+        RedirectTo::Url(u) => u.clone(),
+        RedirectTo::Path(p) => format!("{scheme}://{host}{p}"),
+        RedirectTo::Host(to) => {
+            let uri = req.uri.path_and_query().map_or("/", |p| p.as_str());
+            let uri = uri.strip_suffix('/').unwrap_or(uri);
+            match local_port {
+                Some(port) => format!("{scheme}://{to}:{port}{uri}"),
+                None => format!("{scheme}://{to}{uri}"),
+            }
+        }
+    }
+}
+
+/// A request body larger than `limit` bytes (0: unlimited), by its Content-Length.
+pub fn body_too_large(limit: u64, req: &RequestHeader) -> bool {
+    limit > 0
+        && req
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .is_some_and(|n| n > limit)
+}
+
+/// The hash key of `upstream-hash-by` for this request.
+pub fn hash_key(parts: &[HashPart], req: &RequestHeader, client: Option<&str>) -> Vec<u8> {
+    let mut key = Vec::with_capacity(64);
+    for p in parts {
+        match p {
+            HashPart::Literal(s) => key.extend_from_slice(s.as_bytes()),
+            HashPart::RequestUri => {
+                let uri = req.uri.path_and_query().map_or("/", |p| p.as_str());
+                key.extend_from_slice(uri.as_bytes());
+            }
+            HashPart::RemoteAddr => key.extend_from_slice(client.unwrap_or("").as_bytes()),
+            HashPart::Host => {
+                let h = req
+                    .headers
+                    .get(http::header::HOST)
+                    .and_then(|v| v.to_str().ok())
+                    .or_else(|| req.uri.host())
+                    .unwrap_or("");
+                key.extend_from_slice(super::host_without_port(h).as_bytes());
+            }
+            HashPart::Header(h) => {
+                if let Some(v) = req.headers.get(h) {
+                    key.extend_from_slice(v.as_bytes());
+                }
+            }
+            HashPart::Cookie(c) => {
+                if let Some(v) = cookie(Some(&req.headers), c) {
+                    key.extend_from_slice(v.as_bytes());
+                }
+            }
+            HashPart::Arg(a) => {
+                if let Some(v) = query_param(req.uri.query(), a) {
+                    key.extend_from_slice(v.as_bytes());
+                }
+            }
+        }
+    }
+    key
+}
+
+/// Pick an endpoint by cookie affinity. Returns the endpoint and, when a new one was
+/// chosen, the cookie value to set.
+pub fn affinity_pick(
+    a: &Affinity,
+    pool: &Pool,
+    req: &RequestHeader,
+    tried: &[SocketAddr],
+) -> Option<(SocketAddr, Option<String>)> {
+    let have = cookie(Some(&req.headers), &a.name).filter(|v| !v.is_empty());
+    // After a failed attempt, re-pick only when asked to (`change-on-failure`); a balanced
+    // key otherwise moves to the next endpoint on the ring.
+    let keep = tried.is_empty() || !a.change_on_failure;
+    match a.mode {
+        AffinityMode::Balanced => {
+            if let Some(token) = have.filter(|_| keep) {
+                return pool.select_hash(token.as_bytes(), tried).map(|e| (e, None));
+            }
+            let token = format!("{:016x}", fastrand::u64(..));
+            let e = pool.select_hash(token.as_bytes(), tried)?;
+            Some((e, Some(token)))
+        }
+        AffinityMode::Persistent => {
+            if let Some(e) = have.filter(|_| keep).and_then(|id| pool.select_id(id, tried)) {
+                return Some((e, None));
+            }
+            let e = pool.select(tried)?;
+            Some((e, Some(endpoint_id(&e))))
+        }
+    }
+}
+
+/// User agents that mishandle `SameSite=None` (the list ingress-nginx's
+/// conditional-samesite-none uses, in substance: Chrome 51-66, iOS 12, macOS 10.14 Safari).
+fn rejects_samesite_none(ua: &str) -> bool {
+    let chrome_old = ua
+        .split("Chrome/")
+        .nth(1)
+        .and_then(|v| v.split('.').next())
+        .and_then(|v| v.parse::<u32>().ok())
+        .is_some_and(|v| (51..=66).contains(&v));
+    chrome_old
+        || ua.contains("CPU iPhone OS 12_")
+        || ua.contains("iPad; CPU OS 12_")
+        || (ua.contains("Macintosh; Intel Mac OS X 10_14") && ua.contains("Version/"))
+}
+
+/// The `Set-Cookie` value of an affinity cookie.
+pub fn affinity_cookie(
+    a: &Affinity,
+    value: &str,
+    tls: bool,
+    user_agent: Option<&str>,
+) -> Option<HeaderValue> {
+    let mut c = format!("{}={value}", a.name);
+    c.push_str("; Path=");
+    c.push_str(a.path.as_deref().unwrap_or("/"));
+    if let Some(d) = &a.domain {
+        c.push_str("; Domain=");
+        c.push_str(d);
+    }
+    if let Some(secs) = a.expires {
+        let at = std::time::SystemTime::now()
+            .checked_add(std::time::Duration::from_secs(secs.max(0) as u64))
+            .unwrap_or_else(std::time::SystemTime::now);
+        c.push_str("; Expires=");
+        c.push_str(&httpdate::fmt_http_date(at));
+    }
+    if let Some(m) = a.max_age {
+        c.push_str(&format!("; Max-Age={m}"));
+    }
+    if let Some(s) = &a.samesite {
+        let none = s.eq_ignore_ascii_case("none");
+        let skip = none
+            && a.conditional_samesite_none
+            && s == "None"
+            && user_agent.is_some_and(rejects_samesite_none);
+        if !skip {
+            c.push_str("; SameSite=");
+            c.push_str(s);
+        }
+    }
+    if a.secure || tls {
+        c.push_str("; Secure");
+    }
+    c.push_str("; HttpOnly");
+    HeaderValue::from_str(&c).ok()
+}
+
+/// Apply header changes to a request or response header map through Pingora's insert,
+/// append and remove (which keep its case-preserving map in step).
+pub fn apply_request_headers(ops: &HeaderOps, h: &mut RequestHeader) -> pingora::Result<()> {
+    for name in &ops.remove {
+        h.remove_header(name);
+    }
+    for (n, v) in &ops.set {
+        h.insert_header(n.clone(), v.clone())?;
+    }
+    for (n, v) in &ops.add {
+        h.append_header(n.clone(), v.clone())?;
+    }
+    Ok(())
+}
+
+/// The same for a response.
+pub fn apply_response_headers(
+    ops: &HeaderOps,
+    h: &mut pingora::http::ResponseHeader,
+) -> pingora::Result<()> {
+    for name in &ops.remove {
+        h.remove_header(name);
+    }
+    for (n, v) in &ops.set {
+        h.insert_header(n.clone(), v.clone())?;
+    }
+    for (n, v) in &ops.add {
+        h.append_header(n.clone(), v.clone())?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(path: &str, headers: &[(&str, &str)]) -> RequestHeader {
+        let mut r = RequestHeader::build("GET", path.as_bytes(), None).unwrap();
+        for (k, v) in headers {
+            r.append_header(k.to_string(), *v).unwrap();
+        }
+        r
+    }
+
+    fn rule(header: Option<HeaderRule>, cookie: bool, weight: u32) -> CanaryRule {
+        CanaryRule {
+            header: header.map(|h| (http::HeaderName::from_static("x-canary"), h)),
+            cookie: cookie.then(|| "canary".to_string()),
+            weight,
+            total: 100,
+        }
+    }
+
+    #[test]
+    fn canary_decision_order_header_cookie_weight() {
+        let always = rule(Some(HeaderRule::AlwaysNever), true, 100);
+        // `never` on the header is final, even with weight 100.
+        assert!(!canary_wanted(&always, &req("/", &[("x-canary", "never")])));
+        assert!(canary_wanted(&always, &req("/", &[("x-canary", "always")])));
+        // Other header values fall through to the cookie, then the weight.
+        let none = rule(Some(HeaderRule::AlwaysNever), true, 0);
+        assert!(!canary_wanted(&none, &req("/", &[("x-canary", "maybe")])));
+        assert!(canary_wanted(&none, &req("/", &[("cookie", "canary=always")])));
+        assert!(!canary_wanted(&always, &req("/", &[("cookie", "canary=never")])));
+        let value = rule(Some(HeaderRule::Value("Yes".into())), false, 0);
+        assert!(canary_wanted(&value, &req("/", &[("x-canary", "Yes")])));
+        assert!(!canary_wanted(&value, &req("/", &[("x-canary", "yes")])));
+        let pat = rule(
+            Some(HeaderRule::Pattern(crate::translate::model::Pattern(
+                regex::Regex::new("^b").unwrap(),
+            ))),
+            false,
+            0,
+        );
+        assert!(canary_wanted(&pat, &req("/", &[("x-canary", "beta")])));
+        assert!(!canary_wanted(&pat, &req("/", &[("x-canary", "alpha")])));
+        assert!(canary_wanted(&rule(None, false, 100), &req("/", &[])));
+        assert!(!canary_wanted(&rule(None, false, 0), &req("/", &[])));
+    }
+
+    #[test]
+    fn redirect_locations() {
+        let r = req("/a/b/?x=1", &[]);
+        let to = |t: RedirectTo| Redirect { code: 308, to: t };
+        assert_eq!(
+            redirect_location(&to(RedirectTo::Url("https://n.com/z".into())), &r, "h.com", false, Some(80)),
+            "https://n.com/z"
+        );
+        assert_eq!(
+            redirect_location(&to(RedirectTo::Path("/app".into())), &r, "h.com:8080", true, None),
+            "https://h.com:8080/app"
+        );
+        assert_eq!(
+            redirect_location(&to(RedirectTo::Host("www.h.com".into())), &req("/a/", &[]), "h.com", false, Some(80)),
+            "http://www.h.com:80/a"
+        );
+    }
+
+    #[test]
+    fn affinity_cookie_attributes() {
+        let a = Affinity {
+            mode: AffinityMode::Balanced,
+            name: "route".into(),
+            path: Some("/shop".into()),
+            domain: Some("example.com".into()),
+            expires: Some(60),
+            max_age: Some(60),
+            samesite: Some("None".into()),
+            secure: false,
+            conditional_samesite_none: true,
+            change_on_failure: false,
+        };
+        let c = affinity_cookie(&a, "abc", false, Some("Mozilla/5.0 Chrome/90.0")).unwrap();
+        let c = c.to_str().unwrap();
+        assert!(c.starts_with("route=abc; Path=/shop; Domain=example.com; Expires="), "{c}");
+        assert!(c.contains("; Max-Age=60; SameSite=None; HttpOnly"), "{c}");
+        assert!(!c.contains("Secure"), "{c}");
+        let old = affinity_cookie(&a, "abc", true, Some("Mozilla/5.0 Chrome/60.0.1")).unwrap();
+        let old = old.to_str().unwrap();
+        assert!(!old.contains("SameSite") && old.contains("; Secure"), "{old}");
+    }
+
+    #[test]
+    fn body_limits_by_content_length() {
+        assert!(body_too_large(10, &req("/", &[("content-length", "11")])));
+        assert!(!body_too_large(10, &req("/", &[("content-length", "10")])));
+        assert!(!body_too_large(0, &req("/", &[("content-length", "999999")])));
+        assert!(!body_too_large(10, &req("/", &[])));
+    }
+
+    #[test]
+    fn hash_keys_from_the_request() {
+        let r = req("/p?id=7", &[("host", "h.com:80"), ("x-user", "u1"), ("cookie", "s=abc")]);
+        let parts = vec![
+            HashPart::Host,
+            HashPart::Literal("|".into()),
+            HashPart::RequestUri,
+            HashPart::Header(http::HeaderName::from_static("x-user")),
+            HashPart::Cookie("s".into()),
+            HashPart::Arg("id".into()),
+            HashPart::RemoteAddr,
+        ];
+        assert_eq!(hash_key(&parts, &r, Some("10.0.0.1")), b"h.com|/p?id=7u1abc710.0.0.1");
+    }
+}

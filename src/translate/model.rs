@@ -1,0 +1,311 @@
+//! The typed per-route policy that Ingress annotations (and, later, Gateway API filters)
+//! translate into: redirects, URL rewrites, header changes, timeouts, retries, body limit,
+//! balancing, canary and error pages. Generic over how a backend is named (`R`): a
+//! [`super::RouteSpec`] in translation, a live route with its pool in a generation. Nothing
+//! here is a string to be interpreted later: every value is parsed and checked in translate.
+
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue};
+
+/// A regex that compares (and hashes) by its source text.
+#[derive(Debug, Clone)]
+pub struct Pattern(pub regex::Regex);
+
+impl PartialEq for Pattern {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.as_str() == other.0.as_str()
+    }
+}
+
+impl Eq for Pattern {}
+
+/// Answer with a redirect instead of proxying.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Redirect {
+    pub code: u16,
+    pub to: RedirectTo,
+}
+
+/// Where a redirect points.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedirectTo {
+    /// This URL as it is; the request's path and query are not appended
+    /// (`permanent-redirect`, `temporal-redirect`).
+    Url(String),
+    /// The request's scheme and Host with this path (`app-root`; query dropped).
+    Path(String),
+    /// `<scheme>://<host>:<port><request URI without one trailing slash>`, with the request's
+    /// scheme and local port (`from-to-www-redirect`).
+    Host(String),
+}
+
+/// How the path sent upstream is rewritten.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rewrite {
+    /// nginx `rewrite <pattern> <target> break`: when the pattern matches the path, the whole
+    /// path becomes `target` with `$1`..`$9` replaced by the captures; the query is kept.
+    Captures { pattern: Pattern, target: String },
+}
+
+/// Header changes, applied in order: remove, set (replace), add (append).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HeaderOps {
+    pub remove: Vec<HeaderName>,
+    pub set: Vec<(HeaderName, HeaderValue)>,
+    pub add: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl HeaderOps {
+    pub fn is_empty(&self) -> bool {
+        self.remove.is_empty() && self.set.is_empty() && self.add.is_empty()
+    }
+}
+
+/// Timeouts to the pods; None keeps the server config's value.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Timeouts {
+    pub connect: Option<Duration>,
+    /// The longest wait between two reads from the pod.
+    pub read: Option<Duration>,
+    /// The longest wait between two writes to the pod.
+    pub send: Option<Duration>,
+}
+
+impl Timeouts {
+    pub fn is_empty(&self) -> bool {
+        *self == Timeouts::default()
+    }
+}
+
+/// When a failed attempt is retried on another endpoint (`proxy-next-upstream`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retry {
+    /// Connection errors (refused, reset before an answer).
+    pub on_error: bool,
+    /// Connect timeouts.
+    pub on_timeout: bool,
+    /// Retry non-idempotent requests (POST, PATCH, ...) too.
+    pub non_idempotent: bool,
+    /// Attempts in all, the first included; 0 = as many as there are endpoints.
+    pub tries: u32,
+    /// Stop retrying once this much time has passed since the first attempt.
+    pub timeout: Option<Duration>,
+}
+
+impl Default for Retry {
+    /// ingress-nginx's default: `error timeout`, 3 tries, no time limit.
+    fn default() -> Self {
+        Retry {
+            on_error: true,
+            on_timeout: true,
+            non_idempotent: false,
+            tries: 3,
+            timeout: None,
+        }
+    }
+}
+
+/// How an endpoint of the pool is chosen.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Balance {
+    #[default]
+    RoundRobin,
+    /// Lowest exponentially weighted moving average of response time, among two random
+    /// endpoints (peak EWMA, as ingress-nginx's `ewma`).
+    Ewma,
+    /// Consistent hashing of a key built from the request (`upstream-hash-by`).
+    Hash(Vec<HashPart>),
+    /// Cookie affinity (`affinity: cookie`).
+    Cookie(Box<Affinity>),
+}
+
+/// One piece of a hash key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashPart {
+    Literal(String),
+    /// Path and query as sent by the client.
+    RequestUri,
+    /// The client address.
+    RemoteAddr,
+    /// The Host header without port.
+    Host,
+    /// A request header (lowercase name).
+    Header(HeaderName),
+    /// A request cookie.
+    Cookie(String),
+    /// A query parameter.
+    Arg(String),
+}
+
+/// How a sticky cookie picks its endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AffinityMode {
+    /// The cookie holds a random key on a consistent-hash ring: scaling moves a few clients.
+    Balanced,
+    /// The cookie names the endpoint: clients stay until it goes away.
+    Persistent,
+}
+
+/// Cookie affinity settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Affinity {
+    pub mode: AffinityMode,
+    pub name: String,
+    /// None: the path of the matched rule.
+    pub path: Option<String>,
+    pub domain: Option<String>,
+    /// Seconds from now for `Expires`.
+    pub expires: Option<i64>,
+    pub max_age: Option<i64>,
+    /// Used verbatim (`None`, `Lax`, `Strict` in any case).
+    pub samesite: Option<String>,
+    /// Always `Secure` (otherwise only on HTTPS requests).
+    pub secure: bool,
+    /// Leave out `SameSite=None` for user agents known to reject it.
+    pub conditional_samesite_none: bool,
+    /// Pick a new endpoint (and cookie) when the cookie's endpoint failed.
+    pub change_on_failure: bool,
+}
+
+/// When a request goes to the canary backend instead of the primary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CanaryRule {
+    /// `canary-by-header` (lowercase) and how its value decides.
+    pub header: Option<(HeaderName, HeaderRule)>,
+    /// `canary-by-cookie`: `always` -> canary, `never` -> primary, else fall through.
+    pub cookie: Option<String>,
+    /// Out of `total`: the share of the remaining requests sent to the canary.
+    pub weight: u32,
+    pub total: u32,
+}
+
+/// How the canary header's value decides.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeaderRule {
+    /// `always` -> canary, `never` -> primary (final), anything else falls through.
+    AlwaysNever,
+    /// Exactly this value (case-sensitive) -> canary, else fall through.
+    Value(String),
+    /// A regex match -> canary, else fall through.
+    Pattern(Pattern),
+}
+
+/// Upstream error statuses answered from another backend (`custom-http-errors`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorPages<R> {
+    pub codes: Vec<u16>,
+    /// The error backend; it receives `GET /` with the X-Code family of headers.
+    pub backend: R,
+}
+
+/// Every per-route setting beyond "proxy to this backend". Empty for most routes; a route
+/// with the default policy pays one branch on the hot path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy<R> {
+    pub redirect: Option<Redirect>,
+    pub rewrite: Option<Rewrite>,
+    /// Changes to the request sent upstream (`upstream-vhost` sets Host here,
+    /// `x-forwarded-prefix` sets X-Forwarded-Prefix).
+    pub request_headers: HeaderOps,
+    pub response_headers: HeaderOps,
+    pub timeouts: Timeouts,
+    /// None: the server config's connect retries, idempotent requests only.
+    pub retry: Option<Retry>,
+    /// Largest request body in bytes; None: the server default; Some(0): unlimited.
+    pub body_limit: Option<u64>,
+    pub balance: Balance,
+    /// The canary decision and the canary's route.
+    pub canary: Option<(CanaryRule, R)>,
+    pub errors: Option<ErrorPages<R>>,
+    /// Serves the route while its backend has no ready endpoint (`default-backend`).
+    pub fallback: Option<R>,
+}
+
+impl<R> Default for Policy<R> {
+    fn default() -> Self {
+        Policy {
+            redirect: None,
+            rewrite: None,
+            request_headers: HeaderOps::default(),
+            response_headers: HeaderOps::default(),
+            timeouts: Timeouts::default(),
+            retry: None,
+            body_limit: None,
+            balance: Balance::RoundRobin,
+            canary: None,
+            errors: None,
+            fallback: None,
+        }
+    }
+}
+
+impl<R> Policy<R> {
+    /// Whether nothing is set.
+    pub fn is_default(&self) -> bool {
+        self.redirect.is_none()
+            && self.rewrite.is_none()
+            && self.request_headers.is_empty()
+            && self.response_headers.is_empty()
+            && self.timeouts.is_empty()
+            && self.retry.is_none()
+            && self.body_limit.is_none()
+            && self.balance == Balance::RoundRobin
+            && self.canary.is_none()
+            && self.errors.is_none()
+            && self.fallback.is_none()
+    }
+
+    /// Convert the backends (canary, error pages, fallback) with `f`.
+    pub fn map<U>(self, mut f: impl FnMut(R) -> U) -> Policy<U> {
+        Policy {
+            redirect: self.redirect,
+            rewrite: self.rewrite,
+            request_headers: self.request_headers,
+            response_headers: self.response_headers,
+            timeouts: self.timeouts,
+            retry: self.retry,
+            body_limit: self.body_limit,
+            balance: self.balance,
+            canary: self.canary.map(|(rule, r)| (rule, f(r))),
+            errors: self.errors.map(|e| ErrorPages {
+                codes: e.codes,
+                backend: f(e.backend),
+            }),
+            fallback: self.fallback.map(f),
+        }
+    }
+}
+
+impl Rewrite {
+    /// The rewritten path for `path`, or None when the pattern does not match.
+    pub fn apply(&self, path: &str) -> Option<String> {
+        match self {
+            Rewrite::Captures { pattern, target } => {
+                let caps = pattern.0.captures(path)?;
+                let mut out = String::with_capacity(target.len() + path.len());
+                let mut rest = target.as_str();
+                while let Some(i) = rest.find('$') {
+                    out.push_str(&rest[..i]);
+                    let after = &rest[i + 1..];
+                    match after.as_bytes().first() {
+                        Some(d @ b'0'..=b'9') => {
+                            let n = usize::from(d - b'0');
+                            out.push_str(caps.get(n).map_or("", |m| m.as_str()));
+                            rest = &after[1..];
+                        }
+                        _ => {
+                            out.push('$');
+                            rest = after;
+                        }
+                    }
+                }
+                out.push_str(rest);
+                if !out.starts_with('/') {
+                    out.insert(0, '/');
+                }
+                Some(out)
+            }
+        }
+    }
+}
