@@ -10,6 +10,7 @@
 
 pub mod accesslog;
 pub mod admin;
+pub mod check;
 pub mod config;
 pub mod controller;
 pub mod echo;

@@ -89,6 +89,25 @@ enum Command {
         #[arg(long, value_name = "NAME")]
         ingress_class: Option<String>,
     },
+    /// Migration report: will these Ingresses behave as under ingress-nginx? Classifies every
+    /// annotation of each Ingress of ours (applied, differs, ignored, invalid) and lists the
+    /// other diagnostics. Exit status 0 when every annotation is applied as ingress-nginx
+    /// does, 1 otherwise, 2 on errors. Reads a cluster with one list per kind: no watch, no
+    /// writes.
+    Check {
+        /// Read the Ingresses of this manifests directory.
+        #[arg(long, value_name = "DIR", conflicts_with_all = ["kubeconfig", "context"])]
+        manifests: Option<PathBuf>,
+        /// Read the Ingresses of the cluster of this kubeconfig.
+        #[arg(long, value_name = "FILE")]
+        kubeconfig: Option<PathBuf>,
+        /// Kubeconfig context to use.
+        #[arg(long, value_name = "NAME")]
+        context: Option<String>,
+        /// `text` or `json`.
+        #[arg(long, value_name = "FORMAT", default_value = "text", value_parser = ["text", "json"])]
+        output: String,
+    },
     /// Run an echo backend that answers with what it received and its own name.
     Echo {
         /// Address to listen on.
@@ -196,6 +215,54 @@ fn check(config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `pingress check`: print the migration report; Ok(true) when everything is the same.
+fn migration_check(
+    cli: &Cli,
+    manifests: &Option<PathBuf>,
+    kubeconfig: &Option<PathBuf>,
+    context: &Option<String>,
+    output: &str,
+) -> anyhow::Result<bool> {
+    let config = match &cli.conf {
+        Some(path) => Config::load(path)?,
+        None => Config::default_config(),
+    };
+    let snap = if let Some(dir) = manifests {
+        let (snap, warnings) = files::read_once(dir).map_err(|e| anyhow::anyhow!("{e}"))?;
+        for w in warnings {
+            eprintln!("warning: {w}");
+        }
+        snap
+    } else if kubeconfig.is_some() || context.is_some() {
+        let mut source = config.pingress.source.clone();
+        source.kubeconfig = kubeconfig.clone();
+        source.context = context.clone();
+        let kconf = pingress::source::kube::KubeSourceConf::from(&source);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("start runtime")?;
+        rt.block_on(async {
+            let client = pingress::source::kube::client(&kconf)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            pingress::check::list_cluster(client, &kconf.namespaces)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))
+        })?
+    } else {
+        anyhow::bail!("say where the Ingresses are: --manifests DIR or --kubeconfig FILE");
+    };
+    let t = translate(&snap, &TranslateConf::from(&config.pingress));
+    let report = pingress::check::Report::new(&t);
+    if output == "json" {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.text());
+    }
+    Ok(report.all_same())
+}
+
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -241,6 +308,22 @@ fn main() -> ExitCode {
             Err(e) => {
                 eprintln!("error: {e:#}");
                 ExitCode::FAILURE
+            }
+        };
+    }
+    if let Some(Command::Check {
+        manifests,
+        kubeconfig,
+        context,
+        output,
+    }) = &cli.command
+    {
+        return match migration_check(&cli, manifests, kubeconfig, context, output) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::from(1),
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(2)
             }
         };
     }

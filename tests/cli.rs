@@ -329,3 +329,136 @@ async fn floor_subcommand_proxies_to_its_backend_with_forwarded_headers() {
     assert!(!ok, "{out}");
     assert!(out.contains("needs --cert and --key"), "{out}");
 }
+
+const MIGRATING: &str = r#"
+apiVersion: networking.k8s.io/v1
+kind: IngressClass
+metadata: {name: pingress}
+spec: {controller: pingress.dev/ingress-controller}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: shop}
+spec: {ports: [{name: http, port: 80}]}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: web
+  namespace: shop
+  annotations:
+    nginx.ingress.kubernetes.io/rewrite-target: /$2
+    nginx.ingress.kubernetes.io/proxy-buffering: "on"
+    nginx.ingress.kubernetes.io/configuration-snippet: "more_set_headers X: y;"
+    nginx.ingress.kubernetes.io/proxy-read-timeout: 60s
+spec:
+  ingressClassName: pingress
+  rules:
+  - host: shop.example.com
+    http:
+      paths:
+      - {path: "/shop(/|$)(.*)", pathType: ImplementationSpecific, backend: {service: {name: web, port: {name: http}}}}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: moved
+  namespace: shop
+  annotations:
+    nginx.ingress.kubernetes.io/permanent-redirect: https://x.example.com/$request_uri
+spec:
+  ingressClassName: pingress
+  rules:
+  - host: moved.example.com
+    http:
+      paths:
+      - {path: /, pathType: Prefix, backend: {service: {name: web, port: {name: http}}}}
+"#;
+
+fn check_out(args: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new(bin()).args(args).output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn migration_check_classifies_every_annotation_from_a_manifests_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("app.yaml"), MIGRATING).unwrap();
+    let d = dir.path().to_str().unwrap();
+    let (code, text) = check_out(&["check", "--manifests", d]);
+    assert_eq!(code, Some(1), "something differs: exit 1\n{text}");
+    for want in [
+        "ingress shop/web (served)",
+        "applied  nginx.ingress.kubernetes.io/rewrite-target: /$2",
+        "differs  nginx.ingress.kubernetes.io/proxy-buffering: on",
+        "ignored  nginx.ingress.kubernetes.io/configuration-snippet",
+        "snippets are never executed",
+        "invalid  nginx.ingress.kubernetes.io/proxy-read-timeout: 60s",
+        "ingress shop/moved (refused)",
+        "summary: 2 ingresses, 5 annotations: 1 applied, 1 differ, 1 ignored, 2 invalid; 1 ingresses refused",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in:\n{text}");
+    }
+    let (code, json) = check_out(&["check", "--manifests", d, "--output", "json"]);
+    assert_eq!(code, Some(1));
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["summary"]["invalid"], 2);
+    assert_eq!(v["summary"]["refused"], 1);
+    let web = &v["ingresses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["ingress"] == "shop/web")
+        .unwrap()["annotations"];
+    assert!(web.as_array().unwrap().iter().any(
+        |a| a["status"] == "differs" && a["key"].as_str().unwrap().ends_with("proxy-buffering")
+    ));
+
+    // Only applied annotations: exit 0.
+    let clean = MIGRATING
+        .split("---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: moved")
+        .next()
+        .unwrap()
+        .replace(
+            "    nginx.ingress.kubernetes.io/proxy-buffering: \"on\"\n",
+            "",
+        )
+        .replace(
+            "    nginx.ingress.kubernetes.io/configuration-snippet: \"more_set_headers X: y;\"\n",
+            "",
+        )
+        .replace("proxy-read-timeout: 60s", "proxy-read-timeout: \"60\"");
+    std::fs::write(dir.path().join("app.yaml"), clean).unwrap();
+    let (code, text) = check_out(&["check", "--manifests", d]);
+    assert_eq!(code, Some(0), "{text}");
+    let (code, _) = check_out(&["check"]);
+    assert_eq!(code, Some(2), "no source named: an error");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migration_check_reads_a_cluster_with_lists_only() {
+    let api = fake_api::FakeApi::start().await;
+    api.apply_yaml(MIGRATING);
+    let dir = tempfile::tempdir().unwrap();
+    let kc = dir.path().join("kubeconfig");
+    std::fs::write(&kc, api.kubeconfig("t")).unwrap();
+    let kc = kc.to_str().unwrap().to_string();
+    let (code, text) =
+        tokio::task::spawn_blocking(move || check_out(&["check", "--kubeconfig", &kc]))
+            .await
+            .unwrap();
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("summary: 2 ingresses, 5 annotations"),
+        "{text}"
+    );
+    let reqs = api.requests();
+    assert!(!reqs.is_empty());
+    for r in &reqs {
+        assert_eq!(r.method, "GET", "{r:?}");
+        assert!(!r.path.contains("watch"), "no watches: {r:?}");
+    }
+}

@@ -533,7 +533,11 @@ impl ProxyHttp for Gateway {
             Some(r) => {
                 let timeout = e.etype() == &ConnectTimedout;
                 let wanted = if timeout { r.on_timeout } else { r.on_error };
-                let tries = if r.tries == 0 { usize::MAX } else { r.tries as usize };
+                let tries = if r.tries == 0 {
+                    usize::MAX
+                } else {
+                    r.tries as usize
+                };
                 wanted
                     && (idempotent || r.non_idempotent)
                     && ctx.tried.len() < tries

@@ -142,7 +142,10 @@ pub fn affinity_pick(
             Some((e, Some(token)))
         }
         AffinityMode::Persistent => {
-            if let Some(e) = have.filter(|_| keep).and_then(|id| pool.select_id(id, tried)) {
+            if let Some(e) = have
+                .filter(|_| keep)
+                .and_then(|id| pool.select_id(id, tried))
+            {
                 return Some((e, None));
             }
             let e = pool.select(tried)?;
@@ -270,8 +273,14 @@ mod tests {
         // Other header values fall through to the cookie, then the weight.
         let none = rule(Some(HeaderRule::AlwaysNever), true, 0);
         assert!(!canary_wanted(&none, &req("/", &[("x-canary", "maybe")])));
-        assert!(canary_wanted(&none, &req("/", &[("cookie", "canary=always")])));
-        assert!(!canary_wanted(&always, &req("/", &[("cookie", "canary=never")])));
+        assert!(canary_wanted(
+            &none,
+            &req("/", &[("cookie", "canary=always")])
+        ));
+        assert!(!canary_wanted(
+            &always,
+            &req("/", &[("cookie", "canary=never")])
+        ));
         let value = rule(Some(HeaderRule::Value("Yes".into())), false, 0);
         assert!(canary_wanted(&value, &req("/", &[("x-canary", "Yes")])));
         assert!(!canary_wanted(&value, &req("/", &[("x-canary", "yes")])));
@@ -293,15 +302,33 @@ mod tests {
         let r = req("/a/b/?x=1", &[]);
         let to = |t: RedirectTo| Redirect { code: 308, to: t };
         assert_eq!(
-            redirect_location(&to(RedirectTo::Url("https://n.com/z".into())), &r, "h.com", false, Some(80)),
+            redirect_location(
+                &to(RedirectTo::Url("https://n.com/z".into())),
+                &r,
+                "h.com",
+                false,
+                Some(80)
+            ),
             "https://n.com/z"
         );
         assert_eq!(
-            redirect_location(&to(RedirectTo::Path("/app".into())), &r, "h.com:8080", true, None),
+            redirect_location(
+                &to(RedirectTo::Path("/app".into())),
+                &r,
+                "h.com:8080",
+                true,
+                None
+            ),
             "https://h.com:8080/app"
         );
         assert_eq!(
-            redirect_location(&to(RedirectTo::Host("www.h.com".into())), &req("/a/", &[]), "h.com", false, Some(80)),
+            redirect_location(
+                &to(RedirectTo::Host("www.h.com".into())),
+                &req("/a/", &[]),
+                "h.com",
+                false,
+                Some(80)
+            ),
             "http://www.h.com:80/a"
         );
     }
@@ -322,25 +349,37 @@ mod tests {
         };
         let c = affinity_cookie(&a, "abc", false, Some("Mozilla/5.0 Chrome/90.0")).unwrap();
         let c = c.to_str().unwrap();
-        assert!(c.starts_with("route=abc; Path=/shop; Domain=example.com; Expires="), "{c}");
+        assert!(
+            c.starts_with("route=abc; Path=/shop; Domain=example.com; Expires="),
+            "{c}"
+        );
         assert!(c.contains("; Max-Age=60; SameSite=None; HttpOnly"), "{c}");
         assert!(!c.contains("Secure"), "{c}");
         let old = affinity_cookie(&a, "abc", true, Some("Mozilla/5.0 Chrome/60.0.1")).unwrap();
         let old = old.to_str().unwrap();
-        assert!(!old.contains("SameSite") && old.contains("; Secure"), "{old}");
+        assert!(
+            !old.contains("SameSite") && old.contains("; Secure"),
+            "{old}"
+        );
     }
 
     #[test]
     fn body_limits_by_content_length() {
         assert!(body_too_large(10, &req("/", &[("content-length", "11")])));
         assert!(!body_too_large(10, &req("/", &[("content-length", "10")])));
-        assert!(!body_too_large(0, &req("/", &[("content-length", "999999")])));
+        assert!(!body_too_large(
+            0,
+            &req("/", &[("content-length", "999999")])
+        ));
         assert!(!body_too_large(10, &req("/", &[])));
     }
 
     #[test]
     fn hash_keys_from_the_request() {
-        let r = req("/p?id=7", &[("host", "h.com:80"), ("x-user", "u1"), ("cookie", "s=abc")]);
+        let r = req(
+            "/p?id=7",
+            &[("host", "h.com:80"), ("x-user", "u1"), ("cookie", "s=abc")],
+        );
         let parts = vec![
             HashPart::Host,
             HashPart::Literal("|".into()),
@@ -350,6 +389,9 @@ mod tests {
             HashPart::Arg("id".into()),
             HashPart::RemoteAddr,
         ];
-        assert_eq!(hash_key(&parts, &r, Some("10.0.0.1")), b"h.com|/p?id=7u1abc710.0.0.1");
+        assert_eq!(
+            hash_key(&parts, &r, Some("10.0.0.1")),
+            b"h.com|/p?id=7u1abc710.0.0.1"
+        );
     }
 }

@@ -303,7 +303,11 @@ impl<T> HostRoutes<T> {
         HostRoutes {
             root: self.root.map(&mut *f),
             exact: self.exact.into_iter().map(|(k, v)| (k, v.map(f))).collect(),
-            prefix: self.prefix.into_iter().map(|(k, v)| (k, v.map(f))).collect(),
+            prefix: self
+                .prefix
+                .into_iter()
+                .map(|(k, v)| (k, v.map(f)))
+                .collect(),
             regex: self.regex.map(|r| {
                 Box::new(RegexRules {
                     slots: r.slots.into_iter().map(|(p, s)| (p, s.map(f))).collect(),
@@ -418,7 +422,10 @@ impl<T> RouteTable<T> {
         let routes = self.host_mut(host);
         let slot = match kind {
             PathKind::Exact => routes.exact.entry(path.into()).or_default(),
-            PathKind::Prefix => routes.prefix.entry(normalize_prefix(path).into()).or_default(),
+            PathKind::Prefix => routes
+                .prefix
+                .entry(normalize_prefix(path).into())
+                .or_default(),
             PathKind::Regex => {
                 let r = routes.regex.get_or_insert_with(Default::default);
                 match r.slots.iter().position(|(p, _)| **p == *path) {

@@ -288,12 +288,14 @@ fn conditional_rules_match_on_method_headers_query_and_cookies() {
         )],
         ..Default::default()
     };
-    t.insert_rule(&h, Prefix, "/q", Some(query), "query").unwrap();
+    t.insert_rule(&h, Prefix, "/q", Some(query), "query")
+        .unwrap();
     let cookie = Conditions {
         cookies: vec![("beta".into(), ValueMatch::Exact("1".into()))],
         ..Default::default()
     };
-    t.insert_rule(&h, Exact, "/c", Some(cookie), "cookie").unwrap();
+    t.insert_rule(&h, Exact, "/c", Some(cookie), "cookie")
+        .unwrap();
     assert_eq!(
         t.insert_rule(&h, Prefix, "/", Some(header), "again"),
         Err(Occupied)
@@ -348,7 +350,8 @@ fn a_regex_rule_whose_conditions_fail_gives_way_to_the_next_match() {
 fn an_invalid_regex_is_reported_by_finish() {
     let mut t = RouteTable::default();
     let h = HostMatch::Exact("r.com".into());
-    t.insert_path(&h, PathKind::Regex, "^/(unclosed", 1).unwrap();
+    t.insert_path(&h, PathKind::Regex, "^/(unclosed", 1)
+        .unwrap();
     let e = t.finish().unwrap_err();
     assert!(e.contains("host r.com"), "{e}");
 }

@@ -601,9 +601,11 @@ impl Translator<'_> {
                     }
                     p.fallback = Some(fb);
                 }
-                Err((kind, msg)) => {
-                    self.diag(Some(key), kind, format!("annotation default-backend: {msg}"))
-                }
+                Err((kind, msg)) => self.diag(
+                    Some(key),
+                    kind,
+                    format!("annotation default-backend: {msg}"),
+                ),
             }
         } else if !ann.errors.codes.is_empty() {
             match &self.conf.default_backend {
@@ -670,8 +672,7 @@ impl Translator<'_> {
     ) -> RouteSpec {
         target.tls_host = host.is_some_and(|h| self.is_tls_host(h));
         target.https_redirect = ann.redirect.force_ssl_redirect
-            || (target.tls_host
-                && ann.redirect.ssl_redirect.unwrap_or(self.conf.ssl_redirect));
+            || (target.tls_host && ann.redirect.ssl_redirect.unwrap_or(self.conf.ssl_redirect));
         target
     }
 
@@ -840,9 +841,10 @@ impl Translator<'_> {
                                 });
                                 if let Some(pre) = &ann.rewrite.x_forwarded_prefix {
                                     if let Ok(v) = http::HeaderValue::from_str(pre) {
-                                        pol.request_headers
-                                            .set
-                                            .push((http::HeaderName::from_static("x-forwarded-prefix"), v));
+                                        pol.request_headers.set.push((
+                                            http::HeaderName::from_static("x-forwarded-prefix"),
+                                            v,
+                                        ));
                                     }
                                 }
                             }
@@ -981,7 +983,12 @@ impl Translator<'_> {
                 });
                 let placed = self.routes.insert_root(host, spec).is_ok();
                 let desc = format!("app-root of host {host}");
-                self.claim(key, Slot::HostSetting(host.clone(), "app-root"), placed, &desc);
+                self.claim(
+                    key,
+                    Slot::HostSetting(host.clone(), "app-root"),
+                    placed,
+                    &desc,
+                );
             }
         }
         for alias in &ann.redirect.aliases {
@@ -990,7 +997,9 @@ impl Translator<'_> {
                     self.diag(
                         Some(key),
                         DiagKind::Conflict,
-                        format!("annotation server-alias: {alias} is a host of its own; alias ignored"),
+                        format!(
+                            "annotation server-alias: {alias} is a host of its own; alias ignored"
+                        ),
                     );
                     continue;
                 }
@@ -1006,7 +1015,9 @@ impl Translator<'_> {
         }
         if ann.redirect.from_to_www {
             for host in &hosts {
-                let HostMatch::Exact(name) = host else { continue };
+                let HostMatch::Exact(name) = host else {
+                    continue;
+                };
                 let (from, to) = match name.strip_prefix("www.") {
                     Some(bare) => (bare.to_string(), name.clone()),
                     None => (format!("www.{name}"), name.clone()),
@@ -1099,10 +1110,7 @@ impl Translator<'_> {
                 canary_spec.protocol = canary_target.protocol;
                 let own_balance = ann.affinity.is_some() || ann.backend.balance.is_some();
                 if own_balance {
-                    let b = canary_target
-                        .policy
-                        .map(|p| p.balance)
-                        .unwrap_or_default();
+                    let b = canary_target.policy.map(|p| p.balance).unwrap_or_default();
                     canary_spec.policy_mut().balance = b;
                 }
                 main.policy_mut().canary = Some((c.rule.clone(), canary_spec));

@@ -533,7 +533,11 @@ fn annotated(name: &str, annotations: &[(&str, &str)], rules: &str) -> String {
     if annotations.is_empty() {
         meta.clear();
     }
-    ingress(name, &meta, &format!("  ingressClassName: pingress\n  rules:\n{rules}"))
+    ingress(
+        name,
+        &meta,
+        &format!("  ingressClassName: pingress\n  rules:\n{rules}"),
+    )
 }
 
 fn rule(host: &str, paths: &[(&str, &str)]) -> String {
@@ -547,18 +551,26 @@ fn rule(host: &str, paths: &[(&str, &str)]) -> String {
 }
 
 fn policy(r: Option<&RouteSpec>) -> &Policy<RouteSpec> {
-    r.and_then(|r| r.policy.as_deref()).expect("a route with a policy")
+    r.and_then(|r| r.policy.as_deref())
+        .expect("a route with a policy")
 }
 
 #[test]
 fn one_regex_ingress_puts_every_path_of_its_host_in_regex_mode() {
     let y = format!(
         "{SERVICES}{}{}",
-        annotated("plain", &[], &rule("r.example.com", &[("Exact", "/exact"), ("Prefix", "/p")])),
+        annotated(
+            "plain",
+            &[],
+            &rule("r.example.com", &[("Exact", "/exact"), ("Prefix", "/p")])
+        ),
         annotated(
             "regex",
             &[("use-regex", "true")],
-            &rule("r.example.com", &[("ImplementationSpecific", "/api/v[0-9]+")])
+            &rule(
+                "r.example.com",
+                &[("ImplementationSpecific", "/api/v[0-9]+")]
+            )
         ),
     );
     let t = translate(&snap(&y), &conf());
@@ -575,7 +587,10 @@ fn one_regex_ingress_puts_every_path_of_its_host_in_regex_mode() {
         assert_eq!(lookup(&t, "r.example.com", path).is_some(), found, "{path}");
     }
     // Other hosts keep exact and element-wise matching.
-    let y2 = format!("{y}{}", annotated("other", &[], &rule("o.example.com", &[("Prefix", "/p")])));
+    let y2 = format!(
+        "{y}{}",
+        annotated("other", &[], &rule("o.example.com", &[("Prefix", "/p")]))
+    );
     let t = translate(&snap(&y2), &conf());
     assert!(lookup(&t, "o.example.com", "/pq").is_none());
 }
@@ -587,11 +602,22 @@ fn regex_mode_orders_paths_by_length_and_reports_invalid_ones() {
         annotated(
             "regex",
             &[("use-regex", "true")],
-            &rule("r.example.com", &[("Prefix", "/"), ("Prefix", "/a(/|$)(.*)"), ("Prefix", "/b(?=x)")])
+            &rule(
+                "r.example.com",
+                &[
+                    ("Prefix", "/"),
+                    ("Prefix", "/a(/|$)(.*)"),
+                    ("Prefix", "/b(?=x)")
+                ]
+            )
         ),
     );
     let t = translate(&snap(&y), &conf());
-    let bad: Vec<_> = t.diagnostics.iter().filter(|d| d.kind == DiagKind::InvalidPath).collect();
+    let bad: Vec<_> = t
+        .diagnostics
+        .iter()
+        .filter(|d| d.kind == DiagKind::InvalidPath)
+        .collect();
     assert_eq!(bad.len(), 1, "{:?}", t.diagnostics);
     assert!(bad[0].message.contains("/b(?=x)"), "{}", bad[0].message);
     let hosts = t.routes.hosts();
@@ -606,7 +632,11 @@ fn rewrite_target_with_captures_and_forwarded_prefix() {
         "{SERVICES}{}",
         annotated(
             "rw",
-            &[("rewrite-target", "/$2"), ("x-forwarded-prefix", "/something"), ("upstream-vhost", "internal.svc")],
+            &[
+                ("rewrite-target", "/$2"),
+                ("x-forwarded-prefix", "/something"),
+                ("upstream-vhost", "internal.svc")
+            ],
             &rule("rw.example.com", &[("Prefix", "/something(/|$)(.*)")])
         ),
     );
@@ -617,36 +647,87 @@ fn rewrite_target_with_captures_and_forwarded_prefix() {
     assert_eq!(rw.apply("/something/new").as_deref(), Some("/new"));
     assert_eq!(rw.apply("/something").as_deref(), Some("/"));
     assert_eq!(rw.apply("/SOMETHING/x/y").as_deref(), Some("/x/y"));
-    let set: Vec<_> = p.request_headers.set.iter().map(|(n, v)| (n.as_str(), v.to_str().unwrap())).collect();
-    assert_eq!(set, [("host", "internal.svc"), ("x-forwarded-prefix", "/something")]);
+    let set: Vec<_> = p
+        .request_headers
+        .set
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.to_str().unwrap()))
+        .collect();
+    assert_eq!(
+        set,
+        [
+            ("host", "internal.svc"),
+            ("x-forwarded-prefix", "/something")
+        ]
+    );
 }
 
 #[test]
 fn redirects_app_root_alias_and_www() {
     let y = format!(
         "{SERVICES}{}{}{}",
-        annotated("moved", &[("permanent-redirect", "https://new.example.com/landing")], &rule("old.example.com", &[("Prefix", "/")])),
+        annotated(
+            "moved",
+            &[("permanent-redirect", "https://new.example.com/landing")],
+            &rule("old.example.com", &[("Prefix", "/")])
+        ),
         annotated(
             "site",
-            &[("app-root", "/app"), ("server-alias", "alias.example.com"), ("from-to-www-redirect", "true")],
+            &[
+                ("app-root", "/app"),
+                ("server-alias", "alias.example.com"),
+                ("from-to-www-redirect", "true")
+            ],
             &rule("site.example.com", &[("Prefix", "/")])
         ),
-        annotated("z-late", &[("app-root", "/other")], &rule("site.example.com", &[("Prefix", "/late")])),
+        annotated(
+            "z-late",
+            &[("app-root", "/other")],
+            &rule("site.example.com", &[("Prefix", "/late")])
+        ),
     );
     let t = translate(&snap(&y), &conf());
-    let r = policy(lookup(&t, "old.example.com", "/x")).redirect.clone().unwrap();
-    assert_eq!((r.code, r.to), (301, RedirectTo::Url("https://new.example.com/landing".into())));
-    let root = policy(lookup(&t, "site.example.com", "/")).redirect.clone().unwrap();
+    let r = policy(lookup(&t, "old.example.com", "/x"))
+        .redirect
+        .clone()
+        .unwrap();
+    assert_eq!(
+        (r.code, r.to),
+        (
+            301,
+            RedirectTo::Url("https://new.example.com/landing".into())
+        )
+    );
+    let root = policy(lookup(&t, "site.example.com", "/"))
+        .redirect
+        .clone()
+        .unwrap();
     assert_eq!((root.code, root.to), (302, RedirectTo::Path("/app".into())));
-    assert!(lookup(&t, "site.example.com", "/x").unwrap().policy.is_none());
+    assert!(lookup(&t, "site.example.com", "/x")
+        .unwrap()
+        .policy
+        .is_none());
     // The alias serves the same rules.
-    assert_eq!(service_of(lookup(&t, "alias.example.com", "/x")).as_deref(), Some("web:80"));
-    let www = policy(lookup(&t, "www.site.example.com", "/any")).redirect.clone().unwrap();
-    assert_eq!((www.code, www.to), (308, RedirectTo::Host("site.example.com".into())));
+    assert_eq!(
+        service_of(lookup(&t, "alias.example.com", "/x")).as_deref(),
+        Some("web:80")
+    );
+    let www = policy(lookup(&t, "www.site.example.com", "/any"))
+        .redirect
+        .clone()
+        .unwrap();
+    assert_eq!(
+        (www.code, www.to),
+        (308, RedirectTo::Host("site.example.com".into()))
+    );
     // The younger Ingress's app-root loses, with a conflict naming the older.
-    assert!(t.diagnostics.iter().any(|d| d.kind == DiagKind::Conflict
-        && d.message.contains("app-root")
-        && d.message.contains("shop/site")), "{:?}", t.diagnostics);
+    assert!(
+        t.diagnostics.iter().any(|d| d.kind == DiagKind::Conflict
+            && d.message.contains("app-root")
+            && d.message.contains("shop/site")),
+        "{:?}",
+        t.diagnostics
+    );
 }
 
 #[test]
@@ -654,8 +735,14 @@ fn canary_attaches_to_the_main_rule_of_the_same_host_path_and_kind() {
     let canary = |name: &str, path: &str| {
         annotated(
             name,
-            &[("canary", "true"), ("canary-by-header", "X-Canary"), ("canary-weight", "10")],
-            &rule("c.example.com", &[("Prefix", path)]).replace("name: web", "name: api").replace("number: 80", "number: 8080"),
+            &[
+                ("canary", "true"),
+                ("canary-by-header", "X-Canary"),
+                ("canary-weight", "10"),
+            ],
+            &rule("c.example.com", &[("Prefix", path)])
+                .replace("name: web", "name: api")
+                .replace("number: 80", "number: 8080"),
         )
     };
     let y = format!(
@@ -673,23 +760,52 @@ fn canary_attaches_to_the_main_rule_of_the_same_host_path_and_kind() {
     assert_eq!(service_of(Some(&c)).as_deref(), Some("api:8080"));
     assert_eq!(c.ingress, Some(ObjKey::new("shop", "canary")));
     // The canary adds no routes of its own.
-    assert!(lookup(&t, "c.example.com", "/nomain").unwrap().ingress == Some(ObjKey::new("shop", "main")));
+    assert!(
+        lookup(&t, "c.example.com", "/nomain").unwrap().ingress
+            == Some(ObjKey::new("shop", "main"))
+    );
     let msgs: Vec<_> = t.diagnostics.iter().map(|d| d.to_string()).collect();
-    assert!(msgs.iter().any(|m| m.contains("shop/lost") && m.contains("no main Ingress")), "{msgs:?}");
-    assert!(msgs.iter().any(|m| m.contains("shop/second") && m.contains("already its canary")), "{msgs:?}");
+    assert!(
+        msgs.iter()
+            .any(|m| m.contains("shop/lost") && m.contains("no main Ingress")),
+        "{msgs:?}"
+    );
+    assert!(
+        msgs.iter()
+            .any(|m| m.contains("shop/second") && m.contains("already its canary")),
+        "{msgs:?}"
+    );
 }
 
 #[test]
 fn a_refused_update_keeps_the_last_good_version() {
-    let good = annotated("web", &[("proxy-body-size", "1k")], &rule("g.example.com", &[("Prefix", "/")]));
+    let good = annotated(
+        "web",
+        &[("proxy-body-size", "1k")],
+        &rule("g.example.com", &[("Prefix", "/")]),
+    );
     let t1 = translate(&snap(&format!("{SERVICES}{good}")), &conf());
     assert!(t1.refused.is_empty());
-    assert_eq!(policy(lookup(&t1, "g.example.com", "/")).body_limit, Some(1024));
+    assert_eq!(
+        policy(lookup(&t1, "g.example.com", "/")).body_limit,
+        Some(1024)
+    );
     // The update has a redirect URL ingress-nginx refuses: the old version keeps serving.
-    let bad = annotated("web", &[("permanent-redirect", "https://x.com/$request_uri")], &rule("g.example.com", &[("Prefix", "/")]));
+    let bad = annotated(
+        "web",
+        &[("permanent-redirect", "https://x.com/$request_uri")],
+        &rule("g.example.com", &[("Prefix", "/")]),
+    );
     let t2 = translate_with(&snap(&format!("{SERVICES}{bad}")), &conf(), &t1.accepted);
-    assert_eq!(policy(lookup(&t2, "g.example.com", "/")).body_limit, Some(1024));
-    let d = t2.diagnostics.iter().find(|d| d.kind == DiagKind::InvalidAnnotation && d.message.contains("last good")).expect("a diagnostic");
+    assert_eq!(
+        policy(lookup(&t2, "g.example.com", "/")).body_limit,
+        Some(1024)
+    );
+    let d = t2
+        .diagnostics
+        .iter()
+        .find(|d| d.kind == DiagKind::InvalidAnnotation && d.message.contains("last good"))
+        .expect("a diagnostic");
     assert!(d.message.contains("permanent-redirect"), "{d}");
     // Without a last good version it is refused outright.
     let t3 = translate(&snap(&format!("{SERVICES}{bad}")), &conf());
@@ -701,20 +817,35 @@ fn a_refused_update_keeps_the_last_good_version() {
 fn balancing_belongs_to_the_pool_and_the_oldest_ingress_sets_it() {
     let y = format!(
         "{SERVICES}{}{}",
-        annotated("a", &[("affinity", "cookie"), ("session-cookie-name", "sticky")], &rule("a.example.com", &[("Prefix", "/shop")])),
-        annotated("b", &[("load-balance", "ewma")], &rule("b.example.com", &[("Prefix", "/")])),
+        annotated(
+            "a",
+            &[("affinity", "cookie"), ("session-cookie-name", "sticky")],
+            &rule("a.example.com", &[("Prefix", "/shop")])
+        ),
+        annotated(
+            "b",
+            &[("load-balance", "ewma")],
+            &rule("b.example.com", &[("Prefix", "/")])
+        ),
     );
     let t = translate(&snap(&y), &conf());
     for (host, rule_path) in [("a.example.com", "/shop"), ("b.example.com", "/")] {
         match &policy(lookup(&t, host, "/shop")).balance {
             Balance::Cookie(a) => {
                 assert_eq!(a.name, "sticky");
-                assert_eq!(a.path.as_deref(), Some(rule_path), "the rule's path by default");
+                assert_eq!(
+                    a.path.as_deref(),
+                    Some(rule_path),
+                    "the rule's path by default"
+                );
             }
             other => panic!("{host}: {other:?}"),
         }
     }
-    assert!(t.diagnostics.iter().any(|d| d.kind == DiagKind::Conflict && d.message.contains("balancing")));
+    assert!(t
+        .diagnostics
+        .iter()
+        .any(|d| d.kind == DiagKind::Conflict && d.message.contains("balancing")));
 }
 
 #[test]
@@ -742,7 +873,24 @@ fn every_annotation_gets_a_verdict_and_snippets_are_never_applied() {
     assert_eq!(st("/enable-opentracing"), Some(Status::Ignored));
     assert_eq!(st("/proxy-connect-timeout"), Some(Status::Invalid));
     let kinds: Vec<_> = t.diagnostics.iter().map(|d| d.kind).collect();
-    assert_eq!(kinds.iter().filter(|k| **k == DiagKind::UnsupportedAnnotation).count(), 2, "{:?}", t.diagnostics);
-    assert_eq!(kinds.iter().filter(|k| **k == DiagKind::InvalidAnnotation).count(), 1);
-    assert!(t.diagnostics.iter().any(|d| d.message.contains("never executed")));
+    assert_eq!(
+        kinds
+            .iter()
+            .filter(|k| **k == DiagKind::UnsupportedAnnotation)
+            .count(),
+        2,
+        "{:?}",
+        t.diagnostics
+    );
+    assert_eq!(
+        kinds
+            .iter()
+            .filter(|k| **k == DiagKind::InvalidAnnotation)
+            .count(),
+        1
+    );
+    assert!(t
+        .diagnostics
+        .iter()
+        .any(|d| d.message.contains("never executed")));
 }

@@ -243,7 +243,8 @@ impl Pool {
         } else if sample > score {
             sample // peak: a slow answer counts at once
         } else {
-            let w = (-e.stamp.map_or(0.0, |s| now.duration_since(s).as_secs_f64()) / EWMA_DECAY_S).exp();
+            let w = (-e.stamp.map_or(0.0, |s| now.duration_since(s).as_secs_f64()) / EWMA_DECAY_S)
+                .exp();
             score * w + sample * (1.0 - w)
         };
         e.stamp = Some(now);

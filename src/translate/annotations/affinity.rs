@@ -20,7 +20,11 @@ fn seconds(r: &mut Reader, key: &'static str) -> Option<i64> {
     }
 }
 
-fn text(r: &mut Reader, key: &'static str, check: fn(&str) -> Result<(), String>) -> Option<String> {
+fn text(
+    r: &mut Reader,
+    key: &'static str,
+    check: fn(&str) -> Result<(), String>,
+) -> Option<String> {
     let v = r.get(key)?;
     match check(v).and_then(|()| {
         // Cookie attribute values: no `;` or `,` may reach the Set-Cookie header.
@@ -44,7 +48,11 @@ pub fn read(r: &mut Reader) -> Option<Affinity> {
         None | Some("balanced") => AffinityMode::Balanced,
         Some("persistent") => AffinityMode::Persistent,
         Some(_) => {
-            r.invalid("affinity-mode", "not `balanced` or `persistent`", Outcome::Default);
+            r.invalid(
+                "affinity-mode",
+                "not `balanced` or `persistent`",
+                Outcome::Default,
+            );
             AffinityMode::Balanced
         }
     };
@@ -55,7 +63,11 @@ pub fn read(r: &mut Reader) -> Option<Affinity> {
                 "affinity-canary-behavior",
                 "`legacy` is not supported: canary clients stay on the canary (sticky)",
             ),
-            _ => r.invalid("affinity-canary-behavior", "not `sticky` or `legacy`", Outcome::Default),
+            _ => r.invalid(
+                "affinity-canary-behavior",
+                "not `sticky` or `legacy`",
+                Outcome::Default,
+            ),
         }
     }
     let name = text(r, "session-cookie-name", values::basic_chars)
@@ -68,7 +80,11 @@ pub fn read(r: &mut Reader) -> Option<Affinity> {
         if ["none", "lax", "strict"].contains(&v.to_ascii_lowercase().as_str()) {
             Some(v.to_string())
         } else {
-            r.invalid("session-cookie-samesite", "not None, Lax or Strict", Outcome::Ignored);
+            r.invalid(
+                "session-cookie-samesite",
+                "not None, Lax or Strict",
+                Outcome::Ignored,
+            );
             None
         }
     });
@@ -158,7 +174,10 @@ mod tests {
     fn defaults_and_bad_values() {
         let (a, _, _) = with(&[("affinity", "cookie")], read);
         let a = a.unwrap();
-        assert_eq!((a.mode, a.name.as_str()), (AffinityMode::Balanced, "INGRESSCOOKIE"));
+        assert_eq!(
+            (a.mode, a.name.as_str()),
+            (AffinityMode::Balanced, "INGRESSCOOKIE")
+        );
         let cases: &[(&str, &str)] = &[
             ("session-cookie-expires", "01"),
             ("session-cookie-expires", "1h"),

@@ -92,16 +92,14 @@ pub fn read(r: &mut Reader) -> BackendSettings {
         "chash" | "chashsubset" | "sticky_balanced" | "sticky_persistent" => {
             r.differs(
                 "load-balance",
-                format!("`{v}` is set by upstream-hash-by or affinity in pingress; round robin here"),
+                format!(
+                    "`{v}` is set by upstream-hash-by or affinity in pingress; round robin here"
+                ),
             );
             Some(Balance::RoundRobin)
         }
         _ => {
-            r.invalid(
-                "load-balance",
-                "not round_robin or ewma",
-                Outcome::Default,
-            );
+            r.invalid("load-balance", "not round_robin or ewma", Outcome::Default);
             None
         }
     });
@@ -113,7 +111,10 @@ pub fn read(r: &mut Reader) -> BackendSettings {
     }
     for key in ["upstream-hash-by-subset", "upstream-hash-by-subset-size"] {
         if r.get(key).is_some() {
-            r.differs(key, "subsets are not supported: the key hashes over all endpoints");
+            r.differs(
+                key,
+                "subsets are not supported: the key hashes over all endpoints",
+            );
         }
     }
     let service_upstream = r.bool("service-upstream", false).unwrap_or(false);
@@ -139,9 +140,21 @@ mod tests {
             ("$binary_remote_addr", Some(vec![HashPart::RemoteAddr])),
             ("$host", Some(vec![HashPart::Host])),
             ("$http_x_user_id", Some(vec![h("x-user-id")])),
-            ("$cookie_session", Some(vec![HashPart::Cookie("session".into())])),
-            ("${arg_id}-x", Some(vec![HashPart::Arg("id".into()), HashPart::Literal("-x".into())])),
-            ("$host$request_uri", Some(vec![HashPart::Host, HashPart::RequestUri])),
+            (
+                "$cookie_session",
+                Some(vec![HashPart::Cookie("session".into())]),
+            ),
+            (
+                "${arg_id}-x",
+                Some(vec![
+                    HashPart::Arg("id".into()),
+                    HashPart::Literal("-x".into()),
+                ]),
+            ),
+            (
+                "$host$request_uri",
+                Some(vec![HashPart::Host, HashPart::RequestUri]),
+            ),
             ("fixed", Some(vec![HashPart::Literal("fixed".into())])),
             ("$request_uri.x", None),
             ("$uri:x", None),
@@ -176,11 +189,26 @@ mod tests {
             assert_eq!(b.balance, *want, "{v}");
             assert_eq!(status(&verdicts, "load-balance"), Some(*st), "{v}");
         }
-        let (b, _, _) = with(&[("load-balance", "ewma"), ("upstream-hash-by", "$host")], read);
+        let (b, _, _) = with(
+            &[("load-balance", "ewma"), ("upstream-hash-by", "$host")],
+            read,
+        );
         assert_eq!(b.balance, Some(Balance::Hash(vec![HashPart::Host])));
-        for (v, want) in [("GRPC", Some(Protocol::H2c)), ("https", Some(Protocol::Https)), ("FCGI", None)] {
-            assert_eq!(with(&[("backend-protocol", v)], read).0.protocol, want, "{v}");
+        for (v, want) in [
+            ("GRPC", Some(Protocol::H2c)),
+            ("https", Some(Protocol::Https)),
+            ("FCGI", None),
+        ] {
+            assert_eq!(
+                with(&[("backend-protocol", v)], read).0.protocol,
+                want,
+                "{v}"
+            );
         }
-        assert!(with(&[("service-upstream", "true")], read).0.service_upstream);
+        assert!(
+            with(&[("service-upstream", "true")], read)
+                .0
+                .service_upstream
+        );
     }
 }

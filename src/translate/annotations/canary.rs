@@ -22,7 +22,10 @@ pub fn read(r: &mut Reader) -> Option<Canary> {
     if r.bool("canary", false) != Some(true) {
         for key in keys {
             if r.has(key) {
-                r.ignored(key, "has no effect without `canary: \"true\"`, as in ingress-nginx");
+                r.ignored(
+                    key,
+                    "has no effect without `canary: \"true\"`, as in ingress-nginx",
+                );
             }
         }
         return None;
@@ -31,25 +34,34 @@ pub fn read(r: &mut Reader) -> Option<Canary> {
         match http::HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes()) {
             Ok(h) => Some(h),
             Err(_) => {
-                r.invalid("canary-by-header", format!("`{name}` is not a header name"), Outcome::Ignored);
-                None
-            }
-        }
-    });
-    let value = r.get("canary-by-header-value").filter(|v| !v.is_empty());
-    let pattern = r.get("canary-by-header-pattern").filter(|v| !v.is_empty()).and_then(|p| {
-        match values::regex_chars(p).and_then(|()| regex::Regex::new(p).map_err(|e| e.to_string())) {
-            Ok(re) => Some(Pattern(re)),
-            Err(e) => {
                 r.invalid(
-                    "canary-by-header-pattern",
-                    format!("{e}; requests go to the main backend unless another rule sends them"),
+                    "canary-by-header",
+                    format!("`{name}` is not a header name"),
                     Outcome::Ignored,
                 );
                 None
             }
         }
     });
+    let value = r.get("canary-by-header-value").filter(|v| !v.is_empty());
+    let pattern =
+        r.get("canary-by-header-pattern")
+            .filter(|v| !v.is_empty())
+            .and_then(|p| {
+                match values::regex_chars(p)
+                    .and_then(|()| regex::Regex::new(p).map_err(|e| e.to_string()))
+                {
+                    Ok(re) => Some(Pattern(re)),
+                    Err(e) => {
+                        r.invalid(
+                    "canary-by-header-pattern",
+                    format!("{e}; requests go to the main backend unless another rule sends them"),
+                    Outcome::Ignored,
+                );
+                        None
+                    }
+                }
+            });
     let header = header.map(|h| {
         let rule = match (value, pattern) {
             (Some(v), _) => HeaderRule::Value(v.to_string()),
@@ -65,7 +77,10 @@ pub fn read(r: &mut Reader) -> Option<Canary> {
             }
         }
     }
-    let cookie = r.get("canary-by-cookie").filter(|c| !c.is_empty()).map(str::to_string);
+    let cookie = r
+        .get("canary-by-cookie")
+        .filter(|c| !c.is_empty())
+        .map(str::to_string);
     let mut int = |key: &'static str| {
         r.get(key).and_then(|v| match values::parse_uint(v) {
             Ok(n) => Some(n.min(u64::from(u32::MAX)) as u32),
@@ -77,7 +92,9 @@ pub fn read(r: &mut Reader) -> Option<Canary> {
     };
     let weight = int("canary-weight").unwrap_or(0);
     // ingress-nginx uses the total only when it is above 100.
-    let total = int("canary-weight-total").filter(|t| *t > 100).unwrap_or(100);
+    let total = int("canary-weight-total")
+        .filter(|t| *t > 100)
+        .unwrap_or(100);
     Some(Canary {
         rule: CanaryRule {
             header,
@@ -110,13 +127,27 @@ mod tests {
         let rule = c.unwrap().rule;
         let (h, hr) = rule.header.unwrap();
         assert_eq!(h.as_str(), "x-canary");
-        assert_eq!(hr, HeaderRule::Value("yes".into()), "value wins over pattern");
+        assert_eq!(
+            hr,
+            HeaderRule::Value("yes".into()),
+            "value wins over pattern"
+        );
         assert_eq!(rule.cookie.as_deref(), Some("beta"));
         assert_eq!((rule.weight, rule.total), (30, 100));
         assert!(v.iter().all(|x| x.status == Status::Applied), "{v:?}");
 
-        let (c, _, _) = with(&[("canary", "true"), ("canary-by-header", "x"), ("canary-by-header-pattern", "^(a|b)$")], read);
-        assert!(matches!(c.unwrap().rule.header.unwrap().1, HeaderRule::Pattern(_)));
+        let (c, _, _) = with(
+            &[
+                ("canary", "true"),
+                ("canary-by-header", "x"),
+                ("canary-by-header-pattern", "^(a|b)$"),
+            ],
+            read,
+        );
+        assert!(matches!(
+            c.unwrap().rule.header.unwrap().1,
+            HeaderRule::Pattern(_)
+        ));
         let (c, _, _) = with(&[("canary", "true"), ("canary-by-header", "x")], read);
         assert_eq!(c.unwrap().rule.header.unwrap().1, HeaderRule::AlwaysNever);
     }
@@ -145,8 +176,18 @@ mod tests {
         let (c, v, _) = with(&[("canary-weight", "50")], read);
         assert!(c.is_none());
         assert_eq!(status(&v, "canary-weight"), Some(Status::Ignored));
-        let (c, v, _) = with(&[("canary", "true"), ("canary-by-header", "x"), ("canary-by-header-pattern", "(")], read);
+        let (c, v, _) = with(
+            &[
+                ("canary", "true"),
+                ("canary-by-header", "x"),
+                ("canary-by-header-pattern", "("),
+            ],
+            read,
+        );
         assert_eq!(c.unwrap().rule.header.unwrap().1, HeaderRule::AlwaysNever);
-        assert_eq!(status(&v, "canary-by-header-pattern"), Some(Status::Invalid));
+        assert_eq!(
+            status(&v, "canary-by-header-pattern"),
+            Some(Status::Invalid)
+        );
     }
 }

@@ -26,7 +26,9 @@ fn codes(v: &str) -> Result<Vec<u16>, String> {
                 "`{part}` is not a 4xx or 5xx status (a comma-separated list such as 404,503)"
             ));
         }
-        let code: u16 = part.parse().map_err(|_| format!("`{part}` is not a status"))?;
+        let code: u16 = part
+            .parse()
+            .map_err(|_| format!("`{part}` is not a status"))?;
         if !out.contains(&code) {
             out.push(code);
         }
@@ -86,20 +88,29 @@ mod tests {
 
     #[test]
     fn bad_values_refuse_the_ingress() {
-        for (k, v) in [("custom-http-errors", "200"), ("default-backend", "Errors_Svc")] {
+        for (k, v) in [
+            ("custom-http-errors", "200"),
+            ("default-backend", "Errors_Svc"),
+        ] {
             let (_, verdicts, refusal) = with(&[(k, v)], read);
             assert_eq!(status(&verdicts, k), Some(Status::Invalid), "{k}");
             assert!(refusal.is_some(), "{k}");
         }
         let (e, _, refusal) = with(
-            &[("custom-http-errors", "404,503"), ("default-backend", "errors")],
+            &[
+                ("custom-http-errors", "404,503"),
+                ("default-backend", "errors"),
+            ],
             read,
         );
         assert_eq!(e.codes, vec![404, 503]);
         assert_eq!(e.default_backend.as_deref(), Some("errors"));
         assert!(refusal.is_none());
         let (e, _, _) = with(
-            &[("custom-http-errors", "404"), ("disable-proxy-intercept-errors", "true")],
+            &[
+                ("custom-http-errors", "404"),
+                ("disable-proxy-intercept-errors", "true"),
+            ],
             read,
         );
         assert!(e.codes.is_empty());

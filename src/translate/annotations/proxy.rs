@@ -20,7 +20,11 @@ fn seconds(r: &mut Reader, key: &'static str) -> Option<Duration> {
     match values::parse_uint(v) {
         Ok(n) => Some(Duration::from_secs(n)),
         Err(e) => {
-            r.invalid(key, format!("{e} (whole seconds, no unit)"), Outcome::Default);
+            r.invalid(
+                key,
+                format!("{e} (whole seconds, no unit)"),
+                Outcome::Default,
+            );
             None
         }
     }
@@ -82,13 +86,15 @@ pub fn read(r: &mut Reader) -> ProxySettings {
     if let Some(t) = seconds(r, "proxy-next-upstream-timeout") {
         retry.get_or_insert_with(Retry::default).timeout = (!t.is_zero()).then_some(t);
     }
-    let body_limit = r.get("proxy-body-size").and_then(|v| match values::parse_size(v) {
-        Ok(n) => Some(n),
-        Err(e) => {
-            r.invalid("proxy-body-size", e, Outcome::Default);
-            None
-        }
-    });
+    let body_limit = r
+        .get("proxy-body-size")
+        .and_then(|v| match values::parse_size(v) {
+            Ok(n) => Some(n),
+            Err(e) => {
+                r.invalid("proxy-body-size", e, Outcome::Default);
+                None
+            }
+        });
     for key in ["proxy-buffering", "proxy-request-buffering"] {
         if let Some(v) = r.get(key) {
             if BUFFERING.contains(&v) {
@@ -105,7 +111,10 @@ pub fn read(r: &mut Reader) -> ProxySettings {
         "client-body-buffer-size",
     ] {
         if r.get(key).is_some() {
-            r.differs(key, "accepted with no effect: pingress streams bodies (Pingora)");
+            r.differs(
+                key,
+                "accepted with no effect: pingress streams bodies (Pingora)",
+            );
         }
     }
     ProxySettings {
@@ -131,7 +140,11 @@ mod tests {
             ("1.5", None, Status::Invalid),
         ];
         for (v, want, st) in cases {
-            for key in ["proxy-connect-timeout", "proxy-read-timeout", "proxy-send-timeout"] {
+            for key in [
+                "proxy-connect-timeout",
+                "proxy-read-timeout",
+                "proxy-send-timeout",
+            ] {
                 let (p, verdicts, refusal) = with(&[(key, v)], read);
                 let got = match key {
                     "proxy-connect-timeout" => p.timeouts.connect,
@@ -160,13 +173,19 @@ mod tests {
         for (v, want) in cases {
             let (p, verdicts, _) = with(&[("proxy-body-size", v)], read);
             assert_eq!(p.body_limit, *want, "{v}");
-            assert_eq!(status(&verdicts, "proxy-body-size") == Some(Status::Invalid), want.is_none());
+            assert_eq!(
+                status(&verdicts, "proxy-body-size") == Some(Status::Invalid),
+                want.is_none()
+            );
         }
     }
 
     #[test]
     fn next_upstream_conditions_tries_and_timeout() {
-        let (p, v, _) = with(&[("proxy-next-upstream", "error timeout non_idempotent")], read);
+        let (p, v, _) = with(
+            &[("proxy-next-upstream", "error timeout non_idempotent")],
+            read,
+        );
         let r = p.retry.unwrap();
         assert!(r.on_error && r.on_timeout && r.non_idempotent);
         assert_eq!(r.tries, 3);
@@ -184,14 +203,20 @@ mod tests {
         assert_eq!(p.retry.unwrap().tries, 1);
 
         let (p, _, _) = with(
-            &[("proxy-next-upstream-tries", "5"), ("proxy-next-upstream-timeout", "2")],
+            &[
+                ("proxy-next-upstream-tries", "5"),
+                ("proxy-next-upstream-timeout", "2"),
+            ],
             read,
         );
         let r = p.retry.unwrap();
         assert_eq!((r.tries, r.timeout), (5, Some(Duration::from_secs(2))));
         let (p, v, _) = with(&[("proxy-next-upstream-tries", "x")], read);
         assert_eq!(p.retry, None);
-        assert_eq!(status(&v, "proxy-next-upstream-tries"), Some(Status::Invalid));
+        assert_eq!(
+            status(&v, "proxy-next-upstream-tries"),
+            Some(Status::Invalid)
+        );
     }
 
     #[test]

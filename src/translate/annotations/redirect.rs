@@ -28,7 +28,12 @@ fn redirect_url(v: &str) -> Result<Result<String, String>, String> {
     })
 }
 
-fn code(r: &mut Reader, key: &'static str, range: std::ops::RangeInclusive<u16>, default: u16) -> u16 {
+fn code(
+    r: &mut Reader,
+    key: &'static str,
+    range: std::ops::RangeInclusive<u16>,
+    default: u16,
+) -> u16 {
     let Some(v) = r.get(key) else { return default };
     match values::parse_int(v) {
         Ok(n) if u16::try_from(n).is_ok_and(|n| range.contains(&n)) => n as u16,
@@ -47,7 +52,13 @@ fn code(r: &mut Reader, key: &'static str, range: std::ops::RangeInclusive<u16>,
     }
 }
 
-fn fixed(r: &mut Reader, key: &'static str, code_key: &'static str, range: std::ops::RangeInclusive<u16>, default: u16) -> Option<Redirect> {
+fn fixed(
+    r: &mut Reader,
+    key: &'static str,
+    code_key: &'static str,
+    range: std::ops::RangeInclusive<u16>,
+    default: u16,
+) -> Option<Redirect> {
     let code = code(r, code_key, range, default);
     let v = r.get(key)?;
     match redirect_url(v) {
@@ -69,8 +80,20 @@ fn fixed(r: &mut Reader, key: &'static str, code_key: &'static str, range: std::
 pub fn read(r: &mut Reader) -> Redirects {
     let ssl_redirect = r.bool("ssl-redirect", true);
     let force_ssl_redirect = r.bool("force-ssl-redirect", false).unwrap_or(false);
-    let permanent = fixed(r, "permanent-redirect", "permanent-redirect-code", 300..=308, 301);
-    let temporal = fixed(r, "temporal-redirect", "temporal-redirect-code", 300..=307, 302);
+    let permanent = fixed(
+        r,
+        "permanent-redirect",
+        "permanent-redirect-code",
+        300..=308,
+        301,
+    );
+    let temporal = fixed(
+        r,
+        "temporal-redirect",
+        "temporal-redirect-code",
+        300..=307,
+        302,
+    );
     if temporal.is_some() && permanent.is_some() {
         r.differs(
             "permanent-redirect",
@@ -130,29 +153,115 @@ mod tests {
     #[test]
     fn fixed_redirects_codes_and_precedence() {
         // (annotations, expected (code, url), status of the URL key, refused)
-        type Case<'a> = (&'a [(&'a str, &'a str)], Option<(u16, &'a str)>, Option<Status>, bool);
+        type Case<'a> = (
+            &'a [(&'a str, &'a str)],
+            Option<(u16, &'a str)>,
+            Option<Status>,
+            bool,
+        );
         let cases: &[Case] = &[
-            (&[("permanent-redirect", "https://new.example.com/x")], Some((301, "https://new.example.com/x")), Some(Status::Applied), false),
-            (&[("permanent-redirect", "https://e.com"), ("permanent-redirect-code", "308")], Some((308, "https://e.com")), Some(Status::Applied), false),
+            (
+                &[("permanent-redirect", "https://new.example.com/x")],
+                Some((301, "https://new.example.com/x")),
+                Some(Status::Applied),
+                false,
+            ),
+            (
+                &[
+                    ("permanent-redirect", "https://e.com"),
+                    ("permanent-redirect-code", "308"),
+                ],
+                Some((308, "https://e.com")),
+                Some(Status::Applied),
+                false,
+            ),
             // Out of range: the default code.
-            (&[("permanent-redirect", "https://e.com"), ("permanent-redirect-code", "309")], Some((301, "https://e.com")), Some(Status::Applied), false),
-            (&[("permanent-redirect", "https://e.com"), ("permanent-redirect-code", "abc")], Some((301, "https://e.com")), Some(Status::Applied), true),
-            (&[("temporal-redirect", "http://e.com/t")], Some((302, "http://e.com/t")), Some(Status::Applied), false),
-            (&[("temporal-redirect", "http://e.com/t"), ("temporal-redirect-code", "307")], Some((307, "http://e.com/t")), Some(Status::Applied), false),
-            (&[("temporal-redirect", "http://e.com/t"), ("temporal-redirect-code", "308")], Some((302, "http://e.com/t")), Some(Status::Applied), false),
+            (
+                &[
+                    ("permanent-redirect", "https://e.com"),
+                    ("permanent-redirect-code", "309"),
+                ],
+                Some((301, "https://e.com")),
+                Some(Status::Applied),
+                false,
+            ),
+            (
+                &[
+                    ("permanent-redirect", "https://e.com"),
+                    ("permanent-redirect-code", "abc"),
+                ],
+                Some((301, "https://e.com")),
+                Some(Status::Applied),
+                true,
+            ),
+            (
+                &[("temporal-redirect", "http://e.com/t")],
+                Some((302, "http://e.com/t")),
+                Some(Status::Applied),
+                false,
+            ),
+            (
+                &[
+                    ("temporal-redirect", "http://e.com/t"),
+                    ("temporal-redirect-code", "307"),
+                ],
+                Some((307, "http://e.com/t")),
+                Some(Status::Applied),
+                false,
+            ),
+            (
+                &[
+                    ("temporal-redirect", "http://e.com/t"),
+                    ("temporal-redirect-code", "308"),
+                ],
+                Some((302, "http://e.com/t")),
+                Some(Status::Applied),
+                false,
+            ),
             // Temporal wins over permanent.
-            (&[("temporal-redirect", "http://t.com"), ("permanent-redirect", "http://p.com")], Some((302, "http://t.com")), Some(Status::Differs), false),
+            (
+                &[
+                    ("temporal-redirect", "http://t.com"),
+                    ("permanent-redirect", "http://p.com"),
+                ],
+                Some((302, "http://t.com")),
+                Some(Status::Differs),
+                false,
+            ),
             // Characters ingress-nginx refuses: the Ingress is dropped.
-            (&[("permanent-redirect", "https://e.com/$request_uri")], None, Some(Status::Invalid), true),
-            (&[("permanent-redirect", "https://e.com/a%20b")], None, Some(Status::Invalid), true),
+            (
+                &[("permanent-redirect", "https://e.com/$request_uri")],
+                None,
+                Some(Status::Invalid),
+                true,
+            ),
+            (
+                &[("permanent-redirect", "https://e.com/a%20b")],
+                None,
+                Some(Status::Invalid),
+                true,
+            ),
             // Not http(s): the redirect alone is dropped (reported).
-            (&[("permanent-redirect", "ftp://e.com/x")], None, Some(Status::Invalid), false),
-            (&[("permanent-redirect", "/relative")], None, Some(Status::Invalid), false),
+            (
+                &[("permanent-redirect", "ftp://e.com/x")],
+                None,
+                Some(Status::Invalid),
+                false,
+            ),
+            (
+                &[("permanent-redirect", "/relative")],
+                None,
+                Some(Status::Invalid),
+                false,
+            ),
         ];
         for (pairs, want, st, refused) in cases {
             let (r, v, refusal) = with(pairs, read);
             assert_eq!(url(&r), *want, "{pairs:?}");
-            let key = if pairs[0].0.starts_with("temporal") && pairs.len() == 2 && pairs[1].0 == "permanent-redirect" {
+            let key = if pairs[0].0.starts_with("temporal")
+                && pairs.len() == 2
+                && pairs[1].0 == "permanent-redirect"
+            {
                 "permanent-redirect"
             } else {
                 pairs[0].0
@@ -178,7 +287,10 @@ mod tests {
         assert_eq!(r.aliases.len(), 2);
         assert!(v.iter().all(|x| x.status == Status::Applied), "{v:?}");
 
-        let (r, v, _) = with(&[("ssl-redirect", "yes"), ("server-alias", "~^a.*, ok.com")], read);
+        let (r, v, _) = with(
+            &[("ssl-redirect", "yes"), ("server-alias", "~^a.*, ok.com")],
+            read,
+        );
         assert_eq!(r.ssl_redirect, Some(true), "bad value: the default (true)");
         assert_eq!(status(&v, "ssl-redirect"), Some(Status::Invalid));
         assert_eq!(r.aliases, vec![HostMatch::Exact("ok.com".into())]);

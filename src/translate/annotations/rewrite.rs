@@ -32,7 +32,11 @@ pub fn read(r: &mut Reader) -> Rewrites {
     let mut app_root = path_value(r, "app-root");
     if let Some(root) = &app_root {
         if !root.starts_with('/') || root.contains("://") {
-            r.invalid("app-root", "must be a path starting with `/`", Outcome::Ignored);
+            r.invalid(
+                "app-root",
+                "must be a path starting with `/`",
+                Outcome::Ignored,
+            );
             app_root = None;
         }
     }

@@ -73,7 +73,10 @@ pub fn path_with_captures(v: &str) -> Result<(), String> {
 
 /// `IsValidRegex` characters: alphanumerics and `^$[](){}*+?|&=\`.
 pub fn regex_chars(v: &str) -> Result<(), String> {
-    if clean(v) && v.chars().all(|c| alphanumeric(c) || "^$[](){}*+?|&=\\".contains(c)) {
+    if clean(v)
+        && v.chars()
+            .all(|c| alphanumeric(c) || "^$[](){}*+?|&=\\".contains(c))
+    {
         Ok(())
     } else {
         Err(format!("`{v}` has characters not allowed in this value"))
@@ -113,7 +116,9 @@ pub fn dns_label(v: &str) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!("`{v}` is not a valid Service name (DNS-1035 label)"))
+        Err(format!(
+            "`{v}` is not a valid Service name (DNS-1035 label)"
+        ))
     }
 }
 
@@ -172,7 +177,13 @@ mod tests {
         assert!(path_with_captures("/a?b").is_err());
         assert!(path_with_captures("/a\nb").is_err());
         assert!(url_chars("https://example.com/x?a=b&c=d").is_ok());
-        for bad in ["https://e.com/$request_uri", "https://e.com/%20", "a b", "x#y", ""] {
+        for bad in [
+            "https://e.com/$request_uri",
+            "https://e.com/%20",
+            "a b",
+            "x#y",
+            "",
+        ] {
             assert!(url_chars(bad).is_err(), "{bad}");
         }
         assert!(regex_chars("^/api/(v1|v2)$").is_ok());
