@@ -1154,8 +1154,7 @@ fn rule_hosts(ing: &Ingress) -> Vec<HostMatch> {
 
 fn first_line(s: &str) -> String {
     s.lines()
-        .filter(|l| !l.trim().is_empty())
-        .last()
+        .rfind(|l| !l.trim().is_empty())
         .unwrap_or(s)
         .trim()
         .to_string()

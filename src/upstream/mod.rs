@@ -238,10 +238,9 @@ impl Pool {
         let sample = took.map_or(1e6, |t| t.as_micros() as f64);
         let now = std::time::Instant::now();
         let score = decayed(e);
-        e.score_us = if e.stamp.is_none() {
+        // The first sample, or a peak (a slow answer counts at once), replaces the score.
+        e.score_us = if e.stamp.is_none() || sample > score {
             sample
-        } else if sample > score {
-            sample // peak: a slow answer counts at once
         } else {
             let w = (-e.stamp.map_or(0.0, |s| now.duration_since(s).as_secs_f64()) / EWMA_DECAY_S)
                 .exp();
