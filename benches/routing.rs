@@ -2,7 +2,7 @@
 //! rules (exact hosts, wildcard hosts, prefix paths, mixed), translation of 100 to 10,000
 //! Ingresses, an endpoint-set update of a 1,000-pod Service, and the latency distribution
 //! (p50/p99/p99.9, each lookup timed on its own) of lookups in the table translated from
-//! 10,000 Ingresses.
+//! 10,000 Ingresses, and of lookups among 1,000 regex rules on one host.
 //!
 //! Run: `cargo bench --bench routing` (add `-- --quick` for a fast, rough run).
 
@@ -197,9 +197,56 @@ fn lookup_10k_ingresses(c: &mut Criterion) {
     });
 }
 
+/// 1,000 regex rules on one host, as ingress-nginx's regex mode makes them
+/// (`(?i)^/svcN/vM/...`, longest first): p50/p99/p99.9 of single timed lookups of paths that
+/// match rules spread through the list (and some that match none), then a criterion run.
+fn lookup_1k_regex_rules(c: &mut Criterion) {
+    let mut patterns: Vec<String> = (0..1000)
+        .map(|i| format!("(?i)^/svc{i}/v[0-9]+/(items|orders)(/|$)(.*)"))
+        .collect();
+    patterns.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    let mut t = RouteTable::default();
+    let host = HostMatch::Exact("regex.example.com".into());
+    for (i, p) in patterns.iter().enumerate() {
+        t.insert_path(&host, PathKind::Regex, p, i).unwrap();
+    }
+    t.finish().unwrap();
+    let paths: Vec<String> = (0..1000)
+        .map(|i| match i % 10 {
+            9 => format!("/nomatch/{i}"),
+            _ => format!("/SVC{}/v{}/orders/{i}", (i * 7919) % 1000, i % 4),
+        })
+        .collect();
+    let mut ns: Vec<u64> = Vec::with_capacity(200_000);
+    for i in 0..200_000 {
+        let p = &paths[i % paths.len()];
+        let start = std::time::Instant::now();
+        let r = t.lookup(black_box("regex.example.com"), black_box(p));
+        ns.push(start.elapsed().as_nanos() as u64);
+        assert_eq!(r.is_some(), !p.starts_with("/nomatch"), "{p}");
+    }
+    ns.sort_unstable();
+    let q = |f: f64| ns[((ns.len() as f64 * f) as usize).min(ns.len() - 1)];
+    eprintln!(
+        "route_lookup/1k-regex-rules (one host, 200,000 timed lookups): p50 {} ns, p99 {} ns, p99.9 {} ns",
+        q(0.5),
+        q(0.99),
+        q(0.999)
+    );
+    let mut i = 0;
+    c.bench_function("route_lookup/1k-regex-rules", |b| {
+        b.iter(|| {
+            let p = &paths[i % paths.len()];
+            i += 1;
+            black_box(t.lookup(black_box("regex.example.com"), black_box(p)))
+        })
+    });
+}
+
 criterion_group!(
     benches,
     lookup,
+    lookup_1k_regex_rules,
     lookup_10k_ingresses,
     translation,
     endpoint_update

@@ -333,7 +333,12 @@ impl<T> HostRoutes<T> {
             return Ok(());
         };
         let patterns: Vec<&str> = r.slots.iter().map(|(p, _)| &**p).collect();
-        let set = regex_automata::meta::Regex::new_many(&patterns).map_err(|e| e.to_string())?;
+        // A larger lazy-DFA cache than the 2 MiB default: with hundreds of patterns the DFA
+        // would otherwise keep clearing its cache and fall back to slower engines.
+        let set = regex_automata::meta::Regex::builder()
+            .configure(regex_automata::meta::Config::new().hybrid_cache_capacity(32 << 20))
+            .build_many(&patterns)
+            .map_err(|e| e.to_string())?;
         r.each = patterns
             .iter()
             .map(|p| regex::Regex::new(p))
