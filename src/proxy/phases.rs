@@ -211,37 +211,27 @@ pub fn affinity_cookie(
     HeaderValue::from_str(&c).ok()
 }
 
-/// Apply header changes to a request or response header map through Pingora's insert,
-/// append and remove (which keep its case-preserving map in step).
-pub fn apply_request_headers(ops: &HeaderOps, h: &mut RequestHeader) -> pingora::Result<()> {
-    for name in &ops.remove {
-        h.remove_header(name);
-    }
-    for (n, v) in &ops.set {
-        h.insert_header(n.clone(), v.clone())?;
-    }
-    for (n, v) in &ops.add {
-        h.append_header(n.clone(), v.clone())?;
-    }
-    Ok(())
+/// Apply header changes through Pingora's remove, insert and append (which keep its
+/// case-preserving map in step); the same for request and response heads.
+macro_rules! header_ops {
+    ($name:ident, $ty:ty) => {
+        pub fn $name(ops: &HeaderOps, h: &mut $ty) -> pingora::Result<()> {
+            for name in &ops.remove {
+                h.remove_header(name);
+            }
+            for (n, v) in &ops.set {
+                h.insert_header(n.clone(), v.clone())?;
+            }
+            for (n, v) in &ops.add {
+                h.append_header(n.clone(), v.clone())?;
+            }
+            Ok(())
+        }
+    };
 }
 
-/// The same for a response.
-pub fn apply_response_headers(
-    ops: &HeaderOps,
-    h: &mut pingora::http::ResponseHeader,
-) -> pingora::Result<()> {
-    for name in &ops.remove {
-        h.remove_header(name);
-    }
-    for (n, v) in &ops.set {
-        h.insert_header(n.clone(), v.clone())?;
-    }
-    for (n, v) in &ops.add {
-        h.append_header(n.clone(), v.clone())?;
-    }
-    Ok(())
-}
+header_ops!(apply_request_headers, RequestHeader);
+header_ops!(apply_response_headers, pingora::http::ResponseHeader);
 
 #[cfg(test)]
 mod tests {
