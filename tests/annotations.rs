@@ -431,7 +431,18 @@ async fn default_backend_serves_while_the_service_has_no_endpoints_and_service_u
         ),
     )])
     .await;
-    assert_eq!(gw.who("fb.example.com", "/x").await, "errors");
+    let e = echo_of(send(&gw, "fb.example.com", "/x?y=1", &[]).await).await;
+    assert_eq!(e.pod, "errors");
+    assert_eq!(e.headers["x-code"], "503");
+    assert_eq!(e.headers["x-original-uri"], "/x?y=1");
+    assert_eq!(
+        (
+            e.headers["x-namespace"].as_str(),
+            e.headers["x-ingress-name"].as_str(),
+            e.headers["x-service-name"].as_str()
+        ),
+        ("ann", "fb", "empty")
+    );
     // No EndpointSlice for `vip`: the ClusterIP (here 127.0.0.1:<pod port>) is the endpoint.
     assert_eq!(gw.who("vip.example.com", "/").await, "direct");
 }
@@ -480,4 +491,67 @@ async fn a_bad_update_keeps_the_last_good_version_serving() {
         &annotated("web", &[], &[("g.example.com", "Prefix", "/", "next")]),
     );
     gw.wait_for("g.example.com", "/", "b").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn custom_http_errors_are_answered_by_the_error_backend() {
+    let a = pod("a").await;
+    let errors = pod("errors").await;
+    let gw = Gateway::start(&[(
+        "site.yaml",
+        format!(
+            "{}{}",
+            services(&[("web", &[a]), ("errors", &[errors])]),
+            annotated(
+                "errs",
+                &[
+                    ("custom-http-errors", "404,503"),
+                    ("default-backend", "errors")
+                ],
+                &[("e.example.com", "Prefix", "/", "web")],
+            ),
+        ),
+    )])
+    .await;
+    for code in ["404", "503"] {
+        let path = format!("/missing?status={code}");
+        let r = send(
+            &gw,
+            "e.example.com",
+            &path,
+            &[("accept", "text/html"), ("x-request-id", "req-1")],
+        )
+        .await;
+        assert_eq!(r.headers()["x-request-id"], "req-1");
+        let e = echo_of(r).await;
+        assert_eq!(e.pod, "errors", "{code}");
+        assert_eq!(
+            (e.method.as_str(), e.path.as_str(), e.query.as_str()),
+            ("GET", "/", "")
+        );
+        let h = |k: &str| e.headers.get(k).map(String::as_str);
+        assert_eq!(h("x-code"), Some(code));
+        assert_eq!(h("x-format"), Some("text/html"));
+        assert_eq!(h("x-original-uri"), Some(path.as_str()));
+        assert_eq!(h("x-namespace"), Some("ann"));
+        assert_eq!(h("x-ingress-name"), Some("errs"));
+        assert_eq!(h("x-service-name"), Some("web"));
+        assert_eq!(h("x-service-port"), Some("80"));
+        assert_eq!(h("x-request-id"), Some("req-1"));
+    }
+    // A status that is not listed is the pod's own answer; and the gateway keeps serving.
+    let r = send(&gw, "e.example.com", "/x?status=500", &[]).await;
+    assert_eq!(r.status(), 500);
+    assert_eq!(echo_of_any(r).await.pod, "a");
+    assert_eq!(
+        echo_of(send(&gw, "e.example.com", "/ok", &[]).await)
+            .await
+            .pod,
+        "a"
+    );
+}
+
+async fn echo_of_any(r: reqwest::Response) -> Echo {
+    let body = r.text().await.unwrap();
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("not an echo: {e}: {body}"))
 }

@@ -18,6 +18,7 @@
 //!   502.
 //! * `logging`: metrics (through the route's pre-resolved handles) and the JSON access log.
 
+mod error_pages;
 pub mod phases;
 mod request_id;
 
@@ -68,6 +69,10 @@ pub struct Ctx {
     ewma: bool,
     /// Request body bytes seen, against the route's body limit.
     body_seen: u64,
+    /// The pod answered a status the route's custom-http-errors lists.
+    intercept: Option<u16>,
+    /// The route this request was meant for when its `default-backend` serves it instead.
+    fell_back: Option<Arc<Route>>,
 }
 
 /// One HTTP/1 downstream connection: counts it as open while alive and keeps what is the
@@ -168,6 +173,81 @@ impl Gateway {
         self.shared.metrics.https_redirects.inc();
         session.write_response_header(Box::new(resp), true).await?;
         Ok(true)
+    }
+
+    /// Answer an intercepted upstream status from the route's error backend; when that
+    /// fails, a plain answer with the original status. Returns the status sent.
+    async fn error_page(&self, session: &mut Session, ctx: &mut Ctx, code: u16) -> u16 {
+        let Some(route) = ctx.route.clone() else {
+            return code;
+        };
+        let backend = route
+            .policy
+            .as_ref()
+            .and_then(|p| p.errors.as_ref())
+            .map(|e| &e.backend);
+        let addr = match backend.map(|b| &b.action) {
+            Some(Action::Proxy(pool)) => pool.select(&[]),
+            _ => None,
+        };
+        let port = match &route.action {
+            Action::Proxy(p) => p.key.port.to_string(),
+            Action::Respond(_) => String::new(),
+        };
+        let req = session.req_header();
+        let failed = error_pages::Failed {
+            code,
+            accept: req.headers.get(http::header::ACCEPT),
+            original_uri: req.uri.path_and_query().map_or("/", |p| p.as_str()),
+            host: request_host(req),
+            namespace: &route.namespace,
+            ingress: &route.ingress,
+            service: &route.service,
+            service_port: port,
+            request_id: ctx.request_id.as_ref(),
+        };
+        let limit = Duration::from_millis(self.upstream.read_timeout_ms);
+        let page = match addr {
+            Some(a) => error_pages::fetch(a, &failed, limit).await,
+            None => Err("the error backend has no ready endpoint".into()),
+        };
+        let page = match page {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(
+                    ingress = &*route.ingress,
+                    status = code,
+                    "custom-http-errors: {e}; answering with the pod's status"
+                );
+                ctx.own_status = code;
+                let _ = self.respond(session, ctx, code).await;
+                return code;
+            }
+        };
+        let written: Result<()> = async {
+            let mut resp = ResponseHeader::build(page.status, Some(4))?;
+            if let Some(ct) = page.headers.get(http::header::CONTENT_TYPE) {
+                resp.insert_header(http::header::CONTENT_TYPE, ct.clone())?;
+            }
+            resp.insert_header(http::header::CONTENT_LENGTH, page.body.len())?;
+            if !session.is_http2() {
+                // Pingora does not reuse a client connection after this path: say so.
+                resp.insert_header(http::header::CONNECTION, "close")?;
+            }
+            if let Some(id) = &ctx.request_id {
+                resp.insert_header("x-request-id", id.clone())?;
+            }
+            self.add_hsts(ctx, &mut resp)?;
+            session.write_response_header(Box::new(resp), false).await?;
+            session.write_response_body(Some(page.body), true).await?;
+            Ok(())
+        }
+        .await;
+        if let Err(e) = written {
+            tracing::debug!("custom-http-errors: writing the page: {e}");
+        }
+        ctx.own_status = page.status;
+        page.status
     }
 
     /// A route's own redirect (app-root, permanent/temporal, from-to-www).
@@ -295,6 +375,8 @@ impl ProxyHttp for Gateway {
             set_cookie: None,
             ewma: false,
             body_seen: 0,
+            intercept: None,
+            fell_back: None,
         }
     }
 
@@ -389,6 +471,7 @@ impl ProxyHttp for Gateway {
             }
             if status == Some(503) {
                 if let Some(fb) = &policy.fallback {
+                    ctx.fell_back = Some(route.clone());
                     route = fb.clone();
                     status = match &route.action {
                         Action::Proxy(pool) if !pool.is_empty() => None,
@@ -608,6 +691,25 @@ impl ProxyHttp for Gateway {
         if let Some(id) = &ctx.request_id {
             up.insert_header("x-request-id", id.clone())?;
         }
+        if let Some(from) = &ctx.fell_back {
+            // The default backend serves a route without endpoints (ingress-nginx's headers).
+            let port = match &from.action {
+                Action::Proxy(p) => HeaderValue::from(p.key.port),
+                Action::Respond(_) => HeaderValue::from_static(""),
+            };
+            let uri = up
+                .uri
+                .path_and_query()
+                .map_or("/", |p| p.as_str())
+                .to_string();
+            let name = from.ingress.rsplit('/').next().unwrap_or("");
+            up.insert_header("x-code", HeaderValue::from_static("503"))?;
+            up.insert_header("x-original-uri", uri)?;
+            up.insert_header("x-namespace", &*from.namespace)?;
+            up.insert_header("x-ingress-name", name)?;
+            up.insert_header("x-service-name", &*from.service)?;
+            up.insert_header("x-service-port", port)?;
+        }
         if let Some(policy) = ctx.route.as_ref().and_then(|r| r.policy.as_ref()) {
             // Phase 5: rewrite, then header changes.
             if let Some(rw) = &policy.rewrite {
@@ -638,6 +740,13 @@ impl ProxyHttp for Gateway {
         resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        if let Some(code) = ctx.intercept {
+            // Handled in fail_to_proxy, before anything is written to the client.
+            return Error::e_explain(
+                HTTPStatus(code),
+                "answered by the custom-http-errors backend",
+            );
+        }
         if let Some(policy) = ctx.route.as_ref().and_then(|r| r.policy.as_ref()) {
             // Phase 6: response headers and the affinity cookie.
             phases::apply_response_headers(&policy.response_headers, resp)?;
@@ -652,8 +761,17 @@ impl ProxyHttp for Gateway {
         &self,
         session: &mut Session,
         e: &Error,
-        _ctx: &mut Ctx,
+        ctx: &mut Ctx,
     ) -> pingora_proxy::FailToProxy {
+        if let (Some(code), HTTPStatus(c)) = (ctx.intercept, e.etype()) {
+            if code == *c && session.response_written().is_none() {
+                let status = self.error_page(session, ctx, code).await;
+                return pingora_proxy::FailToProxy {
+                    error_code: status,
+                    can_reuse_downstream: false,
+                };
+            }
+        }
         let code = match e.etype() {
             HTTPStatus(code) => *code,
             // A pod that does not answer in time: 504, as ingress-nginx.
@@ -683,13 +801,29 @@ impl ProxyHttp for Gateway {
     async fn upstream_response_filter(
         &self,
         _session: &mut Session,
-        _resp: &mut ResponseHeader,
+        resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
         if let Some(s) = ctx.upstream_start {
             ctx.upstream_time = Some(s.elapsed());
         }
+        let errors = ctx
+            .route
+            .as_ref()
+            .and_then(|r| r.policy.as_ref())
+            .and_then(|p| p.errors.as_ref());
+        if let Some(e) = errors {
+            let code = resp.status.as_u16();
+            if e.codes.contains(&code) {
+                ctx.intercept = Some(code);
+            }
+        }
         Ok(())
+    }
+
+    fn suppress_error_log(&self, _session: &Session, ctx: &Ctx, _error: &Error) -> bool {
+        // An intercepted status is answered from the error backend: not an error of ours.
+        ctx.intercept.is_some()
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {

@@ -40,13 +40,7 @@ pub fn read(r: &mut Reader) -> Errors {
     let mut out = Errors::default();
     if let Some(v) = r.get("custom-http-errors") {
         match codes(v) {
-            Ok(c) => {
-                out.codes = c;
-                r.partly(
-                    "custom-http-errors",
-                    "parsed, but not yet intercepted: the pod's error answer is passed through",
-                );
-            }
+            Ok(c) => out.codes = c,
             Err(e) => r.invalid("custom-http-errors", e, Outcome::Refuse),
         }
     }
