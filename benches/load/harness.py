@@ -57,6 +57,15 @@ SCENARIOS = {
     "h2-tls": ("HTTP/2 over TLS, 10 connections x 10 streams", "https", "/?size=13", "h2", 10),
     "hosts-1000": ("1,000 hosts x 10 paths, random host+path per request", "http", "/?size=13", "hosts", 50),
     "churn": ("route and endpoint change every 100 ms under load", "http", "/?size=13", "churn", 50),
+    "annotations-1000": ("1,000 Ingresses with ingress-nginx annotations (regex path, rewrite-target, "
+                         "cookie affinity, canary by header), random host per request; 1 in 10 requests "
+                         "to the canary, half with an affinity cookie", "http", "/?size=13", "annotations", 50),
+}
+# Peers that cannot express a scenario are marked in the report, not measured.
+CANNOT = {
+    "churn": {"pingora-floor": "one fixed backend: cannot follow churn"},
+    "annotations-1000": {"haproxy": "no equivalent configuration written for this scenario",
+                         "pingora-floor": "no routing: cannot express annotations"},
 }
 PROXIES = ["pingress", "nginx", "haproxy", "pingora-floor"]
 HOST = "bench.local"
@@ -151,7 +160,32 @@ def routes_for(scenario):
     """(host, path) pairs every proxy serves, all to the same backend."""
     if scenario == "hosts-1000":
         return [(f"h{i}.bench.local", f"/p{j}") for i in range(1000) for j in range(10)]
+    if scenario == "annotations-1000":
+        return [(f"a{i}.bench.local", "/svc") for i in range(1000)]
     return [(HOST, "/")]
+
+
+# The path rule of the annotations scenario, as ingress-nginx's rewrite example writes it.
+ANN_PATH = "/svc(/|$)(.*)"
+
+
+def annotated_ingresses(routes):
+    """Per host: a main Ingress (use-regex, rewrite-target, cookie affinity) and a canary
+    Ingress by header on the same host and path."""
+    out = []
+    rule = (f"      - {{path: \"{ANN_PATH}\", pathType: ImplementationSpecific, "
+            "backend: {service: {name: be, port: {number: 80}}}}\n")
+    for i, (h, _) in enumerate(routes):
+        main = ('{nginx.ingress.kubernetes.io/ssl-redirect: "false", nginx.ingress.kubernetes.io/use-regex: "true", '
+                'nginx.ingress.kubernetes.io/rewrite-target: "/$2", nginx.ingress.kubernetes.io/affinity: cookie}')
+        canary = ('{nginx.ingress.kubernetes.io/ssl-redirect: "false", nginx.ingress.kubernetes.io/canary: "true", '
+                  'nginx.ingress.kubernetes.io/canary-by-header: X-Canary}')
+        for name, ann in [(f"a{i}", main), (f"a{i}-canary", canary)]:
+            out.append(
+                f"apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {{name: {name}, namespace: bench,"
+                f" annotations: {ann}}}\nspec:\n  ingressClassName: pingress\n  rules:\n  - host: {h}\n"
+                f"    http:\n      paths:\n{rule}")
+    return out
 
 
 def write_certs(d):
@@ -165,7 +199,7 @@ def write_certs(d):
     return crt, key
 
 
-def pingress_manifests(d, routes, backends, crt, key):
+def pingress_manifests(d, routes, backends, crt, key, scenario=None):
     import base64
     m = d / "manifests"
     m.mkdir(exist_ok=True)
@@ -182,6 +216,9 @@ def pingress_manifests(d, routes, backends, crt, key):
     (m / "05-secret.yaml").write_text(
         "apiVersion: v1\nkind: Secret\nmetadata: {name: bench-tls, namespace: bench}\n"
         f"type: kubernetes.io/tls\ndata:\n  tls.crt: {crt64}\n  tls.key: {key64}\n")
+    if scenario == "annotations-1000":
+        (m / "20-ingresses.yaml").write_text("---\n".join(annotated_ingresses(routes)))
+        return m
     by_host = {}
     for h, p in routes:
         by_host.setdefault(h, []).append(p)
@@ -223,17 +260,31 @@ def pingress_conf(d, http, https, admin, manifests):
     return conf
 
 
-def nginx_conf(d, http, https, routes, backends, crt, key):
+def nginx_conf(d, http, https, routes, backends, crt, key, scenario=None):
     servers = {}
     for h, p in routes:
         servers.setdefault(h, []).append(p)
     blocks = []
+    # The annotations scenario: the location ingress-nginx generates for a regex path with
+    # rewrite-target (`~*`, then `rewrite ... break`), the canary header as a map choosing the
+    # upstream, and cookie affinity approximated by consistent hashing of the cookie (plain
+    # nginx cannot issue the cookie; ingress-nginx does that in Lua).
+    ann = scenario == "annotations-1000"
     for h, paths in servers.items():
-        locs = "".join(f"    location {p} {{ proxy_pass http://be; }}\n" for p in paths)
+        if ann:
+            locs = (f'    location ~* "^{ANN_PATH}" {{\n      rewrite "(?i){ANN_PATH}" /$2 break;\n'
+                    "      proxy_pass http://$be_pick;\n    }\n")
+        else:
+            locs = "".join(f"    location {p} {{ proxy_pass http://be; }}\n" for p in paths)
         blocks.append(
             f"  server {{\n    listen 127.0.0.1:{http};\n    listen 127.0.0.1:{https} ssl http2;\n"
             f"    server_name {h};\n{locs}  }}\n")
     ups = "".join(f"    server 127.0.0.1:{p};\n" for p in backends)
+    extra = ""
+    if ann:
+        extra = (f"  map $http_x_canary $be_pick {{ always be_canary; default be; }}\n"
+                 f"  upstream be_canary {{\n{ups}    keepalive 256;\n  }}\n")
+        ups = "    hash $cookie_INGRESSCOOKIE consistent;\n" + ups
     conf = d / "nginx.conf"
     conf.write_text(f"""
 worker_processes 1;
@@ -266,7 +317,7 @@ http {{
   proxy_set_header X-Forwarded-Host $host;
   proxy_set_header X-Forwarded-Port $server_port;
   proxy_set_header X-Request-ID $request_id;
-  upstream be {{
+{extra}  upstream be {{
 {ups}    keepalive 256;
   }}
   server {{
@@ -322,9 +373,9 @@ backend be
 
 
 class Proxy:
-    def __init__(self, name, d, routes, backends, certs):
+    def __init__(self, name, d, routes, backends, certs, scenario=None):
         """`certs`: the directory `write_certs` filled (tls.crt, tls.key, combined.pem)."""
-        self.name, self.d = name, d
+        self.name, self.d, self.scenario = name, d, scenario
         self.http, self.https = free_port(), free_port()
         self.routes, self.backends = routes, backends
         self.crt, self.key, self.pem = certs / "tls.crt", certs / "tls.key", certs / "combined.pem"
@@ -334,7 +385,7 @@ class Proxy:
         d = self.d
         if self.name == "pingress":
             self.admin = free_port()
-            m = pingress_manifests(d, self.routes, self.backends, self.crt, self.key)
+            m = pingress_manifests(d, self.routes, self.backends, self.crt, self.key, self.scenario)
             conf = pingress_conf(d, self.http, self.https, self.admin, m)
             cmd = [str(BIN), "-c", str(conf)]
         elif self.name == "pingora-floor":
@@ -345,7 +396,8 @@ class Proxy:
         elif self.name == "nginx":
             for sub in ["nginx-body", "nginx-proxy", "nginx-fastcgi", "nginx-uwsgi", "nginx-scgi"]:
                 (d / sub).mkdir(exist_ok=True)
-            conf = nginx_conf(d, self.http, self.https, self.routes, self.backends, self.crt, self.key)
+            conf = nginx_conf(d, self.http, self.https, self.routes, self.backends, self.crt, self.key,
+                              self.scenario)
             cmd = ["nginx", "-c", str(conf), "-p", str(d)]
         else:
             conf = haproxy_conf(d, self.http, self.https, self.routes, self.backends, self.pem)
@@ -410,7 +462,21 @@ end
 def wrk_script(d, scenario, routes, close):
     lua = []
     hdr = '["Connection"]="close",' if close else ""
-    if scenario == "hosts-1000":
+    if scenario == "annotations-1000":
+        lua.append("local reqs = {}\ninit = function(args)\n")
+        k = 0
+        for i, (h, p) in enumerate(routes):
+            for j in range(10):
+                extra = ""
+                if j == 0:
+                    extra += '["X-Canary"]="always",'
+                if j % 2 == 1:
+                    extra += f'["Cookie"]="INGRESSCOOKIE={(i * 10 + j) % 97:016x}",'
+                k += 1
+                lua.append(f'  reqs[{k}] = wrk.format(nil, "{p}/x?size=13", {{["Host"]="{h}",{hdr}{extra}}})\n')
+        lua.append("end\nlocal n = 0\nrequest = function()\n  n = n + 7919\n"
+                   "  return reqs[(n % #reqs) + 1]\nend\n")
+    elif scenario == "hosts-1000":
         lua.append("local reqs = {}\ninit = function(args)\n")
         for i, (h, p) in enumerate(routes):
             lua.append(f'  reqs[{i + 1}] = wrk.format(nil, "{p}/x?size=13", {{["Host"]="{h}",{hdr}}})\n')
@@ -616,18 +682,23 @@ def main():
         wait_port(p)
 
     results = {}
+    skipped = {}
     try:
         for s in scenarios:
             log(f"== {s}: {SCENARIOS[s][0]}")
             routes = routes_for(s)
-            # The floor has one fixed backend: it cannot follow churn.
-            active = [p for p in proxies if not (p == "pingora-floor" and SCENARIOS[s][3] == "churn")]
+            cannot = CANNOT.get(s, {})
+            for p in proxies:
+                if p in cannot:
+                    log(f"   {p}: not measured ({cannot[p]})")
+                    skipped.setdefault(s, {})[p] = cannot[p]
+            active = [p for p in proxies if p not in cannot]
             runs = {p: [] for p in active}
             for rnd in range(args.rounds):
                 for p in active:
                     pd = d / f"{s}-{p}"
                     pd.mkdir(exist_ok=True)
-                    proxy = Proxy(p, pd, routes, [backends[0]], d)
+                    proxy = Proxy(p, pd, routes, [backends[0]], d, s)
                     try:
                         proxy.start()
                         r = measure(pd, proxy, s, args.duration, backends, args.warmup)
@@ -658,7 +729,7 @@ def main():
         "rounds": args.rounds, "duration_s": args.duration, "warmup_s": args.warmup,
         "machine": machine(), "versions": versions(),
         "scenarios": {s: SCENARIOS[s][0] for s in scenarios},
-        "results": results, "pingress_memory": memory,
+        "results": results, "pingress_memory": memory, "not_measured": skipped,
     }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -698,6 +769,9 @@ def markdown(rep):
             f"pingress memory: idle RSS {mem['idle']['rss_kib'] / 1024:.1f} MiB; with 10,000 Ingresses "
             f"loaded {mem['10k_ingresses']['rss_kib'] / 1024:.1f} MiB (peak "
             f"{mem['10k_ingresses']['rss_peak_kib'] / 1024:.1f} MiB).")
+    for s, by in rep.get("not_measured", {}).items():
+        lines.append("")
+        lines.append(f"Not measured in `{s}`: " + "; ".join(f"{p} ({why})" for p, why in by.items()) + ".")
     lines.append("")
     lines.append("Scenarios: " + "; ".join(f"`{s}` {d}" for s, d in rep["scenarios"].items()) + ".")
     return "\n".join(lines) + "\n"
