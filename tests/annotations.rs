@@ -555,3 +555,41 @@ async fn echo_of_any(r: reqwest::Response) -> Echo {
     let body = r.text().await.unwrap();
     serde_json::from_str(&body).unwrap_or_else(|e| panic!("not an echo: {e}: {body}"))
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn next_upstream_tries_bound_the_retries_on_a_dead_endpoint() {
+    let a = pod("a").await;
+    // An endpoint that refuses connections: a port that was free a moment ago.
+    let dead: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let gw = Gateway::start(&[(
+        "site.yaml",
+        format!(
+            "{}{}{}",
+            services(&[("web", &[a, dead])]),
+            annotated("retry", &[], &[("r.example.com", "Prefix", "/", "web")]),
+            annotated(
+                "once",
+                &[("proxy-next-upstream-tries", "1")],
+                &[("once.example.com", "Prefix", "/", "web")],
+            ),
+        ),
+    )])
+    .await;
+    // Default (error timeout, 3 tries): the dead endpoint is retried on the live one.
+    for _ in 0..12 {
+        assert_eq!(gw.who("r.example.com", "/").await, "a");
+    }
+    // One try: round robin sends some requests to the dead endpoint, which fail (502).
+    let mut failed = 0;
+    for _ in 0..12 {
+        match gw.who("once.example.com", "/").await.as_str() {
+            "a" => {}
+            "502" => failed += 1,
+            other => panic!("unexpected answer {other}"),
+        }
+    }
+    assert!(
+        failed > 0,
+        "with one try, requests to the dead endpoint fail"
+    );
+}

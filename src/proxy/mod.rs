@@ -230,10 +230,9 @@ impl Gateway {
                 resp.insert_header(http::header::CONTENT_TYPE, ct.clone())?;
             }
             resp.insert_header(http::header::CONTENT_LENGTH, page.body.len())?;
-            if !session.is_http2() {
-                // Pingora does not reuse a client connection after this path: say so.
-                resp.insert_header(http::header::CONNECTION, "close")?;
-            }
+            // Pingora does not reuse a client connection after this path: say so (on
+            // HTTP/1 its session writes `Connection: close` once keep-alive is off).
+            session.set_keepalive(None);
             if let Some(id) = &ctx.request_id {
                 resp.insert_header("x-request-id", id.clone())?;
             }

@@ -385,3 +385,126 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod balance_tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+    use crate::translate::UpstreamKey;
+
+    fn pool(addrs: &[SocketAddr]) -> Pool {
+        let p = Pool::new(
+            UpstreamKey {
+                namespace: "ns".into(),
+                service: "svc".into(),
+                port_name: "http".into(),
+                port: 80,
+                cluster_ip: false,
+            },
+            None,
+        );
+        p.set_endpoints(addrs.iter().copied().collect::<BTreeSet<_>>());
+        p
+    }
+
+    fn addr(n: u8) -> SocketAddr {
+        SocketAddr::from(([10, 0, 0, n], 8080))
+    }
+
+    fn persistent() -> Affinity {
+        Affinity {
+            mode: AffinityMode::Persistent,
+            name: "route".into(),
+            path: None,
+            domain: None,
+            expires: None,
+            max_age: None,
+            samesite: None,
+            secure: false,
+            conditional_samesite_none: false,
+            change_on_failure: true,
+        }
+    }
+
+    fn with_cookie(v: &str) -> RequestHeader {
+        let mut r = RequestHeader::build("GET", b"/", None).unwrap();
+        r.append_header("cookie", format!("route={v}")).unwrap();
+        r
+    }
+
+    #[test]
+    fn persistent_affinity_names_the_endpoint_until_it_goes_away() {
+        let p = pool(&[addr(1), addr(2), addr(3)]);
+        let a = persistent();
+        let fresh = RequestHeader::build("GET", b"/", None).unwrap();
+        let (e, id) = affinity_pick(&a, &p, &fresh, &[]).unwrap();
+        let id = id.expect("a new client gets a cookie");
+        assert_eq!(id, endpoint_id(&e));
+        for _ in 0..20 {
+            assert_eq!(
+                affinity_pick(&a, &p, &with_cookie(&id), &[]).unwrap(),
+                (e, None)
+            );
+        }
+        // change-on-failure: after a failed attempt at `e`, another endpoint and a new cookie.
+        let (e2, id2) = affinity_pick(&a, &p, &with_cookie(&id), &[e]).unwrap();
+        assert_ne!(e2, e);
+        assert_eq!(id2, Some(endpoint_id(&e2)));
+        // The endpoint is gone: a new one, and a new cookie.
+        let rest: Vec<_> = [addr(1), addr(2), addr(3)]
+            .into_iter()
+            .filter(|x| *x != e)
+            .collect();
+        p.set_endpoints(rest.iter().copied().collect());
+        let (e3, id3) = affinity_pick(&a, &p, &with_cookie(&id), &[]).unwrap();
+        assert!(rest.contains(&e3));
+        assert_eq!(id3, Some(endpoint_id(&e3)));
+    }
+
+    #[test]
+    fn balanced_affinity_keeps_a_token_on_its_endpoint() {
+        let p = pool(&[addr(1), addr(2), addr(3), addr(4)]);
+        let a = Affinity {
+            mode: AffinityMode::Balanced,
+            change_on_failure: false,
+            ..persistent()
+        };
+        let mut seen = BTreeSet::new();
+        for i in 0..40 {
+            let token = format!("{i:016x}");
+            let (e, new) = affinity_pick(&a, &p, &with_cookie(&token), &[]).unwrap();
+            assert!(new.is_none());
+            assert_eq!(
+                affinity_pick(&a, &p, &with_cookie(&token), &[]).unwrap().0,
+                e
+            );
+            seen.insert(e);
+        }
+        assert!(seen.len() >= 3, "40 tokens on {seen:?}");
+    }
+
+    #[test]
+    fn ewma_avoids_a_slow_endpoint() {
+        let (fast, slow) = (addr(1), addr(2));
+        let p = pool(&[fast, slow]);
+        let mut late_to_slow = 0;
+        for i in 0..100 {
+            let e = p.select_ewma(&[]).unwrap();
+            let took = if e == fast { 1 } else { 500 };
+            p.ewma_done(e, Some(std::time::Duration::from_millis(took)));
+            if i >= 20 && e == slow {
+                late_to_slow += 1;
+            }
+        }
+        assert_eq!(late_to_slow, 0, "once scored, the slow endpoint is avoided");
+        // A failure counts as slow: the other endpoint takes the traffic.
+        let p = pool(&[fast, slow]);
+        let e = p.select_ewma(&[]).unwrap();
+        p.ewma_done(e, None);
+        let other = if e == fast { slow } else { fast };
+        let e2 = p.select_ewma(&[]).unwrap();
+        assert_eq!(e2, other);
+        p.ewma_done(e2, Some(std::time::Duration::from_millis(1)));
+    }
+}

@@ -1004,9 +1004,13 @@ impl Translator<'_> {
                     continue;
                 }
                 let slot = Slot::HostSetting(alias.clone(), "server-alias");
-                if self.owners.contains_key(&slot) {
-                    self.claim(key, slot, false, &format!("server-alias {alias}"));
-                    continue;
+                match self.owners.get(&slot) {
+                    Some(owner) if owner == key => continue, // one alias, several hosts
+                    Some(_) => {
+                        self.claim(key, slot, false, &format!("server-alias {alias}"));
+                        continue;
+                    }
+                    None => {}
                 }
                 if self.routes.copy_host(host, alias) {
                     self.owners.insert(slot, key.clone());
