@@ -593,3 +593,75 @@ async fn next_upstream_tries_bound_the_retries_on_a_dead_endpoint() {
         "with one try, requests to the dead endpoint fail"
     );
 }
+
+/// A pod that answers every request with 503.
+async fn failing_pod() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let svc =
+                hyper::service::service_fn(|_req: hyper::Request<hyper::body::Incoming>| async {
+                    let mut r = hyper::Response::new(http_body_util::Full::new(
+                        bytes::Bytes::from_static(b"down"),
+                    ));
+                    *r.status_mut() = hyper::StatusCode::SERVICE_UNAVAILABLE;
+                    Ok::<_, std::convert::Infallible>(r)
+                });
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc),
+            );
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn next_upstream_on_a_status_retries_another_endpoint() {
+    let good = pod("good").await;
+    let bad = failing_pod().await;
+    let gw = Gateway::start(&[(
+        "site.yaml",
+        format!(
+            "{}{}{}",
+            services(&[("web", &[good, bad])]),
+            annotated(
+                "retry503",
+                &[("proxy-next-upstream", "error timeout http_503")],
+                &[("s.example.com", "Prefix", "/", "web")],
+            ),
+            annotated("plain", &[], &[("p.example.com", "Prefix", "/", "web")]),
+        ),
+    )])
+    .await;
+    for _ in 0..12 {
+        assert_eq!(gw.who("s.example.com", "/").await, "good");
+    }
+    // Not retried by default: the 503 of the failing pod reaches the client.
+    let mut seen_503 = 0;
+    for _ in 0..12 {
+        if gw.who("p.example.com", "/").await == "503" {
+            seen_503 += 1;
+        }
+    }
+    assert!(seen_503 > 0);
+    // A POST is not retried unless non_idempotent is listed.
+    let post = gw
+        .client
+        .post(format!("http://{}/", gw.http))
+        .header("host", "s.example.com");
+    let mut codes = std::collections::BTreeSet::new();
+    for _ in 0..12 {
+        codes.insert(
+            post.try_clone()
+                .unwrap()
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16(),
+        );
+    }
+    assert!(codes.contains(&503), "{codes:?}");
+}

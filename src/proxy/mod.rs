@@ -175,6 +175,43 @@ impl Gateway {
         Ok(true)
     }
 
+    /// Whether an upstream answer with `code` is retried on another endpoint (the route's
+    /// `proxy-next-upstream http_NNN`), within its tries and time; the endpoint that gave it
+    /// is not picked again.
+    fn retry_on_status(&self, session: &Session, ctx: &mut Ctx, code: u16) -> bool {
+        let Some(route) = &ctx.route else {
+            return false;
+        };
+        let Some(r) = route.policy.as_ref().and_then(|p| p.retry) else {
+            return false;
+        };
+        let Action::Proxy(pool) = &route.action else {
+            return false;
+        };
+        let attempts = ctx.tried.len() + 1;
+        let tries = if r.tries == 0 {
+            usize::MAX
+        } else {
+            r.tries as usize
+        };
+        let ok = r.on_status(code)
+            && (session.req_header().method.is_idempotent() || r.non_idempotent)
+            && attempts < tries
+            && attempts < pool.len()
+            && r.timeout.is_none_or(|t| ctx.start.elapsed() < t);
+        if !ok {
+            return false;
+        }
+        if let Some(a) = ctx.upstream.take() {
+            if ctx.ewma {
+                pool.ewma_done(a, None);
+                ctx.ewma = false;
+            }
+            ctx.tried.push(a);
+        }
+        true
+    }
+
     /// Answer an intercepted upstream status from the route's error backend; when that
     /// fails, a plain answer with the original status. Returns the status sent.
     async fn error_page(&self, session: &mut Session, ctx: &mut Ctx, code: u16) -> u16 {
@@ -799,12 +836,21 @@ impl ProxyHttp for Gateway {
 
     async fn upstream_response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
         if let Some(s) = ctx.upstream_start {
             ctx.upstream_time = Some(s.elapsed());
+        }
+        let code = resp.status.as_u16();
+        if self.retry_on_status(session, ctx, code) {
+            let mut e = Error::explain(
+                HTTPStatus(code),
+                "upstream status retried on another endpoint (proxy-next-upstream)",
+            );
+            e.set_retry(true);
+            return Err(e.into_up());
         }
         let errors = ctx
             .route

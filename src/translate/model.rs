@@ -87,10 +87,26 @@ pub struct Retry {
     pub on_timeout: bool,
     /// Retry non-idempotent requests (POST, PATCH, ...) too.
     pub non_idempotent: bool,
+    /// Upstream answers retried on another endpoint: a bit per status of
+    /// [`Retry::STATUSES`] (`http_500` ... `http_429`).
+    pub statuses: u8,
     /// Attempts in all, the first included; 0 = as many as there are endpoints.
     pub tries: u32,
     /// Stop retrying once this much time has passed since the first attempt.
     pub timeout: Option<Duration>,
+}
+
+impl Retry {
+    /// The statuses `proxy-next-upstream` can name, in bit order.
+    pub const STATUSES: [u16; 7] = [500, 502, 503, 504, 403, 404, 429];
+
+    /// Whether an upstream answer with this status is retried.
+    pub fn on_status(&self, status: u16) -> bool {
+        Self::STATUSES
+            .iter()
+            .position(|s| *s == status)
+            .is_some_and(|i| self.statuses & (1 << i) != 0)
+    }
 }
 
 impl Default for Retry {
@@ -100,6 +116,7 @@ impl Default for Retry {
             on_error: true,
             on_timeout: true,
             non_idempotent: false,
+            statuses: 0,
             tries: 3,
             timeout: None,
         }

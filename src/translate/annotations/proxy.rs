@@ -53,8 +53,14 @@ pub fn read(r: &mut Reader) -> ProxySettings {
                 "timeout" => rt.on_timeout = true,
                 "non_idempotent" => rt.non_idempotent = true,
                 "off" => rt.tries = 1,
-                "invalid_header" | "http_500" | "http_502" | "http_503" | "http_504"
-                | "http_403" | "http_404" | "http_429" => unsupported.push(tok),
+                "invalid_header" => unsupported.push(tok),
+                _ if tok.starts_with("http_") => {
+                    let code = tok[5..].parse::<u16>().ok();
+                    match Retry::STATUSES.iter().position(|s| Some(*s) == code) {
+                        Some(i) => rt.statuses |= 1 << i,
+                        None => unknown.push(tok),
+                    }
+                }
                 _ => unknown.push(tok),
             }
         }
@@ -69,7 +75,7 @@ pub fn read(r: &mut Reader) -> ProxySettings {
                 r.partly(
                     "proxy-next-upstream",
                     format!(
-                        "{} not retried: pingress retries only before a request reaches a pod (error, timeout)",
+                        "{} not retried: a malformed answer from a pod is an error, not retried on another",
                         unsupported.join(", ")
                     ),
                 );
@@ -191,9 +197,15 @@ mod tests {
         assert_eq!(r.tries, 3);
         assert_eq!(status(&v, "proxy-next-upstream"), Some(Status::Applied));
 
-        let (p, v, _) = with(&[("proxy-next-upstream", "error http_502")], read);
-        assert!(p.retry.unwrap().on_error);
+        let (p, v, _) = with(&[("proxy-next-upstream", "error http_502 http_429")], read);
+        let r = p.retry.unwrap();
+        assert!(r.on_error && r.on_status(502) && r.on_status(429) && !r.on_status(503));
+        assert_eq!(status(&v, "proxy-next-upstream"), Some(Status::Applied));
+        let (_, v, _) = with(&[("proxy-next-upstream", "error invalid_header")], read);
         assert_eq!(status(&v, "proxy-next-upstream"), Some(Status::Differs));
+        let (p, v, _) = with(&[("proxy-next-upstream", "http_418")], read);
+        assert_eq!(p.retry, None);
+        assert_eq!(status(&v, "proxy-next-upstream"), Some(Status::Invalid));
 
         let (p, v, _) = with(&[("proxy-next-upstream", "error bogus")], read);
         assert_eq!(p.retry, None);
