@@ -665,3 +665,54 @@ async fn next_upstream_on_a_status_retries_another_endpoint() {
     }
     assert!(codes.contains(&503), "{codes:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_affinity_cookie_keeps_a_client_on_the_canary_or_the_main_backend() {
+    let main = [pod("main-1").await, pod("main-2").await];
+    let canary = [pod("canary-1").await, pod("canary-2").await];
+    let gw = Gateway::start(&[(
+        "site.yaml",
+        format!(
+            "{}{}{}",
+            services(&[("main", &main), ("canary", &canary)]),
+            annotated(
+                "main",
+                &[("affinity", "cookie")],
+                &[("k.example.com", "Prefix", "/", "main")]
+            ),
+            annotated(
+                "canary",
+                &[("canary", "true"), ("canary-weight", "50")],
+                &[("k.example.com", "Prefix", "/", "canary")],
+            ),
+        ),
+    )])
+    .await;
+    let mut sides = std::collections::BTreeSet::new();
+    // 20 new clients: all on one side at weight 50 has probability 2 in a million.
+    for _ in 0..20 {
+        let r = send(&gw, "k.example.com", "/", &[]).await;
+        let set = r.headers()["set-cookie"].to_str().unwrap().to_string();
+        let cookie = set.split(';').next().unwrap().to_string();
+        let first = echo_of(r).await.pod;
+        assert_eq!(
+            first.starts_with("canary"),
+            cookie.ends_with("~c"),
+            "{first}: {cookie}"
+        );
+        sides.insert(first.starts_with("canary"));
+        for _ in 0..10 {
+            assert_eq!(
+                echo_of(send(&gw, "k.example.com", "/", &[("cookie", &cookie)]).await)
+                    .await
+                    .pod,
+                first
+            );
+        }
+    }
+    assert_eq!(
+        sides.len(),
+        2,
+        "at weight 50, 12 new clients land on both sides"
+    );
+}

@@ -73,6 +73,8 @@ pub struct Ctx {
     intercept: Option<u16>,
     /// The route this request was meant for when its `default-backend` serves it instead.
     fell_back: Option<Arc<Route>>,
+    /// The request goes to the route's canary.
+    canary: bool,
 }
 
 /// One HTTP/1 downstream connection: counts it as open while alive and keeps what is the
@@ -413,6 +415,7 @@ impl ProxyHttp for Gateway {
             body_seen: 0,
             intercept: None,
             fell_back: None,
+            canary: false,
         }
     }
 
@@ -488,7 +491,15 @@ impl ProxyHttp for Gateway {
         if let Some(policy) = &route.policy {
             // Phase 3: backend choice.
             if let Some((rule, canary)) = &policy.canary {
-                if phases::canary_wanted(rule, session.req_header()) {
+                // A client pinned by its affinity cookie stays where it is; otherwise header,
+                // cookie, then weight decide.
+                let req = session.req_header();
+                let pinned = match &policy.balance {
+                    Balance::Cookie(a) => phases::pinned_to_canary(a, req),
+                    _ => None,
+                };
+                if pinned.unwrap_or_else(|| phases::canary_wanted(rule, req)) {
+                    ctx.canary = true;
                     route = canary.clone();
                 }
             }
@@ -568,7 +579,10 @@ impl ProxyHttp for Gateway {
             Some(Balance::Cookie(a)) => {
                 match phases::affinity_pick(a, pool, session.req_header(), &ctx.tried) {
                     Some((addr, new)) => {
-                        if let Some(v) = new {
+                        if let Some(mut v) = new {
+                            if ctx.canary {
+                                v.push_str(phases::CANARY_MARK);
+                            }
                             let ua = session
                                 .req_header()
                                 .headers

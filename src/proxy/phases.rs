@@ -23,6 +23,18 @@ use crate::translate::model::{
 };
 use crate::upstream::{endpoint_id, Pool};
 
+/// Ends the value of an affinity cookie issued for a canary backend, so that the client
+/// stays on the canary (ingress-nginx's "sticky" canary behaviour).
+pub const CANARY_MARK: &str = "~c";
+
+/// A request already pinned by its affinity cookie: Some(true) to the canary, Some(false) to
+/// the main backend; None when it has no such cookie.
+pub fn pinned_to_canary(a: &Affinity, req: &RequestHeader) -> Option<bool> {
+    cookie(Some(&req.headers), &a.name)
+        .filter(|v| !v.is_empty())
+        .map(|v| v.ends_with(CANARY_MARK))
+}
+
 /// Whether this request goes to the canary (ingress-nginx's order: header, cookie, weight).
 pub fn canary_wanted(rule: &CanaryRule, req: &RequestHeader) -> bool {
     if let Some((name, how)) = &rule.header {
@@ -128,7 +140,9 @@ pub fn affinity_pick(
     req: &RequestHeader,
     tried: &[SocketAddr],
 ) -> Option<(SocketAddr, Option<String>)> {
-    let have = cookie(Some(&req.headers), &a.name).filter(|v| !v.is_empty());
+    let have = cookie(Some(&req.headers), &a.name)
+        .map(|v| v.strip_suffix(CANARY_MARK).unwrap_or(v))
+        .filter(|v| !v.is_empty());
     // After a failed attempt, re-pick only when asked to (`change-on-failure`); a balanced
     // key otherwise moves to the next endpoint on the ring.
     let keep = tried.is_empty() || !a.change_on_failure;
