@@ -824,11 +824,25 @@ impl Translator<'_> {
                     continue;
                 };
                 let mut target = self.on_host(target, ann, Some(&host));
+                let mut regex_cookie = false;
                 if let Some(Balance::Cookie(a)) = target.policy.as_mut().map(|p| &mut p.balance) {
-                    // ingress-nginx: the cookie path defaults to the rule's path.
+                    // ingress-nginx: the cookie path defaults to the rule's path; a regex is
+                    // no cookie path, so regex hosts need session-cookie-path (else `/`).
                     if a.path.is_none() {
-                        a.path = Some(raw_path.clone());
+                        regex_cookie = self.regex_hosts.contains(&host);
+                        a.path = Some(if regex_cookie {
+                            "/".into()
+                        } else {
+                            raw_path.clone()
+                        });
                     }
+                }
+                if regex_cookie {
+                    self.diag(
+                        Some(key),
+                        DiagKind::InvalidAnnotation,
+                        format!("{what}: annotation affinity: host {host} uses regex paths, so session-cookie-path must be set (as ingress-nginx requires); the cookie path is `/`"),
+                    );
                 }
                 if let Some(rt) = &ann.rewrite.target {
                     if *rt != raw_path {

@@ -894,3 +894,37 @@ fn every_annotation_gets_a_verdict_and_snippets_are_never_applied() {
         .iter()
         .any(|d| d.message.contains("never executed")));
 }
+
+#[test]
+fn cookie_affinity_on_a_regex_host_needs_an_explicit_cookie_path() {
+    let y = format!(
+        "{SERVICES}{}",
+        annotated(
+            "rx",
+            &[("use-regex", "true"), ("affinity", "cookie")],
+            &rule("rx.example.com", &[("Prefix", "/api/v[0-9]+")])
+        ),
+    );
+    let t = translate(&snap(&y), &conf());
+    match &policy(lookup(&t, "rx.example.com", "/api/v1")).balance {
+        Balance::Cookie(a) => assert_eq!(a.path.as_deref(), Some("/")),
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        t.diagnostics
+            .iter()
+            .any(|d| d.message.contains("session-cookie-path must be set")),
+        "{:?}",
+        t.diagnostics
+    );
+    let y = y.replace(
+        "affinity: \"cookie\"",
+        "affinity: \"cookie\"\n    nginx.ingress.kubernetes.io/session-cookie-path: \"/api\"",
+    );
+    let t = translate(&snap(&y), &conf());
+    match &policy(lookup(&t, "rx.example.com", "/api/v1")).balance {
+        Balance::Cookie(a) => assert_eq!(a.path.as_deref(), Some("/api")),
+        other => panic!("{other:?}"),
+    }
+    assert!(t.diagnostics.is_empty(), "{:?}", t.diagnostics);
+}
