@@ -716,3 +716,31 @@ async fn an_affinity_cookie_keeps_a_client_on_the_canary_or_the_main_backend() {
         "at weight 50, 12 new clients land on both sides"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn custom_http_errors_use_the_global_default_backend_without_the_annotation() {
+    let a = pod("a").await;
+    let errors = pod("global-errors").await;
+    let gw = Gateway::start_with(
+        &[(
+            "site.yaml",
+            format!(
+                "{}{}",
+                services(&[("web", &[a]), ("errors", &[errors])]),
+                annotated(
+                    "errs",
+                    &[("custom-http-errors", "404")],
+                    &[("g.example.com", "Prefix", "/", "web")]
+                ),
+            ),
+        )],
+        "  default_backend: {service: ann/errors, port: 80}\n",
+    )
+    .await;
+    let e = echo_of(send(&gw, "g.example.com", "/nope?status=404", &[]).await).await;
+    assert_eq!(e.pod, "global-errors");
+    assert_eq!(e.headers["x-code"], "404");
+    assert_eq!(e.headers["x-ingress-name"], "errs");
+    // Unmatched hosts still go to the global default backend as before.
+    assert_eq!(gw.who("other.example.com", "/").await, "global-errors");
+}
