@@ -744,3 +744,38 @@ async fn custom_http_errors_use_the_global_default_backend_without_the_annotatio
     // Unmatched hosts still go to the global default backend as before.
     assert_eq!(gw.who("other.example.com", "/").await, "global-errors");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_error_backend_leaves_the_pods_status() {
+    let a = pod("a").await;
+    let gw = Gateway::start(&[(
+        "site.yaml",
+        format!(
+            "{}{}{}",
+            services(&[("web", &[a])]),
+            service("ann", "errors", &[("http", 80)]),
+            annotated(
+                "errs",
+                &[("custom-http-errors", "404"), ("default-backend", "errors")],
+                &[("u.example.com", "Prefix", "/", "web")],
+            ),
+        ),
+    )])
+    .await;
+    // The error backend has no endpoints: the client gets the pod's status from pingress,
+    // on a connection it is told not to reuse; the next request is served normally.
+    for _ in 0..3 {
+        let r = send(&gw, "u.example.com", "/gone?status=404", &[]).await;
+        assert_eq!(r.status(), 404);
+        assert_eq!(
+            r.headers().get("connection").map(|v| v.to_str().unwrap()),
+            Some("close")
+        );
+        assert_eq!(
+            echo_of(send(&gw, "u.example.com", "/ok", &[]).await)
+                .await
+                .pod,
+            "a"
+        );
+    }
+}

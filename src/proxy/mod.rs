@@ -259,6 +259,7 @@ impl Gateway {
                     "custom-http-errors: {e}; answering with the pod's status"
                 );
                 ctx.own_status = code;
+                session.set_keepalive(None);
                 let _ = self.respond(session, ctx, code).await;
                 return code;
             }
