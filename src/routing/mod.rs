@@ -25,7 +25,8 @@
 //!
 //! Lookups allocate nothing: the host is lowercased into a stack buffer, prefix candidates
 //! are slices of the request path, each checked with one hash lookup, and the regex search
-//! reuses per-thread caches.
+//! reuses pooled caches (regex-automata: lock-free for the thread that owns the pool, a
+//! short mutex for the others).
 
 #[cfg(test)]
 mod tests;
