@@ -22,7 +22,7 @@ COPY --from=build /src/target/dist/pingress /usr/local/bin/pingress
 # Bind 80/443 as non-root (hostNetwork deployments).
 RUN setcap cap_net_bind_service=+ep /usr/local/bin/pingress
 COPY conf/pingress.yaml /etc/pingress/pingress.yaml
-# pid file and upgrade socket (an emptyDir in deploy/, since the root filesystem is read-only).
+# pid file and upgrade socket (an emptyDir in deploy/base/deployment.yaml, since the root filesystem is read-only).
 RUN mkdir -p /run/pingress && chown 10001:10001 /run/pingress
 USER 10001
 EXPOSE 80 443 10254

@@ -15,26 +15,26 @@ fn docs(file: &str) -> Vec<serde_yaml::Value> {
 }
 
 fn deployment() -> serde_yaml::Value {
-    docs("deploy/deployment.yaml").remove(0)
+    docs("deploy/base/deployment.yaml").remove(0)
 }
 
 #[test]
 fn configmap_carries_the_shipped_config_verbatim() {
-    let cm = docs("deploy/configmap.yaml").remove(0);
+    let cm = docs("deploy/base/configmap.yaml").remove(0);
     let data = cm["data"]["pingress.yaml"].as_str().unwrap();
     let conf = std::fs::read_to_string(root().join("conf/pingress.yaml")).unwrap();
     assert_eq!(
         data, conf,
-        "regenerate deploy/configmap.yaml from conf/pingress.yaml"
+        "regenerate deploy/base/configmap.yaml from conf/pingress.yaml"
     );
     pingress::config::Config::from_yaml(data, "configmap").unwrap();
 }
 
 #[test]
 fn every_manifest_parses_and_names_its_kind() {
-    let kustomization = docs("deploy/kustomization.yaml").remove(0);
+    let kustomization = docs("deploy/base/kustomization.yaml").remove(0);
     for r in kustomization["resources"].as_sequence().unwrap() {
-        let file = format!("deploy/{}", r.as_str().unwrap());
+        let file = format!("deploy/base/{}", r.as_str().unwrap());
         for d in docs(&file) {
             assert!(d["apiVersion"].is_string(), "{file}: no apiVersion");
             assert!(d["kind"].is_string(), "{file}: no kind");
@@ -179,4 +179,128 @@ fn namespaced_overlay_config_differs_only_in_the_watched_namespaces() {
             );
         }
     }
+}
+
+/// `kubectl kustomize DIR` (kubectl v1.32 with kustomize v5.5 is on the project's machines;
+/// `.ci/setup` says so when it is missing): the rendered objects.
+fn render(dir: &str) -> Vec<serde_yaml::Value> {
+    let out = std::process::Command::new("kubectl")
+        .args(["kustomize", dir])
+        .current_dir(root())
+        .output()
+        .unwrap_or_else(|e| panic!("kubectl kustomize {dir}: {e} (is kubectl installed?)"));
+    assert!(
+        out.status.success(),
+        "kubectl kustomize {dir} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    serde_yaml::Deserializer::from_str(&text)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .filter(|v: &serde_yaml::Value| !v.is_null())
+        .collect()
+}
+
+/// `Kind namespace/name` of every rendered object, sorted.
+fn names(objs: &[serde_yaml::Value]) -> Vec<String> {
+    let mut v: Vec<String> = objs
+        .iter()
+        .map(|o| {
+            format!(
+                "{} {}/{}",
+                o["kind"].as_str().unwrap_or(""),
+                o["metadata"]["namespace"].as_str().unwrap_or(""),
+                o["metadata"]["name"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+fn find<'a>(
+    objs: &'a [serde_yaml::Value],
+    kind: &str,
+    name: &str,
+) -> Option<&'a serde_yaml::Value> {
+    objs.iter()
+        .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+}
+
+#[test]
+fn every_kustomization_renders_and_each_overlay_changes_what_it_says() {
+    let base = render("deploy");
+    assert_eq!(
+        names(&base),
+        names(&render("deploy/base")),
+        "deploy/ is the base"
+    );
+    assert_eq!(render("deploy/examples").len(), 7);
+    let base_names = names(&base);
+    let deployment = find(&base, "Deployment", "pingress").expect("the base Deployment");
+    assert_eq!(deployment["spec"]["template"]["spec"]["hostNetwork"], true);
+
+    // nodeport: pod network, and a NodePort Service on 30080/30443 keeping client addresses.
+    let np = render("deploy/overlays/nodeport");
+    let d = find(&np, "Deployment", "pingress").unwrap();
+    assert_eq!(d["spec"]["template"]["spec"]["hostNetwork"], false);
+    let svc = find(&np, "Service", "pingress").expect("the NodePort Service");
+    assert_eq!(svc["spec"]["type"], "NodePort");
+    assert_eq!(svc["spec"]["externalTrafficPolicy"], "Local");
+    let node_ports: Vec<u64> = svc["spec"]["ports"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|p| p["nodePort"].as_u64().unwrap())
+        .collect();
+    assert_eq!(node_ports, [30080, 30443]);
+    assert_eq!(np.len(), base.len() + 1);
+
+    // daemonset: a DaemonSet instead of the Deployment, nothing else.
+    let ds = render("deploy/overlays/daemonset");
+    assert!(find(&ds, "Deployment", "pingress").is_none());
+    assert_eq!(
+        find(&ds, "DaemonSet", "pingress").unwrap()["spec"]["template"]["spec"]["hostNetwork"],
+        true
+    );
+    let mut want = base_names.clone();
+    want.retain(|n| n != "Deployment pingress/pingress");
+    want.push("DaemonSet pingress/pingress".into());
+    want.sort();
+    assert_eq!(names(&ds), want);
+
+    // default-class: the IngressClass is the cluster default.
+    let dc = render("deploy/overlays/default-class");
+    let class = find(&dc, "IngressClass", "pingress").unwrap();
+    assert_eq!(
+        class["metadata"]["annotations"]["ingressclass.kubernetes.io/is-default-class"],
+        "true"
+    );
+    assert!(
+        find(&base, "IngressClass", "pingress").unwrap()["metadata"]["annotations"]
+            ["ingressclass.kubernetes.io/is-default-class"]
+            .is_null()
+    );
+    assert_eq!(names(&dc), base_names);
+
+    // namespaced: the ClusterRole reads only IngressClasses; Roles in `apps`; config watches apps.
+    let ns = render("deploy/overlays/namespaced");
+    let rules = find(&ns, "ClusterRole", "pingress").unwrap()["rules"]
+        .as_sequence()
+        .unwrap()
+        .clone();
+    assert_eq!(rules.len(), 1);
+    assert_eq!(rules[0]["resources"][0], "ingressclasses");
+    assert!(ns
+        .iter()
+        .any(|o| o["kind"] == "Role" && o["metadata"]["namespace"] == "apps"));
+    assert!(ns
+        .iter()
+        .any(|o| o["kind"] == "RoleBinding" && o["metadata"]["namespace"] == "apps"));
+    let cm = find(&ns, "ConfigMap", "pingress-config")
+        .or_else(|| ns.iter().find(|o| o["kind"] == "ConfigMap"))
+        .unwrap();
+    let text = cm["data"]["pingress.yaml"].as_str().unwrap();
+    let conf = pingress::config::Config::from_yaml(text, "namespaced").unwrap();
+    assert_eq!(conf.pingress.source.namespaces, ["apps"]);
 }
