@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::source::{ObjKey, Snapshot};
-use crate::translate::annotations::{Status, Verdict};
+use crate::translate::annotations::{verdict_message, Status, Verdict};
 use crate::translate::Translation;
 
 /// The report on one Ingress.
@@ -42,13 +42,20 @@ pub struct Report {
 
 impl Report {
     pub fn new(t: &Translation) -> Report {
+        // Diagnostics that repeat a verdict or the refusal are shown as those; the rest
+        // (backends, paths, conflicts, other annotation consequences) are listed as notes.
         let mut other: BTreeMap<&ObjKey, Vec<String>> = BTreeMap::new();
         for d in &t.diagnostics {
             let Some(k) = &d.ingress else { continue };
-            let annotation = d.message.starts_with("annotation ")
-                || d.message.starts_with("ingress refused")
-                || d.message.starts_with("update refused");
-            if !annotation {
+            let verdict = t
+                .annotations
+                .get(k)
+                .is_some_and(|vs| vs.iter().any(|v| verdict_message(v) == d.message));
+            let refusal = t
+                .refused
+                .get(k)
+                .is_some_and(|why| d.message.contains(why.as_str()));
+            if !verdict && !refusal {
                 other.entry(k).or_default().push(d.message.clone());
             }
         }
@@ -163,4 +170,56 @@ pub async fn list_cluster(client: kube::Client, namespaces: &[String]) -> Result
         }
     }
     Ok(snap)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::files::parse_manifests;
+    use crate::translate::{translate, TranslateConf};
+
+    #[test]
+    fn diagnostics_that_are_not_verdicts_are_listed_as_notes() {
+        let yaml = r#"
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: web
+  namespace: shop
+  annotations:
+    nginx.ingress.kubernetes.io/custom-http-errors: "404"
+    nginx.ingress.kubernetes.io/proxy-read-timeout: 60s
+spec:
+  ingressClassName: pingress
+  rules:
+  - host: shop.example.com
+    http:
+      paths:
+      - {path: /, pathType: Prefix, backend: {service: {name: missing, port: {number: 80}}}}
+"#;
+        let mut snap = Snapshot::default();
+        for o in parse_manifests(yaml, "test").unwrap().objects {
+            snap.insert(o);
+        }
+        let conf = TranslateConf::from(&crate::config::PingressConf::default());
+        let t = translate(&snap, &conf);
+        let r = Report::new(&t);
+        let notes = &r.ingresses[0].diagnostics;
+        // The verdict (invalid timeout) is not repeated as a note ...
+        assert!(
+            !notes.iter().any(|n| n.contains("proxy-read-timeout")),
+            "{notes:?}"
+        );
+        // ... but consequences that are no verdict are: no error backend, missing Service.
+        assert!(
+            notes.iter().any(|n| n.contains("passed through")),
+            "{notes:?}"
+        );
+        assert!(
+            notes
+                .iter()
+                .any(|n| n.contains("service shop/missing not found")),
+            "{notes:?}"
+        );
+    }
 }

@@ -18,6 +18,8 @@ use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
+
+use crate::routing::conditions::query_param;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::WebSocketStream;
@@ -65,14 +67,6 @@ pub async fn spawn(addr: SocketAddr, name: &str) -> std::io::Result<SocketAddr> 
     Ok(local)
 }
 
-fn query_param<'a>(query: &'a str, key: &str) -> Option<&'a str> {
-    query
-        .split('&')
-        .filter_map(|kv| kv.split_once('='))
-        .find(|(k, _)| *k == key)
-        .map(|(_, v)| v)
-}
-
 async fn handle(
     req: Request<Incoming>,
     name: &'static str,
@@ -85,13 +79,13 @@ async fn handle(
         return Ok(websocket(req, name));
     }
     let query = req.uri().query().unwrap_or("").to_string();
-    if let Some(ms) = query_param(&query, "delay_ms").and_then(|v| v.parse().ok()) {
+    if let Some(ms) = query_param(Some(&query), "delay_ms").and_then(|v| v.parse().ok()) {
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
-    let status = query_param(&query, "status")
+    let status = query_param(Some(&query), "status")
         .and_then(|v| v.parse::<u16>().ok())
         .unwrap_or(200);
-    let size = query_param(&query, "size").and_then(|v| v.parse::<usize>().ok());
+    let size = query_param(Some(&query), "size").and_then(|v| v.parse::<usize>().ok());
     let method = req.method().to_string();
     let path = req.uri().path().to_string();
     let mut headers = BTreeMap::new();

@@ -165,13 +165,14 @@ impl Gateway {
         } else {
             format!("https://{host}:{}{path}", self.redirect_port)
         };
-        let mut resp = ResponseHeader::build(308, Some(4))?;
+        let code = crate::translate::HTTP_REDIRECT_CODE;
+        let mut resp = ResponseHeader::build(code, Some(4))?;
         resp.insert_header(http::header::LOCATION, location)?;
         resp.insert_header(http::header::CONTENT_LENGTH, 0)?;
         if let Some(id) = &ctx.request_id {
             resp.insert_header("x-request-id", id.clone())?;
         }
-        ctx.own_status = 308;
+        ctx.own_status = code;
         self.shared.metrics.https_redirects.inc();
         session.write_response_header(Box::new(resp), true).await?;
         Ok(true)

@@ -625,13 +625,6 @@ impl<T> RouteTable<T> {
     }
 }
 
-impl<T> HostRoutes<T> {
-    /// The root rule (`app-root`) and the host default, if set.
-    pub fn root_and_default(&self) -> (Option<&T>, Option<&T>) {
-        (self.root.as_ref(), self.default.as_ref())
-    }
-}
-
 /// Lowercase a Host header value into `buf`, without its port and trailing dot.
 /// Returns None for an empty or over-long host.
 pub fn normalize_host<'a>(raw: &str, buf: &'a mut [u8; 256]) -> Option<&'a str> {

@@ -38,6 +38,9 @@ use model::{Balance, ErrorPages, Policy, Redirect, RedirectTo, Rewrite};
 pub const CLASS_ANNOTATION: &str = "kubernetes.io/ingress.class";
 /// Marks an IngressClass as the cluster default.
 pub const DEFAULT_CLASS_ANNOTATION: &str = "ingressclass.kubernetes.io/is-default-class";
+/// Status of HTTP-to-HTTPS and from-to-www redirects (ingress-nginx's `http-redirect-code`
+/// default): 308 keeps the method and body.
+pub const HTTP_REDIRECT_CODE: u16 = 308;
 /// `appProtocol` of a Service port that means HTTP/2 over cleartext.
 pub const APP_PROTOCOL_H2C: &str = "kubernetes.io/h2c";
 
@@ -51,8 +54,6 @@ pub struct TranslateConf {
     pub ssl_redirect: bool,
     /// Global default backend: (`namespace/name`, port); None for the built-in 404.
     pub default_backend: Option<(ObjKey, PortRef)>,
-    /// Status of HTTP-to-HTTPS and from-to-www redirects (ingress-nginx `http-redirect-code`).
-    pub redirect_code: u16,
 }
 
 impl From<&PingressConf> for TranslateConf {
@@ -66,7 +67,6 @@ impl From<&PingressConf> for TranslateConf {
                 let (ns, name) = d.service.split_once('/').unwrap_or(("default", &d.service));
                 (ObjKey::new(ns, name), d.port.clone())
             }),
-            redirect_code: 308,
         }
     }
 }
@@ -755,7 +755,7 @@ impl Translator<'_> {
                 Status::Differs if v.partial => DiagKind::UnsupportedAnnotation,
                 _ => continue,
             };
-            self.diag(Some(key), kind, format!("annotation {}: {}", v.key, v.note));
+            self.diag(Some(key), kind, annotations::verdict_message(v));
         }
     }
 
@@ -866,7 +866,7 @@ impl Translator<'_> {
                                 self.diag(
                                     Some(key),
                                     DiagKind::InvalidPath,
-                                    format!("{what}: path `{raw_path}` is not a valid regex for rewrite-target: {}; path ignored", first_line(&e.to_string())),
+                                    format!("{what}: path `{raw_path}` is not a valid regex for rewrite-target: {}; path ignored", last_line(&e.to_string())),
                                 );
                                 continue;
                             }
@@ -963,7 +963,7 @@ impl Translator<'_> {
                         "{}: path `{}` is not a valid regex (the host is in regex mode): {}; path ignored",
                         p.what,
                         p.path,
-                        first_line(&e.to_string())
+                        last_line(&e.to_string())
                     ),
                 );
                 return;
@@ -1052,7 +1052,7 @@ impl Translator<'_> {
                     tls_host: self.is_tls_host(&from),
                     policy: Some(Box::new(Policy {
                         redirect: Some(Redirect {
-                            code: self.conf.redirect_code,
+                            code: HTTP_REDIRECT_CODE,
                             to: RedirectTo::Host(to),
                         }),
                         ..Default::default()
@@ -1170,7 +1170,8 @@ fn rule_hosts(ing: &Ingress) -> Vec<HostMatch> {
     out
 }
 
-fn first_line(s: &str) -> String {
+/// The last non-empty line of a (regex) error message: the one that says what is wrong.
+fn last_line(s: &str) -> String {
     s.lines()
         .rfind(|l| !l.trim().is_empty())
         .unwrap_or(s)

@@ -16,7 +16,6 @@ fn conf() -> TranslateConf {
         watch_ingress_without_class: false,
         ssl_redirect: true,
         default_backend: None,
-        redirect_code: 308,
     }
 }
 

@@ -201,13 +201,14 @@ impl Pool {
     pub fn select_ewma(&self, tried: &[SocketAddr]) -> Option<SocketAddr> {
         let set = self.set.load();
         let left: Vec<&SocketAddr> = set.addrs.iter().filter(|a| !tried.contains(a)).collect();
+        // One lock for reading the scores and counting the pick in flight.
+        let mut state = self.ewma.lock().unwrap_or_else(|e| e.into_inner());
         let pick = match left.len() {
             0 => return None,
             1 => *left[0],
             n => {
                 let i = fastrand::usize(..n);
                 let j = (i + 1 + fastrand::usize(..n - 1)) % n;
-                let state = self.ewma.lock().unwrap_or_else(|e| e.into_inner());
                 let cost = |a: &SocketAddr| {
                     state
                         .get(a)
@@ -220,7 +221,6 @@ impl Pool {
                 }
             }
         };
-        let mut state = self.ewma.lock().unwrap_or_else(|e| e.into_inner());
         state.entry(pick).or_default().inflight += 1;
         Some(pick)
     }

@@ -61,6 +61,12 @@ pub struct Verdict {
     pub partial: bool,
 }
 
+/// The diagnostic text of a verdict that is not (fully) in effect; `pingress check` lists
+/// the verdict itself instead.
+pub fn verdict_message(v: &Verdict) -> String {
+    format!("annotation {}: {}", v.key, v.note)
+}
+
 /// What an invalid value leads to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
