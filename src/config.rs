@@ -81,6 +81,22 @@ pub struct PingressConf {
     pub status: StatusConf,
     /// Leader election among replicas: only the leader writes status and Events.
     pub leader_election: LeaderElectionConf,
+    /// Proxies in front of pingress whose word about the client is believed: CIDRs or bare
+    /// addresses (ingress-nginx's `proxy-real-ip-cidr` with `use-forwarded-headers` and
+    /// `compute-full-forwarded-for`). From a peer in this list the client address is the
+    /// right-most untrusted entry of `forwarded_for_header`, its X-Forwarded-Proto, -Host
+    /// and -Port are kept (an `https` X-Forwarded-Proto satisfies ssl-redirect), and it may
+    /// send PROXY headers. From any other peer, the peer is the client and its
+    /// X-Forwarded-* headers are replaced. Default: `[]` (nobody is trusted).
+    pub trusted_proxies: Vec<String>,
+    /// The header trusted proxies put the client address in, e.g. `CF-Connecting-IP`.
+    /// Default: `X-Forwarded-For`.
+    pub forwarded_for_header: String,
+    /// Listen addresses, written as in `http_listen` / `https_listen`, on which every
+    /// connection starts with a PROXY protocol v1 or v2 header (an L4 load balancer in
+    /// front); its source address is the client. A connection without one, or from a peer
+    /// outside a non-empty `trusted_proxies`, is closed. Default: `[]`.
+    pub proxy_protocol: Vec<String>,
 }
 
 impl Default for PingressConf {
@@ -103,6 +119,9 @@ impl Default for PingressConf {
             listener_read_buffer_bytes: 0,
             status: StatusConf::default(),
             leader_election: LeaderElectionConf::default(),
+            trusted_proxies: Vec::new(),
+            forwarded_for_header: "X-Forwarded-For".into(),
+            proxy_protocol: Vec::new(),
         }
     }
 }
@@ -508,6 +527,20 @@ impl Config {
             parse_listen(a).map_err(|e| format!("pingress.https_listen[{i}]: {e}"))?;
         }
         parse_listen(&p.admin_listen).map_err(|e| format!("pingress.admin_listen: {e}"))?;
+        crate::client::Trust::new(&p.trusted_proxies, &p.forwarded_for_header).map_err(|e| {
+            if e.starts_with('[') {
+                format!("pingress.trusted_proxies{e}")
+            } else {
+                format!("pingress.forwarded_for_header: {e}")
+            }
+        })?;
+        for (i, a) in p.proxy_protocol.iter().enumerate() {
+            if !p.http_listen.contains(a) && !p.https_listen.contains(a) {
+                return Err(format!(
+                    "pingress.proxy_protocol[{i}]: `{a}` is not one of http_listen or https_listen"
+                ));
+            }
+        }
         if let Some(d) = &p.tls.default_certificate {
             match (&d.secret, &d.cert_file, &d.key_file) {
                 (Some(s), None, None) if is_namespaced_name(s) => {}

@@ -11,6 +11,7 @@
 pub mod accesslog;
 pub mod admin;
 pub mod check;
+pub mod client;
 pub mod config;
 pub mod controller;
 pub mod echo;
@@ -18,6 +19,7 @@ pub mod generation;
 pub mod listen;
 pub mod metrics;
 pub mod proxy;
+pub mod proxy_protocol;
 pub mod routing;
 pub mod server;
 pub mod source;

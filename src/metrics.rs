@@ -124,6 +124,9 @@ pub struct Metrics {
     pub tls_cert_expiry: IntGaugeVec,
     /// HTTPS requests redirected from plain HTTP.
     pub https_redirects: IntCounter,
+    /// Connections closed on a PROXY protocol listener, by reason (`untrusted`, `timeout`,
+    /// `malformed`, `io`).
+    pub proxy_protocol_rejected: IntCounterVec,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -228,6 +231,14 @@ impl Metrics {
             "Plain-HTTP requests answered with a redirect to HTTPS",
         )
         .expect("valid metric");
+        let proxy_protocol_rejected = IntCounterVec::new(
+            Opts::new(
+                "pingress_proxy_protocol_rejected_total",
+                "Connections closed on a PROXY protocol listener, by reason",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
         for kind in DiagKind::ALL {
             diagnostics.with_label_values(&[kind.as_str()]).set(0);
         }
@@ -248,6 +259,7 @@ impl Metrics {
             api_writes,
             tls_cert_expiry,
             https_redirects,
+            proxy_protocol_rejected,
         };
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
             Box::new(m.requests.clone()),
@@ -265,6 +277,7 @@ impl Metrics {
             Box::new(m.api_writes.clone()),
             Box::new(m.tls_cert_expiry.clone()),
             Box::new(m.https_redirects.clone()),
+            Box::new(m.proxy_protocol_rejected.clone()),
         ];
         for c in collectors {
             m.registry.register(c).expect("metric registered once");

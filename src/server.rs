@@ -25,10 +25,12 @@ use crate::generation::Shared;
 use crate::listen::Listening;
 use crate::metrics::Metrics;
 use crate::proxy::Gateway;
+use crate::proxy_protocol::{PreTls, ProxyProtocol};
 use crate::source::files;
 use crate::source::kube::{self as kube_source, KubeSourceConf};
 use crate::status::Writer;
 use crate::tls::{CertStore, Certs};
+use pingora::protocols::l4::stream::Stream as L4Stream;
 
 /// Runs the object source and the controller for the life of the server.
 struct ControlPlane {
@@ -109,7 +111,9 @@ impl BackgroundService for ControlPlane {
     }
 }
 
-/// Wraps the proxy app to delay the closing of idle keep-alive connections at shutdown.
+/// Wraps the proxy app for two jobs Pingora's app does not do: reading the PROXY protocol
+/// header on plain-HTTP listeners configured for it (HTTPS listeners do it in Pingora's
+/// pre-TLS hook), and delaying the closing of idle keep-alive connections at shutdown.
 ///
 /// When shutdown starts, Pingora stops accepting and answers every further request with
 /// `Connection: close`, which moves active clients to the new process cleanly; but it also
@@ -119,6 +123,7 @@ impl BackgroundService for ControlPlane {
 struct Draining<A> {
     inner: Arc<A>,
     delay: Duration,
+    proxy_protocol: Option<Arc<ProxyProtocol>>,
 }
 
 #[async_trait]
@@ -128,6 +133,14 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Draining<A> {
         session: pingora::protocols::Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<pingora::protocols::Stream> {
+        let session = match &self.proxy_protocol {
+            Some(pp) if session.as_any().is::<L4Stream>() => {
+                let mut l4 = session.into_any().downcast::<L4Stream>().ok()?;
+                pp.accept(&mut l4).await.ok()?;
+                l4 as pingora::protocols::Stream
+            }
+            _ => session,
+        };
         self.inner.process_new(session, shutdown).await
     }
 
@@ -172,6 +185,22 @@ pub fn build(config: Config, opt: Opt) -> anyhow::Result<Server> {
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
 
+    let trust = Arc::new(
+        crate::client::Trust::new(&pingress.trusted_proxies, &pingress.forwarded_for_header)
+            .map_err(|e| anyhow::anyhow!("pingress.trusted_proxies: {e}"))?,
+    );
+    let proxy_protocol = (!pingress.proxy_protocol.is_empty()).then(|| {
+        let addrs = pingress
+            .proxy_protocol
+            .iter()
+            .filter_map(|a| crate::config::parse_listen(a).ok())
+            .collect();
+        Arc::new(ProxyProtocol::new(
+            addrs,
+            trust.clone(),
+            metrics.proxy_protocol_rejected.clone(),
+        ))
+    });
     let shared = Shared::new(metrics);
     let access_log = pingress.access_log.enabled.then(AccessLog::stdout);
     let ports: Vec<u16> = listen_addrs.iter().map(|a| a.port()).collect();
@@ -181,6 +210,7 @@ pub fn build(config: Config, opt: Opt) -> anyhow::Result<Server> {
         access_log,
         &pingress.tls,
         &ports,
+        trust,
     );
     let drain = Duration::from_millis(pingress.keepalive_drain_ms);
     let mut app = pingora_proxy::http_proxy(&server.configuration, gateway);
@@ -194,8 +224,20 @@ pub fn build(config: Config, opt: Opt) -> anyhow::Result<Server> {
         Draining {
             inner: Arc::new(app),
             delay: drain,
+            proxy_protocol: proxy_protocol.clone(),
         },
     );
+    if let Some(pp) = &proxy_protocol {
+        if pingress
+            .https_listen
+            .iter()
+            .any(|a| pingress.proxy_protocol.contains(a))
+        {
+            proxy
+                .endpoints()
+                .set_pre_tls_callback(Arc::new(PreTls(pp.clone())));
+        }
+    }
     // With the default 0, reads go straight into Pingora's request buffers: no 64 KiB L4
     // read buffer per connection (zeroed at accept, copied through on every read, held
     // while idle).

@@ -233,7 +233,11 @@ async fn forwards_proxy_headers_and_request_ids() {
         .await
         .unwrap();
     let e: Echo = r.json().await.unwrap();
-    assert_eq!(e.headers["x-forwarded-for"], "203.0.113.7, 127.0.0.1");
+    // A client's X-Forwarded-For is not believed (no trusted proxies): the pod sees the
+    // peer, and what the client sent separately.
+    assert_eq!(e.headers["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(e.headers["x-real-ip"], "127.0.0.1");
+    assert_eq!(e.headers["x-original-forwarded-for"], "203.0.113.7");
     assert_eq!(
         e.headers["x-forwarded-proto"], "http",
         "not trusted from client"

@@ -22,7 +22,7 @@ mod error_pages;
 pub mod phases;
 mod request_id;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -37,6 +37,7 @@ use pingora_proxy::{ProxyHttp, Session};
 use prometheus::IntGauge;
 
 use crate::accesslog::{rfc3339_now, AccessLog, Entry};
+use crate::client::Trust;
 use crate::config::{TlsConf, UpstreamConf};
 use crate::generation::{Action, Route, Shared};
 use crate::metrics::{RouteLabels, RouteStats};
@@ -75,6 +76,29 @@ pub struct Ctx {
     fell_back: Option<Arc<Route>>,
     /// The request goes to the route's canary.
     canary: bool,
+    /// The connection's peer (the socket's, or the PROXY header's).
+    peer: Option<Peer>,
+    /// The client address ([`crate::client`]): the peer, or the client behind a trusted one.
+    client: Option<Peer>,
+}
+
+/// An address, as header text, and whether it is a trusted proxy.
+#[derive(Clone)]
+struct Peer {
+    ip: IpAddr,
+    value: HeaderValue,
+    trusted: bool,
+}
+
+impl Peer {
+    fn new(ip: IpAddr, trust: &Trust) -> Option<Peer> {
+        let ip = crate::client::canonical(ip);
+        Some(Peer {
+            ip,
+            value: HeaderValue::try_from(ip.to_string()).ok()?,
+            trusted: trust.trusts(ip),
+        })
+    }
 }
 
 /// One HTTP/1 downstream connection: counts it as open while alive and keeps what is the
@@ -82,17 +106,17 @@ pub struct Ctx {
 /// connection and dropped with the connection.
 pub struct ConnGuard {
     gauge: IntGauge,
-    /// The client address as header text (X-Forwarded-For, X-Real-IP), formatted once per
-    /// connection rather than once per request.
-    client_ip: Option<HeaderValue>,
+    /// The peer, its header text formatted and its trust looked up once per connection
+    /// rather than once per request.
+    peer: Option<Peer>,
 }
 
 impl ConnGuard {
-    fn new(g: &IntGauge, client_ip: Option<HeaderValue>) -> Arc<ConnGuard> {
+    fn new(g: &IntGauge, peer: Option<Peer>) -> Arc<ConnGuard> {
         g.inc();
         Arc::new(ConnGuard {
             gauge: g.clone(),
-            client_ip,
+            peer,
         })
     }
 }
@@ -116,6 +140,8 @@ pub struct Gateway {
     ports: Vec<(u16, HeaderValue)>,
     /// Metrics of requests that failed before a route was looked up.
     no_route_stats: RouteStats,
+    /// Which peers are believed about the client address.
+    trust: Arc<Trust>,
 }
 
 const NO_ROUTE: RouteLabels = RouteLabels {
@@ -137,8 +163,10 @@ impl Gateway {
         access_log: Option<AccessLog>,
         tls: &TlsConf,
         listen_ports: &[u16],
+        trust: Arc<Trust>,
     ) -> Self {
         Gateway {
+            trust,
             ports: listen_ports
                 .iter()
                 .map(|p| (*p, HeaderValue::from(*p)))
@@ -374,20 +402,42 @@ fn host_without_port(host: &str) -> &str {
     host.rsplit_once(':').map_or(host, |(h, _)| h)
 }
 
-/// The client address as a header value.
-fn client_ip_value(session: &Session) -> Option<HeaderValue> {
-    let ip = session.client_addr()?.as_inet()?.ip();
-    HeaderValue::try_from(ip.to_string()).ok()
-}
+impl Gateway {
+    /// The connection's peer, as Pingora knows it (the PROXY header's source when there
+    /// was one).
+    fn peer_of(&self, session: &Session) -> Option<Peer> {
+        Peer::new(session.client_addr()?.as_inet()?.ip(), &self.trust)
+    }
 
-impl Ctx {
-    /// The client address as header text: the connection's, formatted once, on HTTP/1;
-    /// formatted now on HTTP/2 (no connection state there).
-    fn client_ip(&self, session: &Session) -> Option<HeaderValue> {
-        match &self.conn {
-            Some(c) => c.client_ip.clone(),
-            None => client_ip_value(session),
+    /// Find the peer (the connection's on HTTP/1, formatted once; now on HTTP/2, which
+    /// has no connection state here) and the client; a trusted peer's `https`
+    /// X-Forwarded-Proto makes the request HTTPS.
+    fn client_address(&self, session: &Session, ctx: &mut Ctx) {
+        let peer = match &ctx.conn {
+            Some(c) => c.peer.clone(),
+            None => self.peer_of(session),
+        };
+        let Some(peer) = peer else {
+            return;
+        };
+        if peer.trusted {
+            let headers = &session.req_header().headers;
+            let ip = self.trust.client_behind(peer.ip, headers);
+            ctx.client = if ip == peer.ip {
+                Some(peer.clone())
+            } else {
+                Peer::new(ip, &self.trust)
+            };
+            if headers
+                .get("x-forwarded-proto")
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"))
+            {
+                ctx.tls = true;
+            }
+        } else {
+            ctx.client = Some(peer.clone());
         }
+        ctx.peer = Some(peer);
     }
 }
 
@@ -418,6 +468,8 @@ impl ProxyHttp for Gateway {
             intercept: None,
             fell_back: None,
             canary: false,
+            peer: None,
+            client: None,
         }
     }
 
@@ -455,13 +507,14 @@ impl ProxyHttp for Gateway {
         if ctx.conn.is_none() && !session.is_http2() {
             ctx.conn = Some(ConnGuard::new(
                 &self.shared.metrics.downstream_connections,
-                client_ip_value(session),
+                self.peer_of(session),
             ));
         }
         ctx.tls = session
             .digest()
             .and_then(|d| d.ssl_digest.as_ref())
             .is_some();
+        self.client_address(session, ctx);
         let req = session.req_header();
         ctx.request_id = match req.headers.get("x-request-id") {
             Some(v) if acceptable_request_id(v.as_bytes()) => Some(v.clone()),
@@ -573,8 +626,7 @@ impl ProxyHttp for Gateway {
                 pool.select_ewma(&ctx.tried)
             }
             Some(Balance::Hash(parts)) => {
-                let client = ctx.client_ip(session);
-                let client = client.as_ref().and_then(|v| v.to_str().ok());
+                let client = ctx.client.as_ref().and_then(|c| c.value.to_str().ok());
                 let key = phases::hash_key(parts, session.req_header(), client);
                 pool.select_hash(&key, &ctx.tried)
             }
@@ -703,42 +755,67 @@ impl ProxyHttp for Gateway {
         up: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        // Values are shared `HeaderValue`s where possible (no copy): the client address
+        // Values are shared `HeaderValue`s where possible (no copy): the peer address
         // formatted once per HTTP/1 connection (per request on HTTP/2), the Host and request
         // id as received, static protocol names, per-port values made at start-up. Each
         // insert still costs Pingora a header-name allocation.
+        //
+        // X-Forwarded-* from the client are replaced, unless the peer is a trusted proxy
+        // ([`crate::client`]): then its X-Forwarded-For gets the peer appended and its
+        // X-Forwarded-Proto, -Host and -Port are kept.
         let req = session.req_header();
-        let ip = ctx.client_ip(session);
-        if let Some(ip) = &ip {
-            let xff = match req.headers.get("x-forwarded-for") {
-                Some(prev) if !prev.is_empty() => {
+        let trusted = ctx.peer.as_ref().is_some_and(|p| p.trusted);
+        let prev = req.headers.get("x-forwarded-for").filter(|v| !v.is_empty());
+        if let Some(peer) = &ctx.peer {
+            let xff = match prev {
+                Some(prev) if trusted => {
+                    let ip = &peer.value;
                     let mut v = Vec::with_capacity(prev.len() + 2 + ip.len());
                     v.extend_from_slice(prev.as_bytes());
                     v.extend_from_slice(b", ");
                     v.extend_from_slice(ip.as_bytes());
                     HeaderValue::from_bytes(&v).unwrap_or_else(|_| ip.clone())
                 }
-                _ => ip.clone(),
+                _ => peer.value.clone(),
             };
             up.insert_header("x-forwarded-for", xff)?;
-            up.insert_header("x-real-ip", ip.clone())?;
         }
-        let proto = if ctx.tls { HTTPS } else { HTTP };
-        up.insert_header("x-forwarded-proto", proto)?;
-        let host = req
-            .headers
-            .get(http::header::HOST)
-            .cloned()
-            .or_else(|| req.uri.host().and_then(|h| HeaderValue::from_str(h).ok()));
-        if let Some(host) = host {
-            up.insert_header("x-forwarded-host", host)?;
+        if let Some(prev) = prev {
+            // What the client sent, as ingress-nginx passes it on.
+            up.insert_header("x-original-forwarded-for", prev.clone())?;
         }
-        if let Some(port) = session
-            .server_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.port())
-        {
-            up.insert_header("x-forwarded-port", self.port_value(port))?;
+        if let Some(client) = &ctx.client {
+            up.insert_header("x-real-ip", client.value.clone())?;
+        }
+        let keep = |name: &str| trusted && req.headers.contains_key(name);
+        if !keep("x-forwarded-proto") {
+            let proto = if ctx.tls { HTTPS } else { HTTP };
+            up.insert_header("x-forwarded-proto", proto)?;
+        }
+        if !keep("x-forwarded-host") {
+            let host = req
+                .headers
+                .get(http::header::HOST)
+                .cloned()
+                .or_else(|| req.uri.host().and_then(|h| HeaderValue::from_str(h).ok()));
+            match host {
+                Some(host) => up.insert_header("x-forwarded-host", host)?,
+                None => {
+                    up.remove_header("x-forwarded-host");
+                }
+            }
+        }
+        if !keep("x-forwarded-port") {
+            match session
+                .server_addr()
+                .and_then(|a| a.as_inet())
+                .map(|a| a.port())
+            {
+                Some(port) => up.insert_header("x-forwarded-port", self.port_value(port))?,
+                None => {
+                    up.remove_header("x-forwarded-port");
+                }
+            }
         }
         if let Some(id) = &ctx.request_id {
             up.insert_header("x-request-id", id.clone())?;
@@ -915,8 +992,8 @@ impl ProxyHttp for Gateway {
             ctx.upstream_time,
         );
         if let Some(log) = &self.access_log {
-            let client = ctx.client_ip(session);
-            let client = client.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("");
+            let client = ctx.client.as_ref().and_then(|c| c.value.to_str().ok());
+            let client = client.unwrap_or("");
             let upstream = ctx
                 .upstream
                 .map(|a| a.to_string())

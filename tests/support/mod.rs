@@ -142,7 +142,8 @@ impl Gateway {
         Self::start_with(files, "").await
     }
 
-    /// Like `start`, with extra lines for the `pingress:` section (indented two spaces).
+    /// Like `start`, with extra lines for the `pingress:` section (indented two spaces);
+    /// `{http}` and `{https}` in them stand for the listen addresses chosen.
     pub async fn start_with(files: &[(&str, String)], extra: &str) -> Gateway {
         Self::launch(files, None, extra, true).await
     }
@@ -225,6 +226,9 @@ impl Gateway {
                  source: {source}\n  \
                  debounce_ms: 20\n  upstream: {{connect_timeout_ms: 1000}}\n{extra}",
                 d = dir.path().display(),
+                extra = extra
+                    .replace("{http}", &http.to_string())
+                    .replace("{https}", &https.to_string()),
             );
             let conf_path = dir.path().join("pingress.yaml");
             std::fs::write(&conf_path, conf).unwrap();
