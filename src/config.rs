@@ -97,6 +97,33 @@ pub struct PingressConf {
     /// front); its source address is the client. A connection without one, or from a peer
     /// outside a non-empty `trusted_proxies`, is closed. Default: `[]`.
     pub proxy_protocol: Vec<String>,
+    /// limit-* annotations: answers and memory.
+    pub limits: LimitsConf,
+}
+
+/// How limit-rps / limit-rpm / limit-connections answer, and how much they remember.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConf {
+    /// Status for a request over limit-rps / limit-rpm (ingress-nginx's
+    /// `limit-req-status-code`). Default: 503.
+    pub req_status_code: u16,
+    /// Status for a request over limit-connections (`limit-conn-status-code`). Default: 503.
+    pub conn_status_code: u16,
+    /// Client rate states kept for all Ingresses together (about 64 bytes each); past it
+    /// the least recently seen client's state is dropped, as nginx does in a full zone.
+    /// Default: 100000.
+    pub tracked_clients: usize,
+}
+
+impl Default for LimitsConf {
+    fn default() -> Self {
+        LimitsConf {
+            req_status_code: 503,
+            conn_status_code: 503,
+            tracked_clients: crate::policy::limits::DEFAULT_TRACKED_CLIENTS,
+        }
+    }
 }
 
 impl Default for PingressConf {
@@ -122,6 +149,7 @@ impl Default for PingressConf {
             trusted_proxies: Vec::new(),
             forwarded_for_header: "X-Forwarded-For".into(),
             proxy_protocol: Vec::new(),
+            limits: LimitsConf::default(),
         }
     }
 }
@@ -534,6 +562,19 @@ impl Config {
                 format!("pingress.forwarded_for_header: {e}")
             }
         })?;
+        for (key, code) in [
+            ("req_status_code", p.limits.req_status_code),
+            ("conn_status_code", p.limits.conn_status_code),
+        ] {
+            if !(400..=599).contains(&code) {
+                return Err(format!(
+                    "pingress.limits.{key}: {code} is not a 4xx or 5xx status"
+                ));
+            }
+        }
+        if p.limits.tracked_clients == 0 {
+            return Err("pingress.limits.tracked_clients: must be greater than 0".into());
+        }
         for (i, a) in p.proxy_protocol.iter().enumerate() {
             if !p.http_listen.contains(a) && !p.https_listen.contains(a) {
                 return Err(format!(

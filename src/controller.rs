@@ -10,51 +10,64 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::generation::{Action, Generation, Route, Shared};
+use crate::policy::limits::Registry as LimitRegistry;
 use crate::source::Snapshot;
 use crate::status::Report;
 use crate::tls::Certs;
 use crate::translate::{translate_with, BackendSpec, RouteSpec, TranslateConf, Translation};
 use crate::upstream::Upstreams;
 
-/// A translated route with its live pool (and those of its canary, error and fallback
-/// routes) attached.
-fn convert(
-    spec: RouteSpec,
-    upstreams: &mut Upstreams,
-    used: &mut HashSet<crate::translate::UpstreamKey>,
-) -> Arc<Route> {
-    let ingress = spec
-        .ingress
-        .as_ref()
-        .map_or_else(|| "-".to_string(), |k| k.to_string());
-    let (namespace, service, action) = match &spec.backend {
-        BackendSpec::Service(key) => {
-            used.insert(key.clone());
-            (
-                key.namespace.clone(),
-                key.service.clone(),
-                Action::Proxy(upstreams.pool(key)),
-            )
-        }
-        BackendSpec::Unavailable { namespace, service } => {
-            (namespace.clone(), service.clone(), Action::Respond(503))
-        }
-        BackendSpec::NotFound => ("-".into(), "-".into(), Action::Respond(404)),
-    };
-    let policy = spec
-        .policy
-        .map(|p| Box::new(p.map(|r| convert(r, upstreams, used))));
-    Arc::new(Route {
-        ingress: ingress.into(),
-        namespace: namespace.into(),
-        service: service.into(),
-        action,
-        protocol: spec.protocol,
-        https_redirect: spec.https_redirect,
-        tls_host: spec.tls_host,
-        stats: Default::default(),
-        policy,
-    })
+/// Turns translated routes into live ones (their canary, error and fallback routes too):
+/// pools from `upstreams`, limiters from `limits`; records what the generation uses, so
+/// the rest can be dropped.
+struct Link<'a> {
+    upstreams: &'a mut Upstreams,
+    used: HashSet<crate::translate::UpstreamKey>,
+    limits: &'a mut LimitRegistry,
+    used_limits: HashSet<crate::translate::model::LimitSpec>,
+}
+
+impl Link<'_> {
+    fn convert(&mut self, spec: RouteSpec) -> Arc<Route> {
+        let ingress = spec
+            .ingress
+            .as_ref()
+            .map_or_else(|| "-".to_string(), |k| k.to_string());
+        let (namespace, service, action) = match &spec.backend {
+            BackendSpec::Service(key) => {
+                self.used.insert(key.clone());
+                (
+                    key.namespace.clone(),
+                    key.service.clone(),
+                    Action::Proxy(self.upstreams.pool(key)),
+                )
+            }
+            BackendSpec::Unavailable { namespace, service } => {
+                (namespace.clone(), service.clone(), Action::Respond(503))
+            }
+            BackendSpec::NotFound => ("-".into(), "-".into(), Action::Respond(404)),
+        };
+        let limiter = match spec.policy.as_ref().and_then(|p| p.limits.as_ref()) {
+            Some(l) => {
+                self.used_limits.insert(l.clone());
+                Some(self.limits.get(l))
+            }
+            None => None,
+        };
+        let policy = spec.policy.map(|p| Box::new(p.map(|r| self.convert(r))));
+        Arc::new(Route {
+            ingress: ingress.into(),
+            namespace: namespace.into(),
+            service: service.into(),
+            action,
+            protocol: spec.protocol,
+            https_redirect: spec.https_redirect,
+            tls_host: spec.tls_host,
+            stats: Default::default(),
+            policy,
+            limiter,
+        })
+    }
 }
 
 /// What one `apply` did.
@@ -78,6 +91,8 @@ pub struct Controller {
     certs: Option<Certs>,
     /// The last accepted version of each Ingress: kept serving when an update is refused.
     last_good: BTreeMap<crate::source::ObjKey, Arc<k8s_openapi::api::networking::v1::Ingress>>,
+    /// Rate and connection limiters, kept across generations while their settings are.
+    limits: LimitRegistry,
 }
 
 impl Controller {
@@ -93,7 +108,14 @@ impl Controller {
             reports: None,
             certs: None,
             last_good: BTreeMap::new(),
+            limits: LimitRegistry::new(crate::policy::limits::DEFAULT_TRACKED_CLIENTS),
         }
+    }
+
+    /// Keep at most this many client rate states for all limiters together.
+    pub fn with_tracked_clients(mut self, n: usize) -> Controller {
+        self.limits = LimitRegistry::new(n);
+        self
     }
 
     /// Also send a [`Report`] (our Ingresses and diagnostics) after each new generation, for
@@ -165,13 +187,18 @@ impl Controller {
     /// Attach live pools to the translated routes; new pools get their endpoints before the
     /// generation that uses them is published.
     fn link(&mut self, t: Translation, snap: &Snapshot) -> Generation {
-        let mut used = HashSet::new();
-        let upstreams = &mut self.upstreams;
-        let mut convert = |spec: RouteSpec| convert(spec, upstreams, &mut used);
-        let default_route = convert(t.default_route);
-        let routes = t.routes.map(&mut convert);
+        let mut link = Link {
+            upstreams: &mut self.upstreams,
+            used: HashSet::new(),
+            limits: &mut self.limits,
+            used_limits: HashSet::new(),
+        };
+        let default_route = link.convert(t.default_route);
+        let routes = t.routes.map(&mut |spec| link.convert(spec));
+        let (used, used_limits) = (link.used, link.used_limits);
         self.upstreams.refresh(snap);
         self.upstreams.retain(&used);
+        self.limits.retain(&used_limits);
         let id = self.next_id;
         self.next_id += 1;
         Generation {

@@ -41,6 +41,8 @@ pub struct Route {
     /// Redirects, rewrites, header changes, timeouts, balancing, canary, ...; None for a
     /// plain route, which so pays one branch per phase.
     pub policy: Option<Box<Policy<Arc<Route>>>>,
+    /// The limits of the policy, live (kept across generations).
+    pub limiter: Option<Arc<crate::policy::limits::Limiter>>,
 }
 
 impl Route {
@@ -79,6 +81,7 @@ impl Generation {
                 tls_host: false,
                 stats: RouteStats::default(),
                 policy: None,
+                limiter: None,
             }),
         }
     }

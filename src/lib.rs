@@ -18,6 +18,7 @@ pub mod echo;
 pub mod generation;
 pub mod listen;
 pub mod metrics;
+pub mod policy;
 pub mod proxy;
 pub mod proxy_protocol;
 pub mod routing;

@@ -127,6 +127,10 @@ pub struct Metrics {
     /// Connections closed on a PROXY protocol listener, by reason (`untrusted`, `timeout`,
     /// `malformed`, `io`).
     pub proxy_protocol_rejected: IntCounterVec,
+    /// Requests refused by a route's policy, by Ingress and policy (`access`: allow/deny
+    /// lists; `rate`, `connections`: limits; `closed`: an access control that could not be
+    /// built).
+    pub policy_refusals: IntCounterVec,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -239,6 +243,14 @@ impl Metrics {
             &["reason"],
         )
         .expect("valid metric");
+        let policy_refusals = IntCounterVec::new(
+            Opts::new(
+                "pingress_policy_refusals_total",
+                "Requests refused by a route's policy, by Ingress and policy",
+            ),
+            &["ingress", "policy"],
+        )
+        .expect("valid metric");
         for kind in DiagKind::ALL {
             diagnostics.with_label_values(&[kind.as_str()]).set(0);
         }
@@ -260,6 +272,7 @@ impl Metrics {
             tls_cert_expiry,
             https_redirects,
             proxy_protocol_rejected,
+            policy_refusals,
         };
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
             Box::new(m.requests.clone()),
@@ -278,6 +291,7 @@ impl Metrics {
             Box::new(m.tls_cert_expiry.clone()),
             Box::new(m.https_redirects.clone()),
             Box::new(m.proxy_protocol_rejected.clone()),
+            Box::new(m.policy_refusals.clone()),
         ];
         for c in collectors {
             m.registry.register(c).expect("metric registered once");

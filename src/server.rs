@@ -87,7 +87,8 @@ impl BackgroundService for ControlPlane {
                 })
             }
         };
-        let mut controller = Controller::new((&self.conf).into(), self.shared.clone());
+        let mut controller = Controller::new((&self.conf).into(), self.shared.clone())
+            .with_tracked_clients(self.conf.limits.tracked_clients);
         if let Some(r) = reports {
             controller = controller.with_reports(r);
         }
@@ -211,6 +212,7 @@ pub fn build(config: Config, opt: Opt) -> anyhow::Result<Server> {
         &pingress.tls,
         &ports,
         trust,
+        &pingress.limits,
     );
     let drain = Duration::from_millis(pingress.keepalive_drain_ms);
     let mut app = pingora_proxy::http_proxy(&server.configuration, gateway);

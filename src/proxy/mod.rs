@@ -38,9 +38,10 @@ use prometheus::IntGauge;
 
 use crate::accesslog::{rfc3339_now, AccessLog, Entry};
 use crate::client::Trust;
-use crate::config::{TlsConf, UpstreamConf};
+use crate::config::{LimitsConf, TlsConf, UpstreamConf};
 use crate::generation::{Action, Route, Shared};
 use crate::metrics::{RouteLabels, RouteStats};
+use crate::policy::limits::Refusal;
 use crate::routing::Request;
 use crate::translate::model::{Balance, Redirect};
 
@@ -80,6 +81,8 @@ pub struct Ctx {
     peer: Option<Peer>,
     /// The client address ([`crate::client`]): the peer, or the client behind a trusted one.
     client: Option<Peer>,
+    /// Counts this request against its route's limit-connections while it lives.
+    inflight: Option<pingora_limits::inflight::Guard>,
 }
 
 /// An address, as header text, and whether it is a trusted proxy.
@@ -142,6 +145,8 @@ pub struct Gateway {
     no_route_stats: RouteStats,
     /// Which peers are believed about the client address.
     trust: Arc<Trust>,
+    /// Statuses for requests over a rate limit and over a connection limit.
+    limit_statuses: (u16, u16),
 }
 
 const NO_ROUTE: RouteLabels = RouteLabels {
@@ -151,6 +156,12 @@ const NO_ROUTE: RouteLabels = RouteLabels {
 };
 
 const HTTPS: HeaderValue = HeaderValue::from_static("https");
+const FORBIDDEN: &[u8] = b"403 forbidden: this client address is not allowed on this route\n";
+const OVER_RATE: &[u8] = b"request refused: over this route's request rate limit for this client\n";
+const OVER_CONNECTIONS: &[u8] =
+    b"request refused: over this route's concurrent request limit for this client\n";
+const CLOSED: &[u8] =
+    b"503 service unavailable: this route's access control could not be built (see the Ingress's diagnostics)\n";
 const HTTP: HeaderValue = HeaderValue::from_static("http");
 
 /// How many concurrent streams one HTTP/2 connection to a pod may carry.
@@ -164,9 +175,11 @@ impl Gateway {
         tls: &TlsConf,
         listen_ports: &[u16],
         trust: Arc<Trust>,
+        limits: &LimitsConf,
     ) -> Self {
         Gateway {
             trust,
+            limit_statuses: (limits.req_status_code, limits.conn_status_code),
             ports: listen_ports
                 .iter()
                 .map(|p| (*p, HeaderValue::from(*p)))
@@ -352,6 +365,15 @@ impl Gateway {
             .map_or_else(|| HeaderValue::from(port), |(_, v)| v.clone())
     }
 
+    /// Count a request a policy refused.
+    fn refused(&self, route: &Route, policy: &str) {
+        self.shared
+            .metrics
+            .policy_refusals
+            .with_label_values(&[&route.ingress, policy])
+            .inc();
+    }
+
     /// HSTS for HTTPS responses on hosts with TLS configured.
     fn add_hsts(&self, ctx: &Ctx, resp: &mut ResponseHeader) -> Result<()> {
         if let (true, Some(v), Some(route)) = (ctx.tls, &self.hsts, &ctx.route) {
@@ -369,6 +391,46 @@ impl Gateway {
             503 => b"503 service unavailable: no ready endpoints for this backend\n",
             _ => b"error\n",
         };
+        self.respond_with(session, ctx, status, body).await
+    }
+
+    /// The route's access phases, in ingress-nginx's order: limits (nginx's preaccess
+    /// phase, so they also count clients the allow list then refuses), then the allow and
+    /// deny lists. Returns the refusal's status and text.
+    fn guard(&self, ctx: &mut Ctx, route: &Route) -> Option<(u16, &'static [u8], &'static str)> {
+        let access = route.policy.as_ref().and_then(|p| p.access.as_ref());
+        if route.limiter.is_none() && access.is_none() {
+            return None;
+        }
+        let Some(ip) = ctx.client.as_ref().map(|c| c.ip) else {
+            // No client address to check (not an IP connection): refused.
+            return Some((403, FORBIDDEN, "access"));
+        };
+        if let Some(l) = &route.limiter {
+            match l.admit(ip, &mut ctx.inflight) {
+                Some(Refusal::Rate) => {
+                    return Some((self.limit_statuses.0, OVER_RATE, "rate"));
+                }
+                Some(Refusal::Connections) => {
+                    return Some((self.limit_statuses.1, OVER_CONNECTIONS, "connections"));
+                }
+                None => {}
+            }
+        }
+        if access.is_some_and(|a| !a.permits(ip)) {
+            return Some((403, FORBIDDEN, "access"));
+        }
+        None
+    }
+
+    /// Our own answer with a plain-text body.
+    async fn respond_with(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        status: u16,
+        body: &'static [u8],
+    ) -> Result<bool> {
         let mut resp = ResponseHeader::build(status, Some(4))?;
         resp.insert_header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")?;
         resp.insert_header(http::header::CONTENT_LENGTH, body.len())?;
@@ -470,6 +532,7 @@ impl ProxyHttp for Gateway {
             canary: false,
             peer: None,
             client: None,
+            inflight: None,
         }
     }
 
@@ -532,6 +595,12 @@ impl ProxyHttp for Gateway {
             generation.route_for(&view).clone()
         };
         if let Some(policy) = &route.policy {
+            // Phase 1: an access control that could not be built closes the route.
+            if policy.denied {
+                self.refused(&route, "closed");
+                ctx.route = Some(route);
+                return self.respond_with(session, ctx, 503, CLOSED).await;
+            }
             // Phase 2: redirects of the route come before HTTP to HTTPS (ingress-nginx).
             if let Some(r) = &policy.redirect {
                 let (code, r) = (r.code, r.clone());
@@ -542,6 +611,13 @@ impl ProxyHttp for Gateway {
         if route.https_redirect && !ctx.tls {
             ctx.route = Some(route);
             return self.redirect_https(session, ctx).await;
+        }
+        // Phase 3: limits and allow/deny lists, by the route the request matched (a canary
+        // Ingress's own access annotations are not used, as in ingress-nginx).
+        if let Some((status, body, what)) = self.guard(ctx, &route) {
+            self.refused(&route, what);
+            ctx.route = Some(route);
+            return self.respond_with(session, ctx, status, body).await;
         }
         if let Some(policy) = &route.policy {
             // Phase 3: backend choice.

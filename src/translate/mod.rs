@@ -32,7 +32,7 @@ use crate::config::{PingressConf, PortRef};
 use crate::routing::{HostMatch, PathKind, RouteTable};
 use crate::source::{namespace_of, ObjKey, Snapshot};
 use annotations::{IngressAnnotations, Status, Verdict};
-use model::{Balance, ErrorPages, Policy, Redirect, RedirectTo, Rewrite};
+use model::{Balance, ErrorPages, IpAccess, LimitSpec, Policy, Redirect, RedirectTo, Rewrite};
 
 /// Legacy class annotation.
 pub const CLASS_ANNOTATION: &str = "kubernetes.io/ingress.class";
@@ -623,6 +623,24 @@ impl Translator<'_> {
                     "annotation custom-http-errors: no default-backend annotation and no global default backend; upstream errors are passed through".into(),
                 ),
             }
+        }
+        p.denied = ann.denied;
+        let a = &ann.access;
+        if !a.allow.is_empty() || !a.deny.is_empty() {
+            p.access = Some(IpAccess {
+                allow: a.allow.clone(),
+                deny: a.deny.clone(),
+            });
+        }
+        if a.has_limits() {
+            p.limits = Some(LimitSpec {
+                zone: key.to_string(),
+                rps: a.rps,
+                rpm: a.rpm,
+                connections: a.connections,
+                burst_multiplier: a.burst_multiplier,
+                allow: a.limit_allow.clone(),
+            });
         }
         if !p.is_default() {
             spec.policy = Some(Box::new(p));

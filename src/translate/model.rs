@@ -237,6 +237,41 @@ pub struct Policy<R> {
     pub errors: Option<ErrorPages<R>>,
     /// Serves the route while its backend has no ready endpoint (`default-backend`).
     pub fallback: Option<R>,
+    /// An access-control setting could not be built: the route answers 503 (fail closed);
+    /// the reason is in the Ingress's diagnostics.
+    pub denied: bool,
+    /// Client address allow and deny lists: 403 for others.
+    pub access: Option<IpAccess>,
+    /// Rate and connection limits per client address.
+    pub limits: Option<LimitSpec>,
+}
+
+/// whitelist-source-range / denylist-source-range: a client in `deny`, or outside a
+/// non-empty `allow`, is refused.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct IpAccess {
+    pub allow: Vec<ipnet::IpNet>,
+    pub deny: Vec<ipnet::IpNet>,
+}
+
+impl IpAccess {
+    pub fn permits(&self, ip: std::net::IpAddr) -> bool {
+        !self.deny.iter().any(|n| n.contains(&ip))
+            && (self.allow.is_empty() || self.allow.iter().any(|n| n.contains(&ip)))
+    }
+}
+
+/// limit-* annotations of one Ingress; `zone` (the Ingress) keeps limiters apart, as
+/// ingress-nginx's one zone set per Ingress shared by all its paths.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct LimitSpec {
+    pub zone: String,
+    pub rps: Option<u32>,
+    pub rpm: Option<u32>,
+    pub connections: Option<u32>,
+    pub burst_multiplier: u32,
+    /// Clients not limited (limit-whitelist).
+    pub allow: Vec<ipnet::IpNet>,
 }
 
 impl<R> Default for Policy<R> {
@@ -253,6 +288,9 @@ impl<R> Default for Policy<R> {
             canary: None,
             errors: None,
             fallback: None,
+            denied: false,
+            access: None,
+            limits: None,
         }
     }
 }
@@ -271,6 +309,9 @@ impl<R> Policy<R> {
             && self.canary.is_none()
             && self.errors.is_none()
             && self.fallback.is_none()
+            && !self.denied
+            && self.access.is_none()
+            && self.limits.is_none()
     }
 
     /// Convert the backends (canary, error pages, fallback) with `f`.
@@ -290,6 +331,9 @@ impl<R> Policy<R> {
                 backend: f(e.backend),
             }),
             fallback: self.fallback.map(f),
+            denied: self.denied,
+            access: self.access,
+            limits: self.limits,
         }
     }
 }

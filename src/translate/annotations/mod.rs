@@ -11,6 +11,7 @@
 //! Semantics follow `shared/reference/ingress-nginx-annotations.md`; docs/annotations.md
 //! holds the compatibility table.
 
+pub mod access;
 pub mod affinity;
 pub mod backend;
 pub mod canary;
@@ -76,6 +77,8 @@ pub enum Outcome {
     Ignored,
     /// The whole Ingress is refused (as ingress-nginx drops it).
     Refuse,
+    /// The Ingress's paths answer 503 (fail closed, as ingress-nginx denies the location).
+    Deny,
 }
 
 /// Reads one Ingress's annotations, recording a verdict per key.
@@ -86,6 +89,8 @@ pub struct Reader<'a> {
     verdicts: BTreeMap<&'a str, Verdict>,
     /// Why the Ingress is refused, if it is.
     refusals: Vec<String>,
+    /// An access-control key could not be built: the paths answer 503.
+    denied: bool,
 }
 
 impl<'a> Reader<'a> {
@@ -104,6 +109,7 @@ impl<'a> Reader<'a> {
             keys,
             verdicts: BTreeMap::new(),
             refusals: Vec::new(),
+            denied: false,
         }
     }
 
@@ -159,7 +165,13 @@ impl<'a> Reader<'a> {
             Outcome::Default => "using the default",
             Outcome::Ignored => "ignored",
             Outcome::Refuse => "the Ingress is refused, as ingress-nginx drops it",
+            Outcome::Deny => {
+                "the Ingress's paths answer 503 (fail closed), as ingress-nginx denies them"
+            }
         };
+        if outcome == Outcome::Deny {
+            self.denied = true;
+        }
         if outcome == Outcome::Refuse {
             let key = self.keys.get(short).map_or(short, |(k, _)| *k);
             self.refusals.push(format!("annotation {key}: {why}"));
@@ -169,6 +181,11 @@ impl<'a> Reader<'a> {
             _ => why,
         };
         self.set(short, Status::Invalid, format!("{why}; {then}"));
+    }
+
+    /// Whether an access-control key failed closed ([`Outcome::Deny`]).
+    pub fn denied(&self) -> bool {
+        self.denied
     }
 
     /// A boolean key: None when unset; a bad value falls back to `default` (reported).
@@ -224,6 +241,9 @@ pub struct IngressAnnotations {
     pub affinity: Option<crate::translate::model::Affinity>,
     pub canary: Option<canary::Canary>,
     pub errors: errors::Errors,
+    pub access: access::Access,
+    /// An access-control annotation could not be built: the paths answer 503.
+    pub denied: bool,
 }
 
 /// Parse every family. Returns the typed settings, a verdict per annotation, and the reason
@@ -240,7 +260,11 @@ pub fn read(
         affinity: affinity::read(&mut r),
         canary: canary::read(&mut r),
         errors: errors::read(&mut r),
+        access: access::read(&mut r),
+        denied: false,
     };
+    let mut out = out;
+    out.denied = r.denied();
     let (verdicts, refusal) = r.finish();
     (out, verdicts, refusal)
 }
