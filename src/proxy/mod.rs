@@ -43,7 +43,7 @@ use crate::generation::{Action, Route, Shared};
 use crate::metrics::{RouteLabels, RouteStats};
 use crate::policy::limits::Refusal;
 use crate::routing::Request;
-use crate::translate::model::{Balance, Redirect};
+use crate::translate::model::{Balance, BasicAuth, Redirect};
 
 pub use request_id::new_request_id;
 
@@ -83,6 +83,8 @@ pub struct Ctx {
     client: Option<Peer>,
     /// Counts this request against its route's limit-connections while it lives.
     inflight: Option<pingora_limits::inflight::Guard>,
+    /// Basic auth passed: the Authorization header is not sent upstream.
+    strip_authorization: bool,
 }
 
 /// An address, as header text, and whether it is a trusted proxy.
@@ -147,7 +149,16 @@ pub struct Gateway {
     trust: Arc<Trust>,
     /// Statuses for requests over a rate limit and over a connection limit.
     limit_statuses: (u16, u16),
+    /// Basic-auth verdicts by SHA-256 of (user, stored hash, password): bcrypt costs
+    /// milliseconds, a cached verdict a lookup.
+    auth_cache: std::sync::Mutex<lru::LruCache<[u8; 32], bool>>,
 }
+
+/// Basic-auth verdicts kept.
+const AUTH_CACHE: std::num::NonZeroUsize = match std::num::NonZeroUsize::new(10_000) {
+    Some(n) => n,
+    None => unreachable!(),
+};
 
 const NO_ROUTE: RouteLabels = RouteLabels {
     ingress: "-",
@@ -180,6 +191,7 @@ impl Gateway {
         Gateway {
             trust,
             limit_statuses: (limits.req_status_code, limits.conn_status_code),
+            auth_cache: std::sync::Mutex::new(lru::LruCache::new(AUTH_CACHE)),
             ports: listen_ports
                 .iter()
                 .map(|p| (*p, HeaderValue::from(*p)))
@@ -423,6 +435,75 @@ impl Gateway {
         None
     }
 
+    /// Whether the request carries credentials of one of the route's basic-auth users. A
+    /// verdict is cached; a slow hash (bcrypt, apr1, crypt) is checked on a blocking thread.
+    async fn basic_auth_passes(&self, session: &Session, auth: &Arc<BasicAuth>) -> bool {
+        let Some(v) = session
+            .req_header()
+            .headers
+            .get(http::header::AUTHORIZATION)
+        else {
+            return false;
+        };
+        let Some((user, password)) = phases::basic_credentials(v.as_bytes()) else {
+            return false;
+        };
+        let Some((stored, hash)) = auth.users.users.get(&user) else {
+            return false;
+        };
+        let mut d = ring::digest::Context::new(&ring::digest::SHA256);
+        for part in [user.as_bytes(), stored.as_bytes(), &password] {
+            d.update(&(part.len() as u64).to_le_bytes());
+            d.update(part);
+        }
+        let mut key = [0u8; 32];
+        key.copy_from_slice(d.finish().as_ref());
+        let cached = self
+            .auth_cache
+            .lock()
+            .ok()
+            .and_then(|mut c| c.get(&key).copied());
+        if let Some(ok) = cached {
+            return ok;
+        }
+        let ok = if hash.is_slow() {
+            let hash = hash.clone();
+            tokio::task::spawn_blocking(move || hash.verify(&password))
+                .await
+                .unwrap_or(false)
+        } else {
+            hash.verify(&password)
+        };
+        if let Ok(mut c) = self.auth_cache.lock() {
+            c.put(key, ok);
+        }
+        ok
+    }
+
+    /// 401 with the route's `WWW-Authenticate` challenge.
+    async fn unauthorized(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        challenge: &HeaderValue,
+    ) -> Result<bool> {
+        let body: &[u8] = b"401 unauthorized\n";
+        let mut resp = ResponseHeader::build(401, Some(5))?;
+        resp.insert_header(http::header::WWW_AUTHENTICATE, challenge.clone())?;
+        resp.insert_header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")?;
+        resp.insert_header(http::header::CONTENT_LENGTH, body.len())?;
+        if let Some(id) = &ctx.request_id {
+            resp.insert_header("x-request-id", id.clone())?;
+        }
+        self.add_hsts(ctx, &mut resp)?;
+        ctx.own_status = 401;
+        session.write_response_header(Box::new(resp), false).await?;
+        session
+            .write_response_body(Some(Bytes::from_static(body)), true)
+            .await?;
+        Ok(true)
+    }
+
     /// Our own answer with a plain-text body.
     async fn respond_with(
         &self,
@@ -533,6 +614,7 @@ impl ProxyHttp for Gateway {
             peer: None,
             client: None,
             inflight: None,
+            strip_authorization: false,
         }
     }
 
@@ -618,6 +700,15 @@ impl ProxyHttp for Gateway {
             self.refused(&route, what);
             ctx.route = Some(route);
             return self.respond_with(session, ctx, status, body).await;
+        }
+        // Phase 4: authentication.
+        if let Some(auth) = route.policy.as_ref().and_then(|p| p.basic_auth.clone()) {
+            if !self.basic_auth_passes(session, &auth).await {
+                self.refused(&route, "auth");
+                ctx.route = Some(route);
+                return self.unauthorized(session, ctx, &auth.challenge).await;
+            }
+            ctx.strip_authorization = true;
         }
         if let Some(policy) = &route.policy {
             // Phase 3: backend choice.
@@ -895,6 +986,10 @@ impl ProxyHttp for Gateway {
         }
         if let Some(id) = &ctx.request_id {
             up.insert_header("x-request-id", id.clone())?;
+        }
+        if ctx.strip_authorization {
+            // The credentials were for the gateway (ingress-nginx clears them too).
+            up.remove_header(&http::header::AUTHORIZATION);
         }
         if let Some(from) = &ctx.fell_back {
             // The default backend serves a route without endpoints (ingress-nginx's headers).

@@ -247,6 +247,21 @@ macro_rules! header_ops {
 header_ops!(apply_request_headers, RequestHeader);
 header_ops!(apply_response_headers, pingora::http::ResponseHeader);
 
+/// The user and password of an `Authorization: Basic` header.
+pub fn basic_credentials(v: &[u8]) -> Option<(String, Vec<u8>)> {
+    use base64::Engine as _;
+    let (scheme, rest) = v.split_at_checked(6)?;
+    if !scheme.eq_ignore_ascii_case(b"basic ") {
+        return None;
+    }
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(rest.trim_ascii())
+        .ok()?;
+    let colon = raw.iter().position(|b| *b == b':')?;
+    let user = String::from_utf8(raw[..colon].to_vec()).ok()?;
+    Some((user, raw[colon + 1..].to_vec()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -125,10 +125,10 @@ fn parse_value(
         }
         ("v1", "Secret") => {
             let secret = typed::<Secret>(value, text, origin, line, &what)?;
-            if secret.type_.as_deref() != Some("kubernetes.io/tls") {
+            if !super::kept_secret_type(secret.type_.as_deref()) {
                 debug!(
                     origin,
-                    name, "ignoring Secret that is not of type kubernetes.io/tls"
+                    name, "ignoring Secret that is neither kubernetes.io/tls nor Opaque"
                 );
                 return Ok(());
             }
@@ -432,13 +432,18 @@ mod tests {
     }
 
     #[test]
-    fn non_tls_secrets_and_other_kinds_are_skipped() {
-        let text = "apiVersion: v1\nkind: Secret\nmetadata: {name: a}\ntype: Opaque\n---\napiVersion: v1\nkind: Secret\nmetadata: {name: b}\ntype: kubernetes.io/tls\ndata: {}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n";
+    fn tls_and_opaque_secrets_are_kept_other_secrets_and_kinds_skipped() {
+        let text = "apiVersion: v1\nkind: Secret\nmetadata: {name: a}\ntype: Opaque\n---\napiVersion: v1\nkind: Secret\nmetadata: {name: b}\ntype: kubernetes.io/tls\ndata: {}\n---\napiVersion: v1\nkind: Secret\nmetadata: {name: t}\ntype: kubernetes.io/service-account-token\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n";
         let p = parse_manifests(text, "f").unwrap();
-        assert_eq!(p.objects.len(), 1);
-        assert!(
-            matches!(&p.objects[0], Object::Secret(s) if s.metadata.name.as_deref() == Some("b"))
-        );
+        let names: Vec<_> = p
+            .objects
+            .iter()
+            .map(|o| match o {
+                Object::Secret(s) => s.metadata.name.clone().unwrap_or_default(),
+                _ => "other".into(),
+            })
+            .collect();
+        assert_eq!(names, ["a", "b"]);
     }
 
     #[test]

@@ -1,5 +1,8 @@
 //! The in-cluster source: kube-rs watchers (with backoff) for Ingress, IngressClass, Service,
 //! EndpointSlice and `kubernetes.io/tls` Secrets, in all namespaces or a configured list.
+//! Other Secrets are not listed: each Secret an Ingress names in `auth-secret` gets its own
+//! watch (a field selector on its name), started when the first Ingress names it and
+//! stopped when the last one stops, so only those Secrets are ever held in memory.
 //!
 //! Each watcher keeps its own object map. A relist (start-up, reconnect after a 410 Gone /
 //! expired resourceVersion) is buffered from `Init` to `InitDone` and then replaces that map
@@ -82,6 +85,22 @@ struct WatcherState {
     /// Objects of a relist in progress.
     relist: Option<BTreeMap<(String, String), Object>>,
     synced: bool,
+    /// An auth Secret watch started at this time: it holds snapshots back for at most
+    /// [`AUTH_WATCH_WAIT`] (a Secret that cannot be listed must not stop every update;
+    /// its routes answer 503 meanwhile).
+    optional_since: Option<Instant>,
+}
+
+/// How long a new auth Secret watch may hold snapshots back.
+const AUTH_WATCH_WAIT: Duration = Duration::from_secs(5);
+
+impl WatcherState {
+    fn ready(&self) -> bool {
+        self.synced
+            || self
+                .optional_since
+                .is_some_and(|t| t.elapsed() >= AUTH_WATCH_WAIT)
+    }
 }
 
 type Shared = Arc<(Mutex<Vec<WatcherState>>, Notify)>;
@@ -163,6 +182,36 @@ async fn run_watcher<K>(
             notify.notify_one();
         }
     }
+}
+
+/// The auth Secrets the snapshot's Ingresses name (`auth-secret`, under either prefix), in
+/// their own namespace and within the watched namespaces (a cross-namespace reference is
+/// refused by translation, so it is not watched).
+fn auth_secret_refs(
+    snap: &Snapshot,
+    namespaces: &[String],
+) -> std::collections::BTreeSet<(String, String)> {
+    let mut out = std::collections::BTreeSet::new();
+    for (key, ing) in &snap.ingresses {
+        let Some(ann) = ing.metadata.annotations.as_ref() else {
+            continue;
+        };
+        let value = crate::translate::annotations::PREFIXES
+            .iter()
+            .rev()
+            .find_map(|p| ann.get(&format!("{p}auth-secret")));
+        let Some(Ok((ns, name))) =
+            value.map(|v| crate::translate::annotations::auth::secret_ref(v.trim()))
+        else {
+            continue;
+        };
+        let ns = ns.unwrap_or_else(|| key.namespace.clone());
+        if ns != key.namespace || (!namespaces.is_empty() && !namespaces.contains(&ns)) {
+            continue;
+        }
+        out.insert((ns, name));
+    }
+    out
 }
 
 /// Register a watcher's object map and start the watcher that fills it.
@@ -277,6 +326,16 @@ pub async fn run(
         }
     }
     let _tasks = AbortOnDrop(tasks);
+    /// Auth Secret watches: (namespace, name) -> (state slot, task).
+    struct AuthWatches(BTreeMap<(String, String), (usize, tokio::task::JoinHandle<()>)>);
+    impl Drop for AuthWatches {
+        fn drop(&mut self) {
+            for (_, t) in self.0.values() {
+                t.abort();
+            }
+        }
+    }
+    let mut auth = AuthWatches(BTreeMap::new());
 
     let mut announced = false;
     loop {
@@ -284,7 +343,7 @@ pub async fn run(
         let started = Instant::now();
         let snap = {
             let states = shared.0.lock().unwrap_or_else(|e| e.into_inner());
-            if !states.iter().all(|s| s.synced) {
+            if !states.iter().all(WatcherState::ready) {
                 continue;
             }
             let mut snap = Snapshot::default();
@@ -295,6 +354,65 @@ pub async fn run(
             }
             snap
         };
+        // Watch exactly the auth Secrets the Ingresses name. A new watch holds this
+        // snapshot back until its first list is in (its InitDone wakes this loop), so a
+        // route is not published without its users.
+        let wanted = auth_secret_refs(&snap, &conf.namespaces);
+        let mut started_new = false;
+        for (ns, name) in &wanted {
+            if auth.0.contains_key(&(ns.clone(), name.clone())) {
+                continue;
+            }
+            let task = spawn_watcher::<Secret>(
+                &shared,
+                &metrics,
+                format!("auth secret {ns}/{name}"),
+                Api::namespaced(client.clone(), ns),
+                cfg().fields(&format!("metadata.name={name}")),
+                |o| {
+                    (o.type_.as_deref() != Some("kubernetes.io/tls")
+                        && super::kept_secret_type(o.type_.as_deref()))
+                    .then(|| Object::Secret(Arc::new(o)))
+                },
+            );
+            let slot = {
+                let mut states = shared.0.lock().unwrap_or_else(|e| e.into_inner());
+                let slot = states.len() - 1;
+                states[slot].optional_since = Some(Instant::now());
+                slot
+            };
+            auth.0.insert((ns.clone(), name.clone()), (slot, task));
+            started_new = true;
+        }
+        if started_new {
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(AUTH_WATCH_WAIT).await;
+                shared.1.notify_one();
+            });
+        }
+        let mut retired = false;
+        auth.0.retain(|k, (slot, task)| {
+            if wanted.contains(k) {
+                return true;
+            }
+            task.abort();
+            let mut states = shared.0.lock().unwrap_or_else(|e| e.into_inner());
+            states[*slot] = WatcherState {
+                name: format!("retired watch of {}/{}", k.0, k.1),
+                synced: true,
+                ..Default::default()
+            };
+            retired = true;
+            false
+        });
+        if started_new {
+            continue;
+        }
+        if retired {
+            // Rebuild without the retired Secrets.
+            shared.1.notify_one();
+        }
         if !announced {
             info!("every watch has completed its initial list");
             announced = true;

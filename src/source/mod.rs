@@ -73,8 +73,14 @@ pub struct Snapshot {
     pub ingress_classes: BTreeMap<String, Arc<IngressClass>>,
     pub services: BTreeMap<ObjKey, Arc<Service>>,
     pub endpoint_slices: BTreeMap<ObjKey, Arc<EndpointSlice>>,
-    /// Only `kubernetes.io/tls` Secrets.
+    /// `kubernetes.io/tls` Secrets, and the Opaque Secrets that hold basic-auth users
+    /// (in-cluster: only those an Ingress's auth-secret names).
     pub secrets: BTreeMap<ObjKey, Arc<Secret>>,
+}
+
+/// Secret types a source keeps: TLS, and Opaque (auth users; no type means Opaque).
+pub fn kept_secret_type(t: Option<&str>) -> bool {
+    matches!(t, None | Some("Opaque") | Some("kubernetes.io/tls"))
 }
 
 impl From<Arc<EndpointSlice>> for Object {

@@ -329,6 +329,16 @@ fn secret_field<'a>(secret: &'a Secret, name: &str) -> Option<&'a [u8]> {
 
 /// A certificate from a `kubernetes.io/tls` Secret.
 pub fn parse_secret(secret: &Secret, origin: String) -> Result<LoadedCert, String> {
+    // Auth Secrets share the snapshot's Secret map; only TLS Secrets hold certificates.
+    match secret.type_.as_deref() {
+        Some("kubernetes.io/tls") => {}
+        other => {
+            return Err(format!(
+                "is of type {}, not kubernetes.io/tls",
+                other.unwrap_or("Opaque")
+            ))
+        }
+    }
     let cert = secret_field(secret, "tls.crt").ok_or("has no tls.crt")?;
     let key = secret_field(secret, "tls.key").ok_or("has no tls.key")?;
     load_pem(cert, key, origin)

@@ -18,10 +18,11 @@ pub enum DiagKind {
     InvalidAnnotation,
     TlsSecret,
     Canary,
+    AuthSecret,
 }
 
 impl DiagKind {
-    pub const ALL: [DiagKind; 12] = [
+    pub const ALL: [DiagKind; 13] = [
         DiagKind::ServiceNotFound,
         DiagKind::PortNotFound,
         DiagKind::ResourceBackend,
@@ -34,6 +35,7 @@ impl DiagKind {
         DiagKind::InvalidAnnotation,
         DiagKind::TlsSecret,
         DiagKind::Canary,
+        DiagKind::AuthSecret,
     ];
 
     /// Snake-case name, used as the metric label and in logs.
@@ -51,6 +53,7 @@ impl DiagKind {
             DiagKind::InvalidAnnotation => "invalid_annotation",
             DiagKind::TlsSecret => "tls_secret",
             DiagKind::Canary => "canary",
+            DiagKind::AuthSecret => "auth_secret",
         }
     }
 }

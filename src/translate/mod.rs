@@ -32,7 +32,9 @@ use crate::config::{PingressConf, PortRef};
 use crate::routing::{HostMatch, PathKind, RouteTable};
 use crate::source::{namespace_of, ObjKey, Snapshot};
 use annotations::{IngressAnnotations, Status, Verdict};
-use model::{Balance, ErrorPages, IpAccess, LimitSpec, Policy, Redirect, RedirectTo, Rewrite};
+use model::{
+    Balance, BasicAuth, ErrorPages, IpAccess, LimitSpec, Policy, Redirect, RedirectTo, Rewrite,
+};
 
 /// Legacy class annotation.
 pub const CLASS_ANNOTATION: &str = "kubernetes.io/ingress.class";
@@ -216,6 +218,7 @@ pub fn translate_with(
         regex_hosts: HashSet::new(),
         balances: HashMap::new(),
         host_owner: HashMap::new(),
+        auth_cache: HashMap::new(),
     };
     let default_route = t.global_default();
     let mut ours: Vec<(&ObjKey, &Ingress)> = snap
@@ -351,7 +354,11 @@ struct Translator<'a> {
     balances: HashMap<UpstreamKey, (Balance, ObjKey)>,
     /// Hosts (of rules) -> the oldest Ingress with a rule for it.
     host_owner: HashMap<HostMatch, ObjKey>,
+    /// Basic-auth users by Secret and settings, parsed once per translation.
+    auth_cache: AuthCache,
 }
+
+type AuthCache = HashMap<(ObjKey, annotations::auth::Basic), Result<Arc<BasicAuth>, String>>;
 
 impl Translator<'_> {
     fn is_ours(&self, ing: &Ingress) -> bool {
@@ -642,9 +649,93 @@ impl Translator<'_> {
                 allow: a.limit_allow.clone(),
             });
         }
+        if let Some(b) = &ann.auth.basic {
+            match self.basic_auth(key, b) {
+                Ok(auth) => p.basic_auth = Some(auth),
+                Err(msg) => {
+                    // Fail closed: the paths answer 503.
+                    p.denied = true;
+                    self.diag(
+                        Some(key),
+                        DiagKind::AuthSecret,
+                        format!("{what}: annotation auth-secret: {msg}; its paths answer 503"),
+                    );
+                }
+            }
+        }
         if !p.is_default() {
             spec.policy = Some(Box::new(p));
         }
+    }
+
+    /// The users of a basic-auth Ingress, from its Secret (parsed once per generation per
+    /// Ingress and shared by its paths).
+    fn basic_auth(
+        &mut self,
+        key: &ObjKey,
+        b: &annotations::auth::Basic,
+    ) -> Result<std::sync::Arc<BasicAuth>, String> {
+        let ns = b.namespace.as_deref().unwrap_or(&key.namespace);
+        if ns != key.namespace {
+            return Err(format!(
+                "Secret {ns}/{} is in another namespace, which is not allowed (as ingress-nginx's allow-cross-namespace-resources: false)",
+                b.name
+            ));
+        }
+        let skey = ObjKey {
+            namespace: ns.to_string(),
+            name: b.name.clone(),
+        };
+        if let Some(done) = self.auth_cache.get(&(skey.clone(), b.clone())) {
+            return done.clone();
+        }
+        let result = self.load_basic_auth(key, &skey, b);
+        self.auth_cache.insert((skey, b.clone()), result.clone());
+        result
+    }
+
+    fn load_basic_auth(
+        &mut self,
+        key: &ObjKey,
+        skey: &ObjKey,
+        b: &annotations::auth::Basic,
+    ) -> Result<std::sync::Arc<BasicAuth>, String> {
+        use crate::policy::htpasswd::Users;
+        let secret = self
+            .snap
+            .secrets
+            .get(skey)
+            .ok_or_else(|| format!("Secret {skey} not found"))?;
+        let data = secret.data.as_ref();
+        let (users, problems) = match b.kind {
+            annotations::auth::SecretType::File => {
+                let raw = data
+                    .and_then(|d| d.get("auth"))
+                    .ok_or_else(|| format!("Secret {skey} has no key `auth` (an htpasswd file)"))?;
+                let text = std::str::from_utf8(&raw.0)
+                    .map_err(|_| format!("Secret {skey}: key `auth` is not UTF-8 text"))?;
+                Users::from_file(text)
+            }
+            annotations::auth::SecretType::Map => {
+                let mut pairs = Vec::new();
+                for (user, v) in data.into_iter().flatten() {
+                    let v = std::str::from_utf8(&v.0)
+                        .map_err(|_| format!("Secret {skey}: key `{user}` is not UTF-8 text"))?;
+                    pairs.push((user.as_str(), v));
+                }
+                Users::from_map(pairs)
+            }
+        };
+        for p in problems {
+            self.diag(
+                Some(key),
+                DiagKind::AuthSecret,
+                format!("auth-secret {skey}: {p}; that entry cannot log in"),
+            );
+        }
+        let challenge = http::HeaderValue::from_str(&format!("Basic realm=\"{}\"", b.realm))
+            .map_err(|_| "the realm is not a valid header value".to_string())?;
+        Ok(std::sync::Arc::new(BasicAuth { users, challenge }))
     }
 
     /// The global default backend as an error-page target, when it is a Service.

@@ -244,6 +244,16 @@ pub struct Policy<R> {
     pub access: Option<IpAccess>,
     /// Rate and connection limits per client address.
     pub limits: Option<LimitSpec>,
+    /// auth-type basic: the users of the auth Secret.
+    pub basic_auth: Option<std::sync::Arc<BasicAuth>>,
+}
+
+/// Basic authentication of a route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BasicAuth {
+    pub users: crate::policy::htpasswd::Users,
+    /// `Basic realm="..."` for 401 answers.
+    pub challenge: http::HeaderValue,
 }
 
 /// whitelist-source-range / denylist-source-range: a client in `deny`, or outside a
@@ -291,6 +301,7 @@ impl<R> Default for Policy<R> {
             denied: false,
             access: None,
             limits: None,
+            basic_auth: None,
         }
     }
 }
@@ -312,6 +323,7 @@ impl<R> Policy<R> {
             && !self.denied
             && self.access.is_none()
             && self.limits.is_none()
+            && self.basic_auth.is_none()
     }
 
     /// Convert the backends (canary, error pages, fallback) with `f`.
@@ -334,6 +346,7 @@ impl<R> Policy<R> {
             denied: self.denied,
             access: self.access,
             limits: self.limits,
+            basic_auth: self.basic_auth,
         }
     }
 }

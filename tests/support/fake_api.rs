@@ -57,6 +57,8 @@ fn api_version(prefix: &str) -> &str {
 pub struct Recorded {
     pub method: String,
     pub path: String,
+    /// The query string as sent (percent-encoded).
+    pub query: String,
     pub token: String,
 }
 
@@ -409,6 +411,7 @@ async fn handle(inner: Arc<Inner>, req: Request<Incoming>) -> Result<Response<Bo
     inner.requests.lock().unwrap().push(Recorded {
         method: method.to_string(),
         path: path.clone(),
+        query: req.uri().query().unwrap_or("").to_string(),
         token,
     });
     let Some(t) = parse_path(&path) else {

@@ -13,6 +13,7 @@
 
 pub mod access;
 pub mod affinity;
+pub mod auth;
 pub mod backend;
 pub mod canary;
 pub mod errors;
@@ -242,6 +243,7 @@ pub struct IngressAnnotations {
     pub canary: Option<canary::Canary>,
     pub errors: errors::Errors,
     pub access: access::Access,
+    pub auth: auth::Auth,
     /// An access-control annotation could not be built: the paths answer 503.
     pub denied: bool,
 }
@@ -261,6 +263,7 @@ pub fn read(
         canary: canary::read(&mut r),
         errors: errors::read(&mut r),
         access: access::read(&mut r),
+        auth: auth::read(&mut r),
         denied: false,
     };
     let mut out = out;

@@ -1,0 +1,292 @@
+//! Basic auth end to end: real htpasswd hashes (made by openssl and glibc's crypt), 401
+//! challenges, credentials kept from the pod, fail-closed Secrets, and, in-cluster, a watch
+//! on exactly the Secrets the Ingresses name.
+
+mod support;
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+
+use base64::Engine as _;
+use support::fake_api::FakeApi;
+use support::*;
+
+// `openssl passwd -apr1 -salt lZL6V/ci password`, glibc crypt(3) bcrypt, and
+// `printf password | openssl dgst -sha1 -binary | base64`.
+const APR1: &str = "$apr1$lZL6V/ci$eIMz/iKDkbtys/uU7LEK00";
+const BCRYPT: &str = "$2y$05$abcdefghijklmnopqrstuulXbhLU5N9MDcFlG1r2Raysvz.c5v0j2"; // s3cret!
+const SHA: &str = "{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=";
+
+fn b64(s: &str) -> String {
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+/// An Opaque Secret with `data` (key -> text).
+fn opaque(ns: &str, name: &str, data: &[(&str, &str)]) -> String {
+    let mut s = format!("---\napiVersion: v1\nkind: Secret\nmetadata:\n  name: {name}\n  namespace: {ns}\ntype: Opaque\ndata:\n");
+    for (k, v) in data {
+        writeln!(s, "  {k}: {}", b64(v)).unwrap();
+    }
+    s
+}
+
+fn ing(ns: &str, name: &str, host: &str, annotations: &[(&str, &str)]) -> String {
+    let mut s = format!(
+        "---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: {name}\n  namespace: {ns}\n  annotations:\n"
+    );
+    for (k, v) in annotations {
+        writeln!(s, "    nginx.ingress.kubernetes.io/{k}: {v:?}").unwrap();
+    }
+    if annotations.is_empty() {
+        s.push_str("    {}\n");
+    }
+    writeln!(
+        s,
+        "spec:\n  ingressClassName: pingress\n  rules:\n  - host: {host}\n    http:\n      paths:\n      - path: /\n        pathType: Prefix\n        backend:\n          service: {{name: web, port: {{name: http}}}}"
+    )
+    .unwrap();
+    s
+}
+
+fn web(ns: &str, pods: &[SocketAddr]) -> String {
+    format!(
+        "{}{}",
+        service(ns, "web", &[("http", 80)]),
+        slices(ns, "web", "http", pods)
+    )
+}
+
+async fn get_as(
+    gw: &Gateway,
+    host: &str,
+    cred: Option<(&str, &str)>,
+) -> (u16, reqwest::header::HeaderMap, String) {
+    let mut rb = gw
+        .client
+        .get(format!("http://{}/", gw.http))
+        .header("host", host);
+    if let Some((u, p)) = cred {
+        rb = rb.basic_auth(u, Some(p));
+    }
+    let r = rb.send().await.unwrap();
+    let status = r.status().as_u16();
+    let headers = r.headers().clone();
+    (status, headers, r.text().await.unwrap_or_default())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn htpasswd_users_get_in_others_get_401_and_the_pod_never_sees_credentials() {
+    let pod_addr = pod("web").await;
+    let file =
+        format!("alice:{APR1}\nbob:{BCRYPT}\n# a comment\ncarol:{SHA}\nmallory:md5-unknown\n");
+    let m = format!(
+        "{CLASS}{}{}{}{}{}",
+        web("au", &[pod_addr]),
+        opaque("au", "users", &[("auth", &file)]),
+        opaque("au", "map", &[("dave", "{PLAIN}dave-pw")]),
+        ing(
+            "au",
+            "file",
+            "file.example.com",
+            &[
+                ("auth-type", "basic"),
+                ("auth-secret", "users"),
+                ("auth-realm", "Staff only")
+            ]
+        ),
+        ing(
+            "au",
+            "map",
+            "map.example.com",
+            &[
+                ("auth-type", "basic"),
+                ("auth-secret", "au/map"),
+                ("auth-secret-type", "auth-map")
+            ]
+        ),
+    );
+    let gw = Gateway::start(&[("all.yaml", m)]).await;
+    eventually("basic auth is in force", || async {
+        (get_as(&gw, "file.example.com", None).await.0 == 401).then_some(())
+    })
+    .await;
+    let (_, h, _) = get_as(&gw, "file.example.com", None).await;
+    assert_eq!(h["www-authenticate"], "Basic realm=\"Staff only\"");
+    for (user, pw) in [
+        ("alice", "password"),
+        ("bob", "s3cret!"),
+        ("carol", "password"),
+    ] {
+        // Twice: the second is answered from the verified-credentials cache.
+        for _ in 0..2 {
+            let (status, _, body) = get_as(&gw, "file.example.com", Some((user, pw))).await;
+            assert_eq!(status, 200, "{user}: {body}");
+            let e: Echo = serde_json::from_str(&body).unwrap();
+            assert!(
+                !e.headers.contains_key("authorization"),
+                "credentials reached the pod"
+            );
+        }
+    }
+    for (user, pw) in [
+        ("alice", "Password"),
+        ("bob", "password"),
+        ("nobody", "password"),
+        ("mallory", "md5-unknown"),
+    ] {
+        let (status, h, _) = get_as(&gw, "file.example.com", Some((user, pw))).await;
+        assert_eq!(status, 401, "{user}:{pw}");
+        assert!(h.contains_key("www-authenticate"));
+    }
+    // A malformed Authorization header is a 401 too.
+    let r = gw
+        .client
+        .get(format!("http://{}/", gw.http))
+        .header("host", "file.example.com")
+        .header("authorization", "Basic !!!")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    // auth-map, with the default (empty) realm.
+    let (status, h, _) = get_as(&gw, "map.example.com", None).await;
+    assert_eq!(
+        (status, h["www-authenticate"].to_str().unwrap()),
+        (401, "Basic realm=\"\"")
+    );
+    assert_eq!(
+        get_as(&gw, "map.example.com", Some(("dave", "dave-pw")))
+            .await
+            .0,
+        200
+    );
+    // The unusable line is reported, naming the Secret and the user.
+    let log = eventually("the bad htpasswd line is reported", || async {
+        let e = gw.stderr();
+        e.contains("mallory").then_some(e)
+    })
+    .await;
+    assert!(log.contains("au/users"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_or_unusable_auth_secret_closes_the_route_with_503() {
+    let pod_addr = pod("web").await;
+    let m = format!(
+        "{CLASS}{}{}{}{}{}{}",
+        web("au", &[pod_addr]),
+        opaque("au", "nokey", &[("users", "alice:{PLAIN}x")]),
+        ing(
+            "au",
+            "missing",
+            "missing.example.com",
+            &[("auth-type", "basic"), ("auth-secret", "nosuch")]
+        ),
+        ing(
+            "au",
+            "nokey",
+            "nokey.example.com",
+            &[("auth-type", "basic"), ("auth-secret", "nokey")]
+        ),
+        ing(
+            "au",
+            "digest",
+            "digest.example.com",
+            &[("auth-type", "digest"), ("auth-secret", "nokey")]
+        ),
+        ing("au", "open", "open.example.com", &[]),
+    );
+    let gw = Gateway::start(&[("all.yaml", m)]).await;
+    gw.wait_for("open.example.com", "/", "web").await;
+    for host in [
+        "missing.example.com",
+        "nokey.example.com",
+        "digest.example.com",
+    ] {
+        let (status, _, body) = get_as(&gw, host, Some(("alice", "x"))).await;
+        assert_eq!(status, 503, "{host}: {body}");
+    }
+    let log = eventually("each is reported", || async {
+        let e = gw.stderr();
+        (e.contains("au/nosuch not found") && e.contains("no key `auth`") && e.contains("digest"))
+            .then_some(e)
+    })
+    .await;
+    assert!(log.contains("auth_secret"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_cluster_only_the_named_auth_secrets_are_watched_and_changes_apply_live() {
+    let api = FakeApi::start().await;
+    let pod_addr = pod("web").await;
+    api.apply_yaml(&format!(
+        "{CLASS}{}{}{}{}",
+        web("shop", &[pod_addr]),
+        opaque("shop", "users", &[("auth", &format!("alice:{APR1}\n"))]),
+        opaque("shop", "unrelated", &[("password", "not for us")]),
+        ing(
+            "shop",
+            "admin",
+            "admin.example.com",
+            &[("auth-type", "basic"), ("auth-secret", "users")]
+        ),
+    ));
+    let gw = Gateway::start_kube(&api, "t", "").await;
+    eventually("alice gets in", || async {
+        (get_as(&gw, "admin.example.com", Some(("alice", "password")))
+            .await
+            .0
+            == 200)
+            .then_some(())
+    })
+    .await;
+    // Secrets were asked for by TLS type, or by the one name; never all of them.
+    let secret_reqs: Vec<_> = api
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.ends_with("/secrets"))
+        .collect();
+    assert!(
+        secret_reqs
+            .iter()
+            .any(|r| r.path == "/api/v1/namespaces/shop/secrets"
+                && r.query.contains("metadata.name%3Dusers")),
+        "{secret_reqs:?}"
+    );
+    for r in &secret_reqs {
+        assert!(
+            r.query.contains("type%3Dkubernetes.io") || r.query.contains("metadata.name%3Dusers"),
+            "an unfiltered Secret request: {r:?}"
+        );
+    }
+    // A password change applies without a restart.
+    api.apply_yaml(&opaque(
+        "shop",
+        "users",
+        &[("auth", "alice:{PLAIN}new-pw\n")],
+    ));
+    eventually("the new password works", || async {
+        (get_as(&gw, "admin.example.com", Some(("alice", "new-pw")))
+            .await
+            .0
+            == 200)
+            .then_some(())
+    })
+    .await;
+    assert_eq!(
+        get_as(&gw, "admin.example.com", Some(("alice", "password")))
+            .await
+            .0,
+        401
+    );
+    // The Secret deleted: closed (503), never open.
+    api.delete("Secret", "shop", "users");
+    eventually("the route closes", || async {
+        (get_as(&gw, "admin.example.com", Some(("alice", "new-pw")))
+            .await
+            .0
+            == 503)
+            .then_some(())
+    })
+    .await;
+}
