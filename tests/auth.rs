@@ -290,3 +290,126 @@ async fn in_cluster_only_the_named_auth_secrets_are_watched_and_changes_apply_li
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_preflights_are_answered_before_auth_and_allowed_origins_get_headers_on_every_answer()
+{
+    let pod_addr = pod("web").await;
+    let m = format!(
+        "{CLASS}{}{}{}{}",
+        web("co", &[pod_addr]),
+        opaque("co", "users", &[("auth", "alice:{PLAIN}pw\n")]),
+        ing(
+            "co",
+            "api",
+            "api.example.com",
+            &[
+                ("enable-cors", "true"),
+                (
+                    "cors-allow-origin",
+                    "https://app.example.com, https://*.example.org"
+                ),
+                ("cors-expose-headers", "X-Total"),
+                ("cors-max-age", "600"),
+                ("auth-type", "basic"),
+                ("auth-secret", "users"),
+            ]
+        ),
+        ing(
+            "co",
+            "any",
+            "any.example.com",
+            &[("enable-cors", "true"), ("cors-allow-credentials", "false")]
+        ),
+    );
+    let gw = Gateway::start(&[("all.yaml", m)]).await;
+    let send =
+        |host: &'static str, method: reqwest::Method, origin: Option<&'static str>, auth: bool| {
+            let gw = &gw;
+            async move {
+                let mut rb = gw
+                    .client
+                    .request(method, format!("http://{}/", gw.http))
+                    .header("host", host);
+                if let Some(o) = origin {
+                    rb = rb.header("origin", o);
+                }
+                if auth {
+                    rb = rb.basic_auth("alice", Some("pw"));
+                }
+                let r = rb.send().await.unwrap();
+                let status = r.status().as_u16();
+                let h = r.headers().clone();
+                (status, h, r.text().await.unwrap_or_default())
+            }
+        };
+    eventually("the route is in force", || async {
+        (send("api.example.com", reqwest::Method::GET, None, false)
+            .await
+            .0
+            == 401)
+            .then_some(())
+    })
+    .await;
+    // A preflight from an allowed origin: 204 here, no credentials needed.
+    let (status, h, _) = send(
+        "api.example.com",
+        reqwest::Method::OPTIONS,
+        Some("https://app.example.com"),
+        false,
+    )
+    .await;
+    assert_eq!(status, 204);
+    assert_eq!(h["access-control-allow-origin"], "https://app.example.com");
+    assert_eq!(h["access-control-allow-credentials"], "true");
+    assert_eq!(
+        h["access-control-allow-methods"],
+        "GET, PUT, POST, DELETE, PATCH, OPTIONS"
+    );
+    assert_eq!(h["access-control-max-age"], "600");
+    assert_eq!(h["content-length"], "0");
+    // The actual request still needs credentials; the 401 carries CORS headers so the
+    // browser can show it, and so does the pod's answer.
+    let (status, h, _) = send(
+        "api.example.com",
+        reqwest::Method::GET,
+        Some("https://a.example.org"),
+        false,
+    )
+    .await;
+    assert_eq!(status, 401);
+    assert_eq!(h["access-control-allow-origin"], "https://a.example.org");
+    let (status, h, _) = send(
+        "api.example.com",
+        reqwest::Method::GET,
+        Some("https://a.example.org"),
+        true,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(h["access-control-expose-headers"], "X-Total");
+    // Another origin: no CORS headers, and its OPTIONS is not a preflight (auth applies).
+    let (status, h, _) = send(
+        "api.example.com",
+        reqwest::Method::OPTIONS,
+        Some("https://evil.test"),
+        false,
+    )
+    .await;
+    assert_eq!(status, 401);
+    assert!(!h.contains_key("access-control-allow-origin"));
+    let (status, h, _) = send(
+        "api.example.com",
+        reqwest::Method::GET,
+        Some("https://app.example.com.evil.test"),
+        true,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(!h.contains_key("access-control-allow-origin"));
+    // `*` (the default): every request, without credentials when told so.
+    let (status, h, _) = send("any.example.com", reqwest::Method::OPTIONS, None, false).await;
+    assert_eq!(status, 204);
+    assert_eq!(h["access-control-allow-origin"], "*");
+    assert!(!h.contains_key("access-control-allow-credentials"));
+}

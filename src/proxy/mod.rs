@@ -43,7 +43,7 @@ use crate::generation::{Action, Route, Shared};
 use crate::metrics::{RouteLabels, RouteStats};
 use crate::policy::limits::Refusal;
 use crate::routing::Request;
-use crate::translate::model::{Balance, BasicAuth, Redirect};
+use crate::translate::model::{Balance, BasicAuth, Cors, Redirect};
 
 pub use request_id::new_request_id;
 
@@ -85,6 +85,8 @@ pub struct Ctx {
     inflight: Option<pingora_limits::inflight::Guard>,
     /// Basic auth passed: the Authorization header is not sent upstream.
     strip_authorization: bool,
+    /// The route's CORS settings and the Allow-Origin for this request's Origin.
+    cors: Option<(Arc<Cors>, HeaderValue)>,
 }
 
 /// An address, as header text, and whether it is a trusted proxy.
@@ -386,8 +388,26 @@ impl Gateway {
             .inc();
     }
 
-    /// HSTS for HTTPS responses on hosts with TLS configured.
+    /// 204 to a CORS preflight.
+    async fn preflight(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        let mut resp = ResponseHeader::build(204, Some(8))?;
+        resp.insert_header(http::header::CONTENT_TYPE, "text/plain charset=UTF-8")?;
+        resp.insert_header(http::header::CONTENT_LENGTH, 0)?;
+        if let Some(id) = &ctx.request_id {
+            resp.insert_header("x-request-id", id.clone())?;
+        }
+        self.add_hsts(ctx, &mut resp)?;
+        ctx.own_status = 204;
+        session.write_response_header(Box::new(resp), true).await?;
+        Ok(true)
+    }
+
+    /// HSTS for HTTPS responses on hosts with TLS configured, and the CORS headers of an
+    /// allowed cross-origin request (on every status, as nginx's `add_header ... always`).
     fn add_hsts(&self, ctx: &Ctx, resp: &mut ResponseHeader) -> Result<()> {
+        if let Some((c, acao)) = &ctx.cors {
+            phases::add_cors(c, acao, resp)?;
+        }
         if let (true, Some(v), Some(route)) = (ctx.tls, &self.hsts, &ctx.route) {
             if route.tls_host {
                 resp.insert_header(http::header::STRICT_TRANSPORT_SECURITY, v.clone())?;
@@ -615,6 +635,7 @@ impl ProxyHttp for Gateway {
             client: None,
             inflight: None,
             strip_authorization: false,
+            cors: None,
         }
     }
 
@@ -683,7 +704,20 @@ impl ProxyHttp for Gateway {
                 ctx.route = Some(route);
                 return self.respond_with(session, ctx, 503, CLOSED).await;
             }
-            // Phase 2: redirects of the route come before HTTP to HTTPS (ingress-nginx).
+            // Phase 2: CORS. A preflight (OPTIONS) from an allowed origin is answered
+            // here, before redirects, lists and auth; other allowed requests get the
+            // headers on whatever answers them.
+            if let Some(c) = &policy.cors {
+                let req = session.req_header();
+                if let Some(acao) = c.allow(req.headers.get(http::header::ORIGIN)) {
+                    ctx.cors = Some((c.clone(), acao));
+                    if req.method == http::Method::OPTIONS {
+                        ctx.route = Some(route);
+                        return self.preflight(session, ctx).await;
+                    }
+                }
+            }
+            // Phase 3: redirects of the route come before HTTP to HTTPS (ingress-nginx).
             if let Some(r) = &policy.redirect {
                 let (code, r) = (r.code, r.clone());
                 ctx.route = Some(route);
@@ -694,14 +728,14 @@ impl ProxyHttp for Gateway {
             ctx.route = Some(route);
             return self.redirect_https(session, ctx).await;
         }
-        // Phase 3: limits and allow/deny lists, by the route the request matched (a canary
+        // Phase 4: limits and allow/deny lists, by the route the request matched (a canary
         // Ingress's own access annotations are not used, as in ingress-nginx).
         if let Some((status, body, what)) = self.guard(ctx, &route) {
             self.refused(&route, what);
             ctx.route = Some(route);
             return self.respond_with(session, ctx, status, body).await;
         }
-        // Phase 4: authentication.
+        // Phase 5: authentication.
         if let Some(auth) = route.policy.as_ref().and_then(|p| p.basic_auth.clone()) {
             if !self.basic_auth_passes(session, &auth).await {
                 self.refused(&route, "auth");

@@ -247,6 +247,34 @@ macro_rules! header_ops {
 header_ops!(apply_request_headers, RequestHeader);
 header_ops!(apply_response_headers, pingora::http::ResponseHeader);
 
+/// The CORS answer headers for an allowed request (`acao`: its Allow-Origin).
+pub fn add_cors(
+    c: &crate::translate::model::Cors,
+    acao: &HeaderValue,
+    resp: &mut pingora::http::ResponseHeader,
+) -> pingora::Result<()> {
+    resp.insert_header(http::header::ACCESS_CONTROL_ALLOW_ORIGIN, acao.clone())?;
+    if c.credentials {
+        resp.insert_header(
+            http::header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+            HeaderValue::from_static("true"),
+        )?;
+    }
+    resp.insert_header(
+        http::header::ACCESS_CONTROL_ALLOW_METHODS,
+        c.methods.clone(),
+    )?;
+    resp.insert_header(
+        http::header::ACCESS_CONTROL_ALLOW_HEADERS,
+        c.headers.clone(),
+    )?;
+    if let Some(e) = &c.expose {
+        resp.insert_header(http::header::ACCESS_CONTROL_EXPOSE_HEADERS, e.clone())?;
+    }
+    resp.insert_header(http::header::ACCESS_CONTROL_MAX_AGE, c.max_age.clone())?;
+    Ok(())
+}
+
 /// The user and password of an `Authorization: Basic` header.
 pub fn basic_credentials(v: &[u8]) -> Option<(String, Vec<u8>)> {
     use base64::Engine as _;

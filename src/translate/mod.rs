@@ -632,6 +632,7 @@ impl Translator<'_> {
             }
         }
         p.denied = ann.denied;
+        p.cors = ann.cors.clone();
         let a = &ann.access;
         if !a.allow.is_empty() || !a.deny.is_empty() {
             p.access = Some(IpAccess {

@@ -246,6 +246,71 @@ pub struct Policy<R> {
     pub limits: Option<LimitSpec>,
     /// auth-type basic: the users of the auth Secret.
     pub basic_auth: Option<std::sync::Arc<BasicAuth>>,
+    /// enable-cors and its settings.
+    pub cors: Option<std::sync::Arc<Cors>>,
+}
+
+/// Which origins CORS allows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origins {
+    /// `*`: every request, with or without an Origin.
+    Any,
+    List(Vec<OriginPattern>),
+}
+
+/// One allowed origin, lowercase.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OriginPattern {
+    Exact(String),
+    /// `scheme://` + one DNS label + `.host[:port]`.
+    Subdomain {
+        prefix: String,
+        suffix: String,
+    },
+}
+
+impl OriginPattern {
+    fn matches(&self, origin: &str) -> bool {
+        let o = origin.as_bytes();
+        match self {
+            OriginPattern::Exact(e) => o.eq_ignore_ascii_case(e.as_bytes()),
+            OriginPattern::Subdomain { prefix, suffix } => {
+                let (p, s) = (prefix.as_bytes(), suffix.as_bytes());
+                o.len() > p.len() + s.len()
+                    && o[..p.len()].eq_ignore_ascii_case(p)
+                    && o[o.len() - s.len()..].eq_ignore_ascii_case(s)
+                    && o[p.len()..o.len() - s.len()]
+                        .iter()
+                        .all(|b| b.is_ascii_alphanumeric() || *b == b'-')
+            }
+        }
+    }
+}
+
+/// The CORS answer headers of a route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cors {
+    pub origins: Origins,
+    pub credentials: bool,
+    pub methods: http::HeaderValue,
+    pub headers: http::HeaderValue,
+    pub expose: Option<http::HeaderValue>,
+    pub max_age: http::HeaderValue,
+}
+
+impl Cors {
+    /// The `Access-Control-Allow-Origin` for a request with this Origin, or None when the
+    /// request gets no CORS headers.
+    pub fn allow(&self, origin: Option<&http::HeaderValue>) -> Option<http::HeaderValue> {
+        match &self.origins {
+            Origins::Any => Some(http::HeaderValue::from_static("*")),
+            Origins::List(list) => {
+                let o = origin?;
+                let text = o.to_str().ok()?;
+                list.iter().any(|p| p.matches(text)).then(|| o.clone())
+            }
+        }
+    }
 }
 
 /// Basic authentication of a route.
@@ -302,6 +367,7 @@ impl<R> Default for Policy<R> {
             access: None,
             limits: None,
             basic_auth: None,
+            cors: None,
         }
     }
 }
@@ -324,6 +390,7 @@ impl<R> Policy<R> {
             && self.access.is_none()
             && self.limits.is_none()
             && self.basic_auth.is_none()
+            && self.cors.is_none()
     }
 
     /// Convert the backends (canary, error pages, fallback) with `f`.
@@ -347,6 +414,7 @@ impl<R> Policy<R> {
             access: self.access,
             limits: self.limits,
             basic_auth: self.basic_auth,
+            cors: self.cors,
         }
     }
 }

@@ -16,6 +16,7 @@ pub mod affinity;
 pub mod auth;
 pub mod backend;
 pub mod canary;
+pub mod cors;
 pub mod errors;
 pub mod proxy;
 pub mod redirect;
@@ -244,6 +245,7 @@ pub struct IngressAnnotations {
     pub errors: errors::Errors,
     pub access: access::Access,
     pub auth: auth::Auth,
+    pub cors: Option<std::sync::Arc<crate::translate::model::Cors>>,
     /// An access-control annotation could not be built: the paths answer 503.
     pub denied: bool,
 }
@@ -264,6 +266,7 @@ pub fn read(
         errors: errors::read(&mut r),
         access: access::read(&mut r),
         auth: auth::read(&mut r),
+        cors: cors::read(&mut r).map(std::sync::Arc::new),
         denied: false,
     };
     let mut out = out;
