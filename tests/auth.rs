@@ -413,3 +413,336 @@ async fn cors_preflights_are_answered_before_auth_and_allowed_origins_get_header
     assert_eq!(h["access-control-allow-origin"], "*");
     assert!(!h.contains_key("access-control-allow-credentials"));
 }
+
+/// What the test's auth service received.
+#[derive(Debug, Clone)]
+struct Seen {
+    method: String,
+    uri: String,
+    headers: http::HeaderMap,
+    body_len: usize,
+}
+
+/// An auth service that records every request and answers by its `x-token` header:
+/// `good` 200 (with X-Auth-User and a cookie), `anon` 200 without X-Auth-User, `forbid`
+/// 403, `broken` 502, `slow` after 30 s; anything else 401 with a Bearer challenge.
+async fn auth_service() -> (SocketAddr, std::sync::Arc<std::sync::Mutex<Vec<Seen>>>) {
+    use http_body_util::{BodyExt, Full};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let log = log.clone();
+            let svc =
+                hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let log = log.clone();
+                    async move {
+                        let (parts, body) = req.into_parts();
+                        let body = body
+                            .collect()
+                            .await
+                            .map(|b| b.to_bytes().len())
+                            .unwrap_or(0);
+                        log.lock().unwrap().push(Seen {
+                            method: parts.method.to_string(),
+                            uri: parts.uri.to_string(),
+                            headers: parts.headers.clone(),
+                            body_len: body,
+                        });
+                        let token = parts
+                            .headers
+                            .get("x-token")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("");
+                        let mut r = hyper::Response::builder();
+                        r = match token {
+                            "good" => r
+                                .status(200)
+                                .header("x-auth-user", "alice")
+                                .header("set-cookie", "session=1; Path=/"),
+                            "anon" => r.status(200),
+                            "forbid" => r.status(403),
+                            "broken" => r.status(502),
+                            "slow" => {
+                                tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+                                r.status(200)
+                            }
+                            _ => r
+                                .status(401)
+                                .header("www-authenticate", "Bearer realm=\"test\""),
+                        };
+                        Ok::<_, std::convert::Infallible>(
+                            r.body(Full::new(bytes::Bytes::from_static(b"auth")))
+                                .unwrap(),
+                        )
+                    }
+                });
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc),
+            );
+        }
+    });
+    (addr, seen)
+}
+
+async fn call(
+    gw: &Gateway,
+    method: reqwest::Method,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, reqwest::header::HeaderMap, String) {
+    let mut rb = gw
+        .client
+        .request(method, format!("http://{}{path}", gw.http))
+        .header("host", host)
+        .body("client body");
+    for (k, v) in headers {
+        rb = rb.header(*k, *v);
+    }
+    let r = rb.send().await.unwrap();
+    let s = r.status().as_u16();
+    let h = r.headers().clone();
+    (s, h, r.text().await.unwrap_or_default())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn external_auth_sends_ingress_nginx_sub_requests_and_follows_the_answer() {
+    let pod_addr = pod("web").await;
+    let (auth, seen) = auth_service().await;
+    let url = format!("http://{auth}/check?x=1");
+    let m = format!(
+        "{CLASS}{}{}{}{}{}{}",
+        web("ex", &[pod_addr]),
+        ing(
+            "ex",
+            "ext",
+            "ext.example.com",
+            &[
+                ("auth-url", &url),
+                ("auth-response-headers", "X-Auth-User"),
+                ("proxy-read-timeout", "2")
+            ]
+        ),
+        ing(
+            "ex",
+            "signin",
+            "signin.example.com",
+            &[
+                ("auth-url", &url),
+                ("auth-signin", "https://login.example.com/start")
+            ]
+        ),
+        ing(
+            "ex",
+            "cached",
+            "cached.example.com",
+            &[
+                ("auth-url", &url),
+                ("auth-cache-key", "$http_x_token"),
+                ("auth-cache-duration", "200 10m"),
+                ("auth-method", "POST")
+            ]
+        ),
+        ing(
+            "ex",
+            "down",
+            "down.example.com",
+            &[("auth-url", "http://127.0.0.1:1/check")]
+        ),
+        ing(
+            "ex",
+            "badurl",
+            "badurl.example.com",
+            &[("auth-url", "/check")]
+        ),
+    );
+    let gw = Gateway::start(&[("all.yaml", m)]).await;
+    eventually("external auth is in force", || async {
+        (call(&gw, reqwest::Method::GET, "ext.example.com", "/", &[])
+            .await
+            .0
+            == 401)
+            .then_some(())
+    })
+    .await;
+    seen.lock().unwrap().clear();
+
+    // A pass: the pod gets the request with the auth service's X-Auth-User (the client's
+    // own is replaced), the client gets the auth cookie.
+    let (status, h, body) = call(
+        &gw,
+        reqwest::Method::POST,
+        "ext.example.com",
+        "/some/path?q=1",
+        &[
+            ("x-token", "good"),
+            ("x-auth-user", "mallory"),
+            ("x-forwarded-proto", "https"),
+            ("x-request-id", "rid-7"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let e: Echo = serde_json::from_str(&body).unwrap();
+    assert_eq!(e.headers["x-auth-user"], "alice");
+    assert_eq!(e.method, "POST");
+    assert_eq!(e.body_len, "client body".len());
+    assert_eq!(h["set-cookie"], "session=1; Path=/");
+    // What the auth service received.
+    let s = seen.lock().unwrap().pop().expect("a sub-request");
+    assert_eq!(s.method, "GET");
+    assert_eq!(s.uri, "/check?x=1");
+    assert_eq!(s.body_len, 0);
+    let hv = |n: &str| s.headers.get(n).map(|v| v.to_str().unwrap().to_string());
+    assert_eq!(hv("host"), Some(auth.to_string()));
+    assert_eq!(
+        hv("x-original-url").as_deref(),
+        Some("http://ext.example.com/some/path?q=1")
+    );
+    assert_eq!(hv("x-original-method").as_deref(), Some("POST"));
+    assert_eq!(
+        hv("x-sent-from").as_deref(),
+        Some("nginx-ingress-controller")
+    );
+    assert_eq!(hv("x-real-ip").as_deref(), Some("127.0.0.1"));
+    assert_eq!(hv("x-forwarded-for").as_deref(), Some("127.0.0.1"));
+    assert_eq!(
+        hv("x-auth-request-redirect").as_deref(),
+        Some("/some/path?q=1")
+    );
+    assert_eq!(hv("x-request-id").as_deref(), Some("rid-7"));
+    assert_eq!(
+        hv("x-token").as_deref(),
+        Some("good"),
+        "client headers are passed"
+    );
+    assert_eq!(hv("x-forwarded-proto"), None);
+    assert_eq!(hv("content-length"), None);
+    assert_eq!(hv("x-original-uri"), None, "only with auth-method");
+
+    // A pass without the header: the client's spoofed one does not reach the pod.
+    let (_, _, body) = call(
+        &gw,
+        reqwest::Method::GET,
+        "ext.example.com",
+        "/",
+        &[("x-token", "anon"), ("x-auth-user", "mallory")],
+    )
+    .await;
+    let e: Echo = serde_json::from_str(&body).unwrap();
+    assert!(!e.headers.contains_key("x-auth-user"), "{:?}", e.headers);
+
+    // 401 with the service's challenge, 403, anything else 500, a timeout 500.
+    let (status, h, _) = call(&gw, reqwest::Method::GET, "ext.example.com", "/", &[]).await;
+    assert_eq!(
+        (status, h["www-authenticate"].to_str().unwrap()),
+        (401, "Bearer realm=\"test\"")
+    );
+    assert_eq!(
+        call(
+            &gw,
+            reqwest::Method::GET,
+            "ext.example.com",
+            "/",
+            &[("x-token", "forbid")]
+        )
+        .await
+        .0,
+        403
+    );
+    assert_eq!(
+        call(
+            &gw,
+            reqwest::Method::GET,
+            "ext.example.com",
+            "/",
+            &[("x-token", "broken")]
+        )
+        .await
+        .0,
+        500
+    );
+    assert_eq!(
+        call(
+            &gw,
+            reqwest::Method::GET,
+            "ext.example.com",
+            "/",
+            &[("x-token", "slow")]
+        )
+        .await
+        .0,
+        500
+    );
+    assert_eq!(
+        call(&gw, reqwest::Method::GET, "down.example.com", "/", &[])
+            .await
+            .0,
+        500
+    );
+    // No scheme and host: closed.
+    assert_eq!(
+        call(&gw, reqwest::Method::GET, "badurl.example.com", "/", &[])
+            .await
+            .0,
+        503
+    );
+
+    // auth-signin: a 401 becomes a redirect with the way back.
+    let (status, h, _) = call(
+        &gw,
+        reqwest::Method::GET,
+        "signin.example.com",
+        "/app?x=1",
+        &[],
+    )
+    .await;
+    assert_eq!(status, 302);
+    assert_eq!(
+        h["location"],
+        "https://login.example.com/start?rd=http://signin.example.com%2Fapp%3Fx%3D1"
+    );
+
+    // auth-cache-key: the second request with the same key is not asked again; with
+    // auth-method the extra headers are sent.
+    seen.lock().unwrap().clear();
+    for _ in 0..3 {
+        assert_eq!(
+            call(
+                &gw,
+                reqwest::Method::GET,
+                "cached.example.com",
+                "/",
+                &[("x-token", "good")]
+            )
+            .await
+            .0,
+            200
+        );
+    }
+    let asked = seen.lock().unwrap().clone();
+    assert_eq!(asked.len(), 1, "{asked:?}");
+    assert_eq!(asked[0].method, "POST");
+    assert_eq!(asked[0].headers["x-original-uri"], "/");
+    assert_eq!(asked[0].headers["x-scheme"], "http");
+    // A refusal is not cached (only 200 was listed).
+    for _ in 0..2 {
+        assert_eq!(
+            call(
+                &gw,
+                reqwest::Method::GET,
+                "cached.example.com",
+                "/",
+                &[("x-token", "nope")]
+            )
+            .await
+            .0,
+            401
+        );
+    }
+    assert_eq!(seen.lock().unwrap().len(), 3);
+}

@@ -19,6 +19,7 @@
 //! * `logging`: metrics (through the route's pre-resolved handles) and the JSON access log.
 
 mod error_pages;
+mod ext_auth;
 pub mod phases;
 mod request_id;
 
@@ -44,6 +45,7 @@ use crate::metrics::{RouteLabels, RouteStats};
 use crate::policy::limits::Refusal;
 use crate::routing::Request;
 use crate::translate::model::{Balance, BasicAuth, Cors, Redirect};
+use crate::translate::template::Vars;
 
 pub use request_id::new_request_id;
 
@@ -87,6 +89,10 @@ pub struct Ctx {
     strip_authorization: bool,
     /// The route's CORS settings and the Allow-Origin for this request's Origin.
     cors: Option<(Arc<Cors>, HeaderValue)>,
+    /// External auth passed: header changes for the upstream request, cookies for the
+    /// client.
+    auth_headers: Vec<(http::HeaderName, Option<HeaderValue>)>,
+    auth_cookies: Vec<HeaderValue>,
 }
 
 /// An address, as header text, and whether it is a trusted proxy.
@@ -154,6 +160,8 @@ pub struct Gateway {
     /// Basic-auth verdicts by SHA-256 of (user, stored hash, password): bcrypt costs
     /// milliseconds, a cached verdict a lookup.
     auth_cache: std::sync::Mutex<lru::LruCache<[u8; 32], bool>>,
+    /// External auth sub-requests and their cache.
+    ext_auth: ext_auth::Checker,
 }
 
 /// Basic-auth verdicts kept.
@@ -194,6 +202,7 @@ impl Gateway {
             trust,
             limit_statuses: (limits.req_status_code, limits.conn_status_code),
             auth_cache: std::sync::Mutex::new(lru::LruCache::new(AUTH_CACHE)),
+            ext_auth: ext_auth::Checker::new(Duration::from_millis(upstream.connect_timeout_ms)),
             ports: listen_ports
                 .iter()
                 .map(|p| (*p, HeaderValue::from(*p)))
@@ -524,6 +533,55 @@ impl Gateway {
         Ok(true)
     }
 
+    /// Our own answer with extra headers and a plain-text body.
+    async fn answer(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        status: u16,
+        extra: Vec<(http::HeaderName, HeaderValue)>,
+        body: &'static [u8],
+    ) -> Result<bool> {
+        let mut resp = ResponseHeader::build(status, Some(4 + extra.len()))?;
+        for (k, v) in extra {
+            resp.append_header(k, v)?;
+        }
+        resp.insert_header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")?;
+        resp.insert_header(http::header::CONTENT_LENGTH, body.len())?;
+        if let Some(id) = &ctx.request_id {
+            resp.insert_header("x-request-id", id.clone())?;
+        }
+        self.add_hsts(ctx, &mut resp)?;
+        ctx.own_status = status;
+        session
+            .write_response_header(Box::new(resp), body.is_empty())
+            .await?;
+        if !body.is_empty() {
+            session
+                .write_response_body(Some(Bytes::from_static(body)), true)
+                .await?;
+        }
+        Ok(true)
+    }
+
+    /// The X-Forwarded-For sent on: the peer alone, or a trusted peer's value with the
+    /// peer appended.
+    fn forwarded_for(&self, req: &RequestHeader, ctx: &Ctx) -> Option<HeaderValue> {
+        let peer = ctx.peer.as_ref()?;
+        let prev = req.headers.get("x-forwarded-for").filter(|v| !v.is_empty());
+        Some(match prev {
+            Some(prev) if peer.trusted => {
+                let ip = &peer.value;
+                let mut v = Vec::with_capacity(prev.len() + 2 + ip.len());
+                v.extend_from_slice(prev.as_bytes());
+                v.extend_from_slice(b", ");
+                v.extend_from_slice(ip.as_bytes());
+                HeaderValue::from_bytes(&v).unwrap_or_else(|_| ip.clone())
+            }
+            _ => peer.value.clone(),
+        })
+    }
+
     /// Our own answer with a plain-text body.
     async fn respond_with(
         &self,
@@ -636,6 +694,8 @@ impl ProxyHttp for Gateway {
             inflight: None,
             strip_authorization: false,
             cors: None,
+            auth_headers: Vec::new(),
+            auth_cookies: Vec::new(),
         }
     }
 
@@ -743,6 +803,84 @@ impl ProxyHttp for Gateway {
                 return self.unauthorized(session, ctx, &auth.challenge).await;
             }
             ctx.strip_authorization = true;
+        }
+        if let Some(ext) = route.policy.as_ref().and_then(|p| p.external_auth.clone()) {
+            let timeout = route
+                .policy
+                .as_ref()
+                .and_then(|p| p.timeouts.read)
+                .unwrap_or(Duration::from_millis(self.upstream.read_timeout_ms));
+            let verdict = {
+                let req = session.req_header();
+                let xff = self.forwarded_for(req, ctx);
+                let client = ctx.client.as_ref().and_then(|c| c.value.to_str().ok());
+                let vars = Vars {
+                    host: request_host(req),
+                    scheme: if ctx.tls { "https" } else { "http" },
+                    method: req.method.as_str(),
+                    request_uri: req.uri.path_and_query().map_or("/", |p| p.as_str()),
+                    headers: &req.headers,
+                    remote_addr: client,
+                    request_id: ctx.request_id.as_ref().and_then(|v| v.to_str().ok()),
+                    server_port: session
+                        .server_addr()
+                        .and_then(|a| a.as_inet())
+                        .map(|a| a.port()),
+                };
+                self.ext_auth
+                    .check(&ext, &vars, xff.as_ref(), timeout)
+                    .await
+            };
+            match verdict {
+                ext_auth::Verdict::Pass { headers, cookies } => {
+                    ctx.auth_headers = headers;
+                    ctx.auth_cookies = cookies;
+                }
+                ext_auth::Verdict::Refuse {
+                    status,
+                    www_authenticate,
+                    cookies,
+                } => {
+                    self.refused(&route, "auth");
+                    ctx.route = Some(route);
+                    let mut extra: Vec<_> = www_authenticate
+                        .map(|w| (http::header::WWW_AUTHENTICATE, w))
+                        .into_iter()
+                        .collect();
+                    extra.extend(cookies.into_iter().map(|c| (http::header::SET_COOKIE, c)));
+                    let body: &'static [u8] = if status == 401 {
+                        b"401 unauthorized\n"
+                    } else {
+                        b"403 forbidden\n"
+                    };
+                    return self.answer(session, ctx, status, extra, body).await;
+                }
+                ext_auth::Verdict::SignIn { location, cookies } => {
+                    self.refused(&route, "auth");
+                    ctx.route = Some(route);
+                    let Ok(location) = HeaderValue::try_from(location) else {
+                        return self
+                            .answer(
+                                session,
+                                ctx,
+                                500,
+                                Vec::new(),
+                                b"500 internal server error\n",
+                            )
+                            .await;
+                    };
+                    let mut extra = vec![(http::header::LOCATION, location)];
+                    extra.extend(cookies.into_iter().map(|c| (http::header::SET_COOKIE, c)));
+                    return self.answer(session, ctx, 302, extra, b"").await;
+                }
+                ext_auth::Verdict::Error(why) => {
+                    tracing::warn!(ingress = &*route.ingress, "auth-url: {why}; answering 500");
+                    ctx.route = Some(route);
+                    return self
+                        .answer(session, ctx, 500, Vec::new(), b"500 internal server error: the auth service did not give a usable answer\n")
+                        .await;
+                }
+            }
         }
         if let Some(policy) = &route.policy {
             // Phase 3: backend choice.
@@ -967,18 +1105,7 @@ impl ProxyHttp for Gateway {
         let req = session.req_header();
         let trusted = ctx.peer.as_ref().is_some_and(|p| p.trusted);
         let prev = req.headers.get("x-forwarded-for").filter(|v| !v.is_empty());
-        if let Some(peer) = &ctx.peer {
-            let xff = match prev {
-                Some(prev) if trusted => {
-                    let ip = &peer.value;
-                    let mut v = Vec::with_capacity(prev.len() + 2 + ip.len());
-                    v.extend_from_slice(prev.as_bytes());
-                    v.extend_from_slice(b", ");
-                    v.extend_from_slice(ip.as_bytes());
-                    HeaderValue::from_bytes(&v).unwrap_or_else(|_| ip.clone())
-                }
-                _ => peer.value.clone(),
-            };
+        if let Some(xff) = self.forwarded_for(req, ctx) {
             up.insert_header("x-forwarded-for", xff)?;
         }
         if let Some(prev) = prev {
@@ -1024,6 +1151,16 @@ impl ProxyHttp for Gateway {
         if ctx.strip_authorization {
             // The credentials were for the gateway (ingress-nginx clears them too).
             up.remove_header(&http::header::AUTHORIZATION);
+        }
+        for (name, value) in &ctx.auth_headers {
+            // auth-response-headers: what the auth service said, or nothing (each attempt
+            // builds its request anew, so these are not taken).
+            match value {
+                Some(v) => up.insert_header(name.clone(), v.clone())?,
+                None => {
+                    up.remove_header(name);
+                }
+            }
         }
         if let Some(from) = &ctx.fell_back {
             // The default backend serves a route without endpoints (ingress-nginx's headers).
@@ -1085,6 +1222,9 @@ impl ProxyHttp for Gateway {
             // Phase 6: response headers and the affinity cookie.
             phases::apply_response_headers(&policy.response_headers, resp)?;
             if let Some(c) = ctx.set_cookie.take() {
+                resp.append_header(http::header::SET_COOKIE, c)?;
+            }
+            for c in std::mem::take(&mut ctx.auth_cookies) {
                 resp.append_header(http::header::SET_COOKIE, c)?;
             }
         }

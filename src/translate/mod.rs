@@ -18,6 +18,7 @@
 pub mod annotations;
 mod diagnostics;
 pub mod model;
+pub mod template;
 #[cfg(test)]
 mod tests;
 
@@ -633,6 +634,7 @@ impl Translator<'_> {
         }
         p.denied = ann.denied;
         p.cors = ann.cors.clone();
+        p.external_auth = ann.auth.external.clone();
         let a = &ann.access;
         if !a.allow.is_empty() || !a.deny.is_empty() {
             p.access = Some(IpAccess {

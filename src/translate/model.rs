@@ -248,6 +248,8 @@ pub struct Policy<R> {
     pub basic_auth: Option<std::sync::Arc<BasicAuth>>,
     /// enable-cors and its settings.
     pub cors: Option<std::sync::Arc<Cors>>,
+    /// auth-url.
+    pub external_auth: Option<std::sync::Arc<ExternalAuth>>,
 }
 
 /// Which origins CORS allows.
@@ -313,6 +315,28 @@ impl Cors {
     }
 }
 
+/// auth-url: a sub-request decides.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExternalAuth {
+    pub url: crate::translate::template::Template,
+    pub method: http::Method,
+    /// auth-method was given (ingress-nginx then also sends X-Original-URI and X-Scheme).
+    pub method_set: bool,
+    pub signin: Option<crate::translate::template::Template>,
+    pub signin_param: String,
+    /// Copied from a 2xx auth answer into the upstream request (removed when absent).
+    pub response_headers: Vec<http::HeaderName>,
+    /// X-Auth-Request-Redirect; None: the request URI.
+    pub request_redirect: Option<crate::translate::template::Template>,
+    /// auth-cache-key, the statuses cached and for how long.
+    pub cache: Option<(
+        crate::translate::template::Template,
+        Vec<u16>,
+        std::time::Duration,
+    )>,
+    pub always_set_cookie: bool,
+}
+
 /// Basic authentication of a route.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BasicAuth {
@@ -368,6 +392,7 @@ impl<R> Default for Policy<R> {
             limits: None,
             basic_auth: None,
             cors: None,
+            external_auth: None,
         }
     }
 }
@@ -391,6 +416,7 @@ impl<R> Policy<R> {
             && self.limits.is_none()
             && self.basic_auth.is_none()
             && self.cors.is_none()
+            && self.external_auth.is_none()
     }
 
     /// Convert the backends (canary, error pages, fallback) with `f`.
@@ -415,6 +441,7 @@ impl<R> Policy<R> {
             limits: self.limits,
             basic_auth: self.basic_auth,
             cors: self.cors,
+            external_auth: self.external_auth,
         }
     }
 }
