@@ -779,3 +779,60 @@ async fn an_unreachable_error_backend_leaves_the_pods_status() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snippet_header_directives_apply_and_anything_else_ignores_the_snippet() {
+    let a = pod("a").await;
+    let snippet = "more_set_headers \"X-Frame-Options: DENY\" 'X-Served-Host: $host';\nmore_clear_headers X-Pod;\nadd_header X-Only-Ok yes;\nadd_header X-Always yes always;\nproxy_set_header X-Client $remote_addr;\nproxy_set_header X-Secret \"\";\n";
+    let gw = Gateway::start(&[(
+        "site.yaml",
+        format!(
+            "{}{}{}",
+            services(&[("web", &[a])]),
+            annotated(
+                "sn",
+                &[("configuration-snippet", snippet)],
+                &[("sn.example.com", "Prefix", "/", "web")]
+            ),
+            annotated(
+                "bad",
+                &[(
+                    "configuration-snippet",
+                    "more_set_headers \"X-A: 1\";\nlua_code_cache off;"
+                )],
+                &[("bad.example.com", "Prefix", "/", "web")]
+            ),
+        ),
+    )])
+    .await;
+    gw.wait_for("sn.example.com", "/", "a").await;
+    let r = send(&gw, "sn.example.com", "/", &[("x-secret", "s3")]).await;
+    let h = r.headers().clone();
+    assert_eq!(h["x-frame-options"], "DENY");
+    assert_eq!(h["x-served-host"], "sn.example.com");
+    assert_eq!(h["x-only-ok"], "yes");
+    assert_eq!(h["x-always"], "yes");
+    assert!(!h.contains_key("x-pod"), "more_clear_headers");
+    let e = echo_of(r).await;
+    assert_eq!(e.headers["x-client"], "127.0.0.1");
+    assert!(
+        !e.headers.contains_key("x-secret"),
+        "proxy_set_header \"\" removes it"
+    );
+    // add_header without `always` is for 2xx/3xx only.
+    let r = send(&gw, "sn.example.com", "/?status=404", &[]).await;
+    assert_eq!(r.status(), 404);
+    assert!(!r.headers().contains_key("x-only-ok"));
+    assert_eq!(r.headers()["x-always"], "yes");
+    // A snippet with an unsupported directive is ignored as a whole, with a diagnostic
+    // quoting it.
+    let r = send(&gw, "bad.example.com", "/", &[]).await;
+    assert_eq!(r.status(), 200);
+    assert!(!r.headers().contains_key("x-a"));
+    let log = eventually("the diagnostic quotes the directive", || async {
+        let e = gw.stderr();
+        e.contains("`lua_code_cache off;`").then_some(e)
+    })
+    .await;
+    assert!(log.contains("configuration-snippet"), "{log}");
+}

@@ -462,3 +462,26 @@ async fn migration_check_reads_a_cluster_with_lists_only() {
         assert!(!r.path.contains("watch"), "no watches: {r:?}");
     }
 }
+
+#[test]
+fn migration_check_reports_access_control_annotations_and_their_fail_closed_outcomes() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("app.yaml"),
+        "apiVersion: networking.k8s.io/v1\nkind: IngressClass\nmetadata: {name: pingress}\nspec: {controller: pingress.dev/ingress-controller}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: default}\nspec: {ports: [{name: http, port: 80}]}\n---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: x\n  namespace: default\n  annotations:\n    nginx.ingress.kubernetes.io/whitelist-source-range: \"10.0.0.0/8, bogus\"\n    nginx.ingress.kubernetes.io/limit-rps: \"5\"\n    nginx.ingress.kubernetes.io/auth-type: basic\n    nginx.ingress.kubernetes.io/auth-secret: nosuch\n    nginx.ingress.kubernetes.io/configuration-snippet: \"more_set_headers \\\"X-A: 1\\\"; deny all;\"\nspec:\n  ingressClassName: pingress\n  rules:\n  - host: a.example.com\n    http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: web, port: {name: http}}}}]}\n---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: y\n  namespace: default\n  annotations:\n    nginx.ingress.kubernetes.io/limit-rpm: \"lots\"\nspec:\n  ingressClassName: pingress\n  rules:\n  - host: b.example.com\n    http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: web, port: {name: http}}}}]}\n",
+    )
+    .unwrap();
+    let (code, text) = check_out(&["check", "--manifests", dir.path().to_str().unwrap()]);
+    assert_eq!(code, Some(1), "{text}");
+    for want in [
+        "applied  nginx.ingress.kubernetes.io/limit-rps: 5",
+        "invalid  nginx.ingress.kubernetes.io/whitelist-source-range",
+        "answer 503 (fail closed)",
+        "Secret default/nosuch not found; its paths answer 503",
+        "unsupported directive `deny all;`",
+        "ingress default/y (refused)",
+        "invalid  nginx.ingress.kubernetes.io/limit-rpm: lots",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in:\n{text}");
+    }
+}

@@ -662,6 +662,24 @@ impl Gateway {
     }
 }
 
+/// The variables of a request, for templates (auth-url, snippets).
+fn vars<'a>(session: &'a Session, ctx: &'a Ctx) -> Vars<'a> {
+    let req = session.req_header();
+    Vars {
+        host: request_host(req),
+        scheme: if ctx.tls { "https" } else { "http" },
+        method: req.method.as_str(),
+        request_uri: req.uri.path_and_query().map_or("/", |p| p.as_str()),
+        headers: &req.headers,
+        remote_addr: ctx.client.as_ref().and_then(|c| c.value.to_str().ok()),
+        request_id: ctx.request_id.as_ref().and_then(|v| v.to_str().ok()),
+        server_port: session
+            .server_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.port()),
+    }
+}
+
 /// A request id is kept from the client only when it is short and plain.
 fn acceptable_request_id(v: &[u8]) -> bool {
     !v.is_empty() && v.len() <= 128 && v.iter().all(|b| b.is_ascii_graphic())
@@ -811,22 +829,8 @@ impl ProxyHttp for Gateway {
                 .and_then(|p| p.timeouts.read)
                 .unwrap_or(Duration::from_millis(self.upstream.read_timeout_ms));
             let verdict = {
-                let req = session.req_header();
-                let xff = self.forwarded_for(req, ctx);
-                let client = ctx.client.as_ref().and_then(|c| c.value.to_str().ok());
-                let vars = Vars {
-                    host: request_host(req),
-                    scheme: if ctx.tls { "https" } else { "http" },
-                    method: req.method.as_str(),
-                    request_uri: req.uri.path_and_query().map_or("/", |p| p.as_str()),
-                    headers: &req.headers,
-                    remote_addr: client,
-                    request_id: ctx.request_id.as_ref().and_then(|v| v.to_str().ok()),
-                    server_port: session
-                        .server_addr()
-                        .and_then(|a| a.as_inet())
-                        .map(|a| a.port()),
-                };
+                let xff = self.forwarded_for(session.req_header(), ctx);
+                let vars = vars(session, ctx);
                 self.ext_auth
                     .check(&ext, &vars, xff.as_ref(), timeout)
                     .await
@@ -1201,13 +1205,18 @@ impl ProxyHttp for Gateway {
                 }
             }
             phases::apply_request_headers(&policy.request_headers, up)?;
+            if let Some(s) = &policy.snippet {
+                if !s.request.is_empty() {
+                    phases::apply_request_snippet(&s.request, &vars(session, ctx), None, up)?;
+                }
+            }
         }
         Ok(())
     }
 
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
@@ -1226,6 +1235,13 @@ impl ProxyHttp for Gateway {
             }
             for c in std::mem::take(&mut ctx.auth_cookies) {
                 resp.append_header(http::header::SET_COOKIE, c)?;
+            }
+            if let Some(s) = &policy.snippet {
+                if !s.response.is_empty() {
+                    let status = resp.status.as_u16();
+                    let vars = vars(session, ctx);
+                    phases::apply_response_snippet(&s.response, &vars, Some(status), resp)?;
+                }
             }
         }
         self.add_hsts(ctx, resp)

@@ -245,6 +245,48 @@ macro_rules! header_ops {
 }
 
 header_ops!(apply_request_headers, RequestHeader);
+
+macro_rules! snippet_ops {
+    ($name:ident, $ty:ty) => {
+        /// Snippet header operations; `status`: the response's (None for a request).
+        pub fn $name(
+            ops: &[crate::translate::annotations::snippet::HeaderOp],
+            vars: &crate::translate::template::Vars,
+            status: Option<u16>,
+            h: &mut $ty,
+        ) -> pingora::Result<()> {
+            use crate::translate::annotations::snippet::HeaderOp;
+            // nginx's add_header without `always`: 200, 201, 204, 206, 301, 302, 303, 304,
+            // 307 and 308 only.
+            let success = status.is_none_or(|s| {
+                matches!(s, 200 | 201 | 204 | 206 | 301 | 302 | 303 | 304 | 307 | 308)
+            });
+            for op in ops {
+                match op {
+                    HeaderOp::Clear(n) => {
+                        h.remove_header(n);
+                    }
+                    HeaderOp::Set(n, t) => {
+                        if let Ok(v) = HeaderValue::try_from(t.render(vars)) {
+                            h.insert_header(n.clone(), v)?;
+                        }
+                    }
+                    HeaderOp::Add(n, t, always) => {
+                        if *always || success {
+                            if let Ok(v) = HeaderValue::try_from(t.render(vars)) {
+                                h.append_header(n.clone(), v)?;
+                            }
+                        }
+                    }
+                }
+            }
+            Ok(())
+        }
+    };
+}
+
+snippet_ops!(apply_request_snippet, RequestHeader);
+snippet_ops!(apply_response_snippet, pingora::http::ResponseHeader);
 header_ops!(apply_response_headers, pingora::http::ResponseHeader);
 
 /// The CORS answer headers for an allowed request (`acao`: its Allow-Origin).

@@ -635,6 +635,9 @@ impl Translator<'_> {
         p.denied = ann.denied;
         p.cors = ann.cors.clone();
         p.external_auth = ann.auth.external.clone();
+        if !ann.snippet.is_empty() {
+            p.snippet = Some(Arc::new(ann.snippet.clone()));
+        }
         let a = &ann.access;
         if !a.allow.is_empty() || !a.deny.is_empty() {
             p.access = Some(IpAccess {

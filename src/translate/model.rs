@@ -250,6 +250,8 @@ pub struct Policy<R> {
     pub cors: Option<std::sync::Arc<Cors>>,
     /// auth-url.
     pub external_auth: Option<std::sync::Arc<ExternalAuth>>,
+    /// Header operations parsed from configuration-snippet / server-snippet.
+    pub snippet: Option<std::sync::Arc<crate::translate::annotations::snippet::SnippetOps>>,
 }
 
 /// Which origins CORS allows.
@@ -393,6 +395,7 @@ impl<R> Default for Policy<R> {
             basic_auth: None,
             cors: None,
             external_auth: None,
+            snippet: None,
         }
     }
 }
@@ -417,6 +420,7 @@ impl<R> Policy<R> {
             && self.basic_auth.is_none()
             && self.cors.is_none()
             && self.external_auth.is_none()
+            && self.snippet.is_none()
     }
 
     /// Convert the backends (canary, error pages, fallback) with `f`.
@@ -442,6 +446,7 @@ impl<R> Policy<R> {
             basic_auth: self.basic_auth,
             cors: self.cors,
             external_auth: self.external_auth,
+            snippet: self.snippet,
         }
     }
 }

@@ -40,6 +40,27 @@ pub enum Var {
     Arg(String),
 }
 
+impl Var {
+    fn name(&self) -> String {
+        match self {
+            Var::Host => "host".into(),
+            Var::HttpHost => "http_host".into(),
+            Var::Scheme => "scheme".into(),
+            Var::RequestUri => "request_uri".into(),
+            Var::EscapedRequestUri => "escaped_request_uri".into(),
+            Var::Uri => "uri".into(),
+            Var::Args => "args".into(),
+            Var::RemoteAddr => "remote_addr".into(),
+            Var::RequestId => "request_id".into(),
+            Var::Method => "request_method".into(),
+            Var::ServerPort => "server_port".into(),
+            Var::Header(h) => format!("http_{}", h.as_str().replace('-', "_")),
+            Var::Cookie(c) => format!("cookie_{c}"),
+            Var::Arg(a) => format!("arg_{a}"),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum Part {
     Lit(String),
@@ -130,6 +151,22 @@ impl Template {
     /// Literal text only.
     pub fn literal(s: &str) -> Template {
         Template(vec![Part::Lit(s.to_string())])
+    }
+
+    /// The text form again, each variable as `${name}`.
+    pub fn source(&self) -> String {
+        let mut out = String::new();
+        for p in &self.0 {
+            match p {
+                Part::Lit(s) => out.push_str(s),
+                Part::Var(v) => {
+                    out.push_str("${");
+                    out.push_str(&v.name());
+                    out.push('}');
+                }
+            }
+        }
+        out
     }
 
     pub fn is_literal(&self) -> bool {

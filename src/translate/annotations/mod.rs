@@ -21,6 +21,7 @@ pub mod errors;
 pub mod proxy;
 pub mod redirect;
 pub mod rewrite;
+pub mod snippet;
 pub mod values;
 
 use std::collections::BTreeMap;
@@ -246,6 +247,7 @@ pub struct IngressAnnotations {
     pub access: access::Access,
     pub auth: auth::Auth,
     pub cors: Option<std::sync::Arc<crate::translate::model::Cors>>,
+    pub snippet: snippet::SnippetOps,
     /// An access-control annotation could not be built: the paths answer 503.
     pub denied: bool,
 }
@@ -267,6 +269,7 @@ pub fn read(
         access: access::read(&mut r),
         auth: auth::read(&mut r),
         cors: cors::read(&mut r).map(std::sync::Arc::new),
+        snippet: snippet::read(&mut r),
         denied: false,
     };
     let mut out = out;
