@@ -60,10 +60,32 @@ SCENARIOS = {
     "annotations-1000": ("1,000 Ingresses with ingress-nginx annotations (regex path, rewrite-target, "
                          "cookie affinity, canary by header), random host per request; 1 in 10 requests "
                          "to the canary, half with an affinity cookie", "http", "/?size=13", "annotations", 50),
+    # The access policies' cost: h1-small's route with one policy each (compare with h1-small).
+    "policy-allowlist": ("h1-small with whitelist-source-range (3 CIDRs, the client in the last)",
+                         "http", "/?size=13", "keepalive", 50),
+    "policy-limit": ("h1-small with limit-rps and limit-connections set high enough never to refuse",
+                     "http", "/?size=13", "keepalive", 50),
+    "policy-basic-auth": ("h1-small with basic auth (bcrypt user; verification cached after the first)",
+                          "http", "/?size=13", "keepalive", 50),
 }
+# Annotations of the policy scenarios, and the Authorization header the load sends.
+POLICY_ANNOTATIONS = {
+    "policy-allowlist": 'nginx.ingress.kubernetes.io/whitelist-source-range: "10.0.0.0/8, 192.168.0.0/16, 127.0.0.0/8"',
+    "policy-limit": 'nginx.ingress.kubernetes.io/limit-rps: "10000000", nginx.ingress.kubernetes.io/limit-connections: "100000"',
+    "policy-basic-auth": ('nginx.ingress.kubernetes.io/auth-type: basic, nginx.ingress.kubernetes.io/auth-secret: bench-users'),
+}
+# glibc crypt(3) bcrypt of "s3cret!" (cost 5), user "bench".
+BENCH_HTPASSWD = "bench:$2y$05$abcdefghijklmnopqrstuulXbhLU5N9MDcFlG1r2Raysvz.c5v0j2\n"
+BENCH_AUTH = "Basic YmVuY2g6czNjcmV0IQ=="
 # Peers that cannot express a scenario are marked in the report, not measured.
+_POLICY_ONLY = {"nginx": "not written: this scenario measures pingress's own policy cost against h1-small",
+                "haproxy": "not written: this scenario measures pingress's own policy cost against h1-small",
+                "pingora-floor": "no policies: cannot express the scenario"}
 CANNOT = {
     "churn": {"pingora-floor": "one fixed backend: cannot follow churn"},
+    "policy-allowlist": _POLICY_ONLY,
+    "policy-limit": _POLICY_ONLY,
+    "policy-basic-auth": _POLICY_ONLY,
     "annotations-1000": {"haproxy": "no equivalent configuration written for this scenario",
                          "pingora-floor": "no routing: cannot express annotations"},
 }
@@ -213,9 +235,12 @@ def pingress_manifests(d, routes, backends, crt, key, scenario=None):
     pingress_endpoints(d, backends)
     crt64 = base64.b64encode(crt.read_bytes()).decode()
     key64 = base64.b64encode(key.read_bytes()).decode()
+    users64 = base64.b64encode(BENCH_HTPASSWD.encode()).decode()
     (m / "05-secret.yaml").write_text(
         "apiVersion: v1\nkind: Secret\nmetadata: {name: bench-tls, namespace: bench}\n"
-        f"type: kubernetes.io/tls\ndata:\n  tls.crt: {crt64}\n  tls.key: {key64}\n")
+        f"type: kubernetes.io/tls\ndata:\n  tls.crt: {crt64}\n  tls.key: {key64}\n"
+        "---\napiVersion: v1\nkind: Secret\nmetadata: {name: bench-users, namespace: bench}\n"
+        f"type: Opaque\ndata:\n  auth: {users64}\n")
     if scenario == "annotations-1000":
         (m / "20-ingresses.yaml").write_text("---\n".join(annotated_ingresses(routes)))
         return m
@@ -223,6 +248,7 @@ def pingress_manifests(d, routes, backends, crt, key, scenario=None):
     for h, p in routes:
         by_host.setdefault(h, []).append(p)
     out = []
+    policy = f", {POLICY_ANNOTATIONS[scenario]}" if scenario in POLICY_ANNOTATIONS else ""
     for i, (h, paths) in enumerate(by_host.items()):
         rule = "".join(
             f"      - {{path: {p}, pathType: Prefix, backend: {{service: {{name: be, port: {{number: 80}}}}}}}}\n"
@@ -230,7 +256,7 @@ def pingress_manifests(d, routes, backends, crt, key, scenario=None):
         tls = f"  tls:\n  - hosts: [{h}]\n    secretName: bench-tls\n"
         out.append(
             f"apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {{name: r{i}, namespace: bench,"
-            f" annotations: {{nginx.ingress.kubernetes.io/ssl-redirect: \"false\"}}}}\n"
+            f" annotations: {{nginx.ingress.kubernetes.io/ssl-redirect: \"false\"{policy}}}}}\n"
             f"spec:\n  ingressClassName: pingress\n{tls}  rules:\n  - host: {h}\n    http:\n      paths:\n{rule}")
     (m / "20-ingresses.yaml").write_text("---\n".join(out))
     return m
@@ -484,6 +510,8 @@ def wrk_script(d, scenario, routes, close):
                    "  return reqs[(n % #reqs) + 1]\nend\n")
     else:
         lua.append(f'wrk.headers["Host"] = "{HOST}"\n')
+        if scenario == "policy-basic-auth":
+            lua.append(f'wrk.headers["Authorization"] = "{BENCH_AUTH}"\n')
         if close:
             lua.append('wrk.headers["Connection"] = "close"\n')
     lua.append(WRK_DONE)

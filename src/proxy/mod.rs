@@ -157,9 +157,13 @@ pub struct Gateway {
     trust: Arc<Trust>,
     /// Statuses for requests over a rate limit and over a connection limit.
     limit_statuses: (u16, u16),
-    /// Basic-auth verdicts by SHA-256 of (user, stored hash, password): bcrypt costs
-    /// milliseconds, a cached verdict a lookup.
-    auth_cache: std::sync::Mutex<lru::LruCache<[u8; 32], bool>>,
+    /// Basic-auth verdicts by a 128-bit keyed hash (two SipHash keys drawn at start) of
+    /// (user, stored hash, password): bcrypt costs milliseconds, a cached verdict a lookup.
+    /// The key is a PRF of the credentials under a secret key: no password is kept, and a
+    /// wrong password cannot be made to hit a cached verdict without the key. (SHA-256
+    /// here cost 3.6k instructions per request, half of basic auth's cost.)
+    auth_cache: std::sync::Mutex<lru::LruCache<[u64; 2], bool>>,
+    auth_keys: (std::hash::RandomState, std::hash::RandomState),
     /// External auth sub-requests and their cache.
     ext_auth: ext_auth::Checker,
 }
@@ -202,6 +206,7 @@ impl Gateway {
             trust,
             limit_statuses: (limits.req_status_code, limits.conn_status_code),
             auth_cache: std::sync::Mutex::new(lru::LruCache::new(AUTH_CACHE)),
+            auth_keys: Default::default(),
             ext_auth: ext_auth::Checker::new(Duration::from_millis(upstream.connect_timeout_ms)),
             ports: listen_ports
                 .iter()
@@ -480,13 +485,12 @@ impl Gateway {
         let Some((stored, hash)) = auth.users.users.get(&user) else {
             return false;
         };
-        let mut d = ring::digest::Context::new(&ring::digest::SHA256);
-        for part in [user.as_bytes(), stored.as_bytes(), &password] {
-            d.update(&(part.len() as u64).to_le_bytes());
-            d.update(part);
-        }
-        let mut key = [0u8; 32];
-        key.copy_from_slice(d.finish().as_ref());
+        use std::hash::BuildHasher as _;
+        let parts = (user.as_bytes(), stored.as_bytes(), &password[..]);
+        let key = [
+            self.auth_keys.0.hash_one(parts),
+            self.auth_keys.1.hash_one(parts),
+        ];
         let cached = self
             .auth_cache
             .lock()
