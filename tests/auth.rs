@@ -112,6 +112,23 @@ async fn htpasswd_users_get_in_others_get_401_and_the_pod_never_sees_credentials
     .await;
     let (_, h, _) = get_as(&gw, "file.example.com", None).await;
     assert_eq!(h["www-authenticate"], "Basic realm=\"Staff only\"");
+    // The first use of a bcrypt credential by many requests at once: one check, every
+    // request answered by its verdict.
+    let gwr = &gw;
+    let burst: Vec<_> = (0..20)
+        .map(|i| {
+            let pw = if i % 4 == 3 { "wrong" } else { "s3cret!" };
+            async move {
+                (
+                    pw,
+                    get_as(gwr, "file.example.com", Some(("bob", pw))).await.0,
+                )
+            }
+        })
+        .collect();
+    for (pw, status) in futures_util::future::join_all(burst).await {
+        assert_eq!(status, if pw == "wrong" { 401 } else { 200 }, "bob:{pw}");
+    }
     for (user, pw) in [
         ("alice", "password"),
         ("bob", "s3cret!"),

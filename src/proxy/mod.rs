@@ -164,8 +164,29 @@ pub struct Gateway {
     /// here cost 3.6k instructions per request, half of basic auth's cost.)
     auth_cache: std::sync::Mutex<lru::LruCache<[u64; 2], bool>>,
     auth_keys: (std::hash::RandomState, std::hash::RandomState),
+    /// Slow verifications under way, by cache key: concurrent requests with the same
+    /// credentials wait for the one check instead of each paying for bcrypt.
+    auth_pending: std::sync::Mutex<
+        std::collections::HashMap<[u64; 2], tokio::sync::watch::Receiver<Option<bool>>>,
+    >,
     /// External auth sub-requests and their cache.
     ext_auth: ext_auth::Checker,
+}
+
+/// Removes a basic-auth check from the pending map when it ends.
+struct PendingCheck<'a> {
+    map: &'a std::sync::Mutex<
+        std::collections::HashMap<[u64; 2], tokio::sync::watch::Receiver<Option<bool>>>,
+    >,
+    key: [u64; 2],
+}
+
+impl Drop for PendingCheck<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut m) = self.map.lock() {
+            m.remove(&self.key);
+        }
+    }
 }
 
 /// Basic-auth verdicts kept.
@@ -207,6 +228,7 @@ impl Gateway {
             limit_statuses: (limits.req_status_code, limits.conn_status_code),
             auth_cache: std::sync::Mutex::new(lru::LruCache::new(AUTH_CACHE)),
             auth_keys: Default::default(),
+            auth_pending: Default::default(),
             ext_auth: ext_auth::Checker::new(Duration::from_millis(upstream.connect_timeout_ms)),
             ports: listen_ports
                 .iter()
@@ -500,10 +522,42 @@ impl Gateway {
             return ok;
         }
         let ok = if hash.is_slow() {
+            // One check per key at a time (single flight).
+            let (tx, waiting) = {
+                let Ok(mut pending) = self.auth_pending.lock() else {
+                    return false;
+                };
+                match pending.get(&key) {
+                    Some(rx) => (None, Some(rx.clone())),
+                    None => {
+                        let (tx, rx) = tokio::sync::watch::channel(None);
+                        pending.insert(key, rx);
+                        (Some(tx), None)
+                    }
+                }
+            };
+            if let Some(mut rx) = waiting {
+                if let Ok(v) = rx.wait_for(|v| v.is_some()).await {
+                    return v.unwrap_or(false);
+                }
+                // The request doing the check went away before it finished: check here.
+            }
+            // The entry goes when this check ends, finished or cancelled.
+            let _pending = tx.as_ref().map(|_| PendingCheck {
+                map: &self.auth_pending,
+                key,
+            });
             let hash = hash.clone();
-            tokio::task::spawn_blocking(move || hash.verify(&password))
+            let ok = tokio::task::spawn_blocking(move || hash.verify(&password))
                 .await
-                .unwrap_or(false)
+                .unwrap_or(false);
+            if let Ok(mut c) = self.auth_cache.lock() {
+                c.put(key, ok);
+            }
+            if let Some(tx) = tx {
+                tx.send_replace(Some(ok));
+            }
+            return ok;
         } else {
             hash.verify(&password)
         };
@@ -520,21 +574,9 @@ impl Gateway {
         ctx: &mut Ctx,
         challenge: &HeaderValue,
     ) -> Result<bool> {
-        let body: &[u8] = b"401 unauthorized\n";
-        let mut resp = ResponseHeader::build(401, Some(5))?;
-        resp.insert_header(http::header::WWW_AUTHENTICATE, challenge.clone())?;
-        resp.insert_header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")?;
-        resp.insert_header(http::header::CONTENT_LENGTH, body.len())?;
-        if let Some(id) = &ctx.request_id {
-            resp.insert_header("x-request-id", id.clone())?;
-        }
-        self.add_hsts(ctx, &mut resp)?;
-        ctx.own_status = 401;
-        session.write_response_header(Box::new(resp), false).await?;
-        session
-            .write_response_body(Some(Bytes::from_static(body)), true)
-            .await?;
-        Ok(true)
+        let extra = vec![(http::header::WWW_AUTHENTICATE, challenge.clone())];
+        self.answer(session, ctx, 401, extra, b"401 unauthorized\n")
+            .await
     }
 
     /// Our own answer with extra headers and a plain-text body.
@@ -594,19 +636,7 @@ impl Gateway {
         status: u16,
         body: &'static [u8],
     ) -> Result<bool> {
-        let mut resp = ResponseHeader::build(status, Some(4))?;
-        resp.insert_header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")?;
-        resp.insert_header(http::header::CONTENT_LENGTH, body.len())?;
-        if let Some(id) = &ctx.request_id {
-            resp.insert_header("x-request-id", id.clone())?;
-        }
-        self.add_hsts(ctx, &mut resp)?;
-        ctx.own_status = status;
-        session.write_response_header(Box::new(resp), false).await?;
-        session
-            .write_response_body(Some(Bytes::from_static(body)), true)
-            .await?;
-        Ok(true)
+        self.answer(session, ctx, status, Vec::new(), body).await
     }
 }
 
