@@ -62,7 +62,8 @@ impl BackgroundService for ControlPlane {
                 let conf = self.conf.clone();
                 let metrics = self.shared.metrics.clone();
                 tokio::spawn(async move {
-                    let kconf = KubeSourceConf::from(&conf.source);
+                    let mut kconf = KubeSourceConf::from(&conf.source);
+                    kconf.claim = Some((&conf).into());
                     // Retry until a client can be built (e.g. a kubeconfig still being mounted).
                     let client = loop {
                         match kube_source::client(&kconf).await {

@@ -248,6 +248,16 @@ async fn in_cluster_only_the_named_auth_secrets_are_watched_and_changes_apply_li
             &[("auth-type", "basic"), ("auth-secret", "users")]
         ),
     ));
+    // Another controller's Ingress: the Secret it names is none of ours to read.
+    api.apply_yaml(
+        &ing(
+            "shop",
+            "theirs",
+            "theirs.example.com",
+            &[("auth-type", "basic"), ("auth-secret", "unrelated")],
+        )
+        .replace("ingressClassName: pingress", "ingressClassName: other"),
+    );
     let gw = Gateway::start_kube(&api, "t", "").await;
     eventually("alice gets in", || async {
         (get_as(&gw, "admin.example.com", Some(("alice", "password")))

@@ -41,6 +41,9 @@ pub struct KubeSourceConf {
     pub context: Option<String>,
     /// Namespaces to watch; empty: all namespaces.
     pub namespaces: Vec<String>,
+    /// Which Ingresses are ours, so that only their auth Secrets are watched; None: the
+    /// auth Secrets of every Ingress.
+    pub claim: Option<crate::translate::TranslateConf>,
 }
 
 impl From<&crate::config::SourceConf> for KubeSourceConf {
@@ -49,6 +52,7 @@ impl From<&crate::config::SourceConf> for KubeSourceConf {
             kubeconfig: s.kubeconfig.clone(),
             context: s.context.clone(),
             namespaces: s.namespaces.clone(),
+            claim: None,
         }
     }
 }
@@ -184,15 +188,19 @@ async fn run_watcher<K>(
     }
 }
 
-/// The auth Secrets the snapshot's Ingresses name (`auth-secret`, under either prefix), in
-/// their own namespace and within the watched namespaces (a cross-namespace reference is
-/// refused by translation, so it is not watched).
+/// The auth Secrets our Ingresses name (`auth-secret`, under either prefix), in their own
+/// namespace and within the watched namespaces (a cross-namespace reference is refused by
+/// translation, so it is not watched).
 fn auth_secret_refs(
     snap: &Snapshot,
     namespaces: &[String],
+    claim: Option<&crate::translate::TranslateConf>,
 ) -> std::collections::BTreeSet<(String, String)> {
     let mut out = std::collections::BTreeSet::new();
     for (key, ing) in &snap.ingresses {
+        if claim.is_some_and(|c| !crate::translate::is_ours(snap, c, ing)) {
+            continue;
+        }
         let Some(ann) = ing.metadata.annotations.as_ref() else {
             continue;
         };
@@ -357,7 +365,7 @@ pub async fn run(
         // Watch exactly the auth Secrets the Ingresses name. A new watch holds this
         // snapshot back until its first list is in (its InitDone wakes this loop), so a
         // route is not published without its users.
-        let wanted = auth_secret_refs(&snap, &conf.namespaces);
+        let wanted = auth_secret_refs(&snap, &conf.namespaces, conf.claim.as_ref());
         let mut started_new = false;
         for (ns, name) in &wanted {
             if auth.0.contains_key(&(ns.clone(), name.clone())) {

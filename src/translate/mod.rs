@@ -340,6 +340,47 @@ struct PendingPath {
     what: String,
 }
 
+/// Whether an Ingress is ours: its class (spec.ingressClassName, then the legacy
+/// annotation, then the default IngressClass) names our controller or class.
+pub fn is_ours(snap: &Snapshot, conf: &TranslateConf, ing: &Ingress) -> bool {
+    let spec_class = ing
+        .spec
+        .as_ref()
+        .and_then(|s| s.ingress_class_name.as_deref());
+    if let Some(name) = spec_class {
+        return match snap.ingress_classes.get(name) {
+            Some(class) => {
+                class.spec.as_ref().and_then(|s| s.controller.as_deref())
+                    == Some(conf.controller_name.as_str())
+            }
+            // No IngressClass object of that name: match our configured class name.
+            None => name == conf.ingress_class,
+        };
+    }
+    let annotation = ing
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(CLASS_ANNOTATION));
+    if let Some(name) = annotation {
+        return *name == conf.ingress_class;
+    }
+    conf.watch_ingress_without_class || default_class_is_ours(snap, conf)
+}
+
+fn default_class_is_ours(snap: &Snapshot, conf: &TranslateConf) -> bool {
+    snap.ingress_classes.values().any(|c| {
+        let is_default = c
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(DEFAULT_CLASS_ANNOTATION))
+            .is_some_and(|v| v == "true");
+        let controller = c.spec.as_ref().and_then(|s| s.controller.as_deref());
+        is_default && controller == Some(conf.controller_name.as_str())
+    })
+}
+
 struct Translator<'a> {
     snap: &'a Snapshot,
     conf: &'a TranslateConf,
@@ -363,42 +404,7 @@ type AuthCache = HashMap<(ObjKey, annotations::auth::Basic), Result<Arc<BasicAut
 
 impl Translator<'_> {
     fn is_ours(&self, ing: &Ingress) -> bool {
-        let spec_class = ing
-            .spec
-            .as_ref()
-            .and_then(|s| s.ingress_class_name.as_deref());
-        if let Some(name) = spec_class {
-            return match self.snap.ingress_classes.get(name) {
-                Some(class) => {
-                    class.spec.as_ref().and_then(|s| s.controller.as_deref())
-                        == Some(self.conf.controller_name.as_str())
-                }
-                // No IngressClass object of that name: match our configured class name.
-                None => name == self.conf.ingress_class,
-            };
-        }
-        let annotation = ing
-            .metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(CLASS_ANNOTATION));
-        if let Some(name) = annotation {
-            return *name == self.conf.ingress_class;
-        }
-        self.conf.watch_ingress_without_class || self.default_class_is_ours()
-    }
-
-    fn default_class_is_ours(&self) -> bool {
-        self.snap.ingress_classes.values().any(|c| {
-            let is_default = c
-                .metadata
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(DEFAULT_CLASS_ANNOTATION))
-                .is_some_and(|v| v == "true");
-            let controller = c.spec.as_ref().and_then(|s| s.controller.as_deref());
-            is_default && controller == Some(self.conf.controller_name.as_str())
-        })
+        is_ours(self.snap, self.conf, ing)
     }
 
     fn diag(&mut self, ingress: Option<&ObjKey>, kind: DiagKind, message: String) {
