@@ -45,7 +45,7 @@ use crate::metrics::{RouteLabels, RouteStats};
 use crate::policy::limits::Refusal;
 use crate::routing::Request;
 use crate::translate::model::{Balance, BasicAuth, Cors, Redirect};
-use crate::translate::template::Vars;
+use crate::translate::template::{host_without_port, Vars};
 
 pub use request_id::new_request_id;
 
@@ -81,8 +81,9 @@ pub struct Ctx {
     canary: bool,
     /// The connection's peer (the socket's, or the PROXY header's).
     peer: Option<Peer>,
-    /// The client address ([`crate::client`]): the peer, or the client behind a trusted one.
-    client: Option<Peer>,
+    /// The client behind a trusted peer ([`crate::client`]) when it is another address;
+    /// otherwise the peer is the client (see [`Ctx::client`]).
+    behind: Option<Peer>,
     /// Counts this request against its route's limit-connections while it lives.
     inflight: Option<pingora_limits::inflight::Guard>,
     /// Basic auth passed: the Authorization header is not sent upstream.
@@ -93,6 +94,13 @@ pub struct Ctx {
     /// client.
     auth_headers: Vec<(http::HeaderName, Option<HeaderValue>)>,
     auth_cookies: Vec<HeaderValue>,
+}
+
+impl Ctx {
+    /// The client address: the one behind a trusted peer, or the peer itself.
+    fn client(&self) -> Option<&Peer> {
+        self.behind.as_ref().or(self.peer.as_ref())
+    }
 }
 
 /// An address, as header text, and whether it is a trusted proxy.
@@ -470,7 +478,7 @@ impl Gateway {
         if route.limiter.is_none() && access.is_none() {
             return None;
         }
-        let Some(ip) = ctx.client.as_ref().map(|c| c.ip) else {
+        let Some(ip) = ctx.client().map(|c| c.ip) else {
             // No client address to check (not an IP connection): refused.
             return Some((403, FORBIDDEN, "access"));
         };
@@ -521,7 +529,7 @@ impl Gateway {
         if let Some(ok) = cached {
             return ok;
         }
-        let ok = if hash.is_slow() {
+        if hash.is_slow() {
             // One check per key at a time (single flight).
             let (tx, waiting) = {
                 let Ok(mut pending) = self.auth_pending.lock() else {
@@ -551,20 +559,23 @@ impl Gateway {
             let ok = tokio::task::spawn_blocking(move || hash.verify(&password))
                 .await
                 .unwrap_or(false);
-            if let Ok(mut c) = self.auth_cache.lock() {
-                c.put(key, ok);
-            }
+            // Cached before the waiters are told, so later requests hit the cache.
+            self.cache_verdict(key, ok);
             if let Some(tx) = tx {
                 tx.send_replace(Some(ok));
             }
-            return ok;
+            ok
         } else {
-            hash.verify(&password)
-        };
+            let ok = hash.verify(&password);
+            self.cache_verdict(key, ok);
+            ok
+        }
+    }
+
+    fn cache_verdict(&self, key: [u64; 2], ok: bool) {
         if let Ok(mut c) = self.auth_cache.lock() {
             c.put(key, ok);
         }
-        ok
     }
 
     /// 401 with the route's `WWW-Authenticate` challenge.
@@ -649,14 +660,6 @@ fn request_host(req: &RequestHeader) -> &str {
         .unwrap_or("")
 }
 
-/// `example.com` of `example.com:8080`; IPv6 literals keep their brackets.
-fn host_without_port(host: &str) -> &str {
-    if host.starts_with('[') {
-        return host.split_inclusive(']').next().unwrap_or(host);
-    }
-    host.rsplit_once(':').map_or(host, |(h, _)| h)
-}
-
 impl Gateway {
     /// The connection's peer, as Pingora knows it (the PROXY header's source when there
     /// was one).
@@ -678,19 +681,15 @@ impl Gateway {
         if peer.trusted {
             let headers = &session.req_header().headers;
             let ip = self.trust.client_behind(peer.ip, headers);
-            ctx.client = if ip == peer.ip {
-                Some(peer.clone())
-            } else {
-                Peer::new(ip, &self.trust)
-            };
+            if ip != peer.ip {
+                ctx.behind = Peer::new(ip, &self.trust);
+            }
             if headers
                 .get("x-forwarded-proto")
                 .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"))
             {
                 ctx.tls = true;
             }
-        } else {
-            ctx.client = Some(peer.clone());
         }
         ctx.peer = Some(peer);
     }
@@ -705,7 +704,7 @@ fn vars<'a>(session: &'a Session, ctx: &'a Ctx) -> Vars<'a> {
         method: req.method.as_str(),
         request_uri: req.uri.path_and_query().map_or("/", |p| p.as_str()),
         headers: &req.headers,
-        remote_addr: ctx.client.as_ref().and_then(|c| c.value.to_str().ok()),
+        remote_addr: ctx.client().and_then(|c| c.value.to_str().ok()),
         request_id: ctx.request_id.as_ref().and_then(|v| v.to_str().ok()),
         server_port: session
             .server_addr()
@@ -742,7 +741,7 @@ impl ProxyHttp for Gateway {
             fell_back: None,
             canary: false,
             peer: None,
-            client: None,
+            behind: None,
             inflight: None,
             strip_authorization: false,
             cors: None,
@@ -1003,7 +1002,7 @@ impl ProxyHttp for Gateway {
                 pool.select_ewma(&ctx.tried)
             }
             Some(Balance::Hash(parts)) => {
-                let client = ctx.client.as_ref().and_then(|c| c.value.to_str().ok());
+                let client = ctx.client().and_then(|c| c.value.to_str().ok());
                 let key = phases::hash_key(parts, session.req_header(), client);
                 pool.select_hash(&key, &ctx.tried)
             }
@@ -1150,7 +1149,7 @@ impl ProxyHttp for Gateway {
             // What the client sent, as ingress-nginx passes it on.
             up.insert_header("x-original-forwarded-for", prev.clone())?;
         }
-        if let Some(client) = &ctx.client {
+        if let Some(client) = ctx.client() {
             up.insert_header("x-real-ip", client.value.clone())?;
         }
         let keep = |name: &str| trusted && req.headers.contains_key(name);
@@ -1387,7 +1386,7 @@ impl ProxyHttp for Gateway {
             ctx.upstream_time,
         );
         if let Some(log) = &self.access_log {
-            let client = ctx.client.as_ref().and_then(|c| c.value.to_str().ok());
+            let client = ctx.client().and_then(|c| c.value.to_str().ok());
             let client = client.unwrap_or("");
             let upstream = ctx
                 .upstream

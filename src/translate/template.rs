@@ -185,18 +185,18 @@ impl Template {
     }
 }
 
+/// `example.com` of `example.com:8080`; IPv6 literals keep their brackets.
+pub fn host_without_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host.split_inclusive(']').next().unwrap_or(host);
+    }
+    host.rsplit_once(':').map_or(host, |(h, _)| h)
+}
+
 fn push_var(out: &mut String, x: &Var, v: &Vars) {
     let query = || v.request_uri.split_once('?').map(|(_, q)| q);
     match x {
-        Var::Host => {
-            let h = v.host;
-            let h = if h.starts_with('[') {
-                h.split_inclusive(']').next().unwrap_or(h)
-            } else {
-                h.rsplit_once(':').map_or(h, |(h, _)| h)
-            };
-            out.push_str(&h.to_ascii_lowercase());
-        }
+        Var::Host => out.push_str(&host_without_port(v.host).to_ascii_lowercase()),
         Var::HttpHost => out.push_str(v.host),
         Var::Scheme => out.push_str(v.scheme),
         Var::RequestUri => out.push_str(v.request_uri),
