@@ -155,6 +155,7 @@ impl Controller {
             let mut t = translate_with(&snap, &self.conf, &self.last_good);
             self.last_good = std::mem::take(&mut t.accepted);
             if let Some(certs) = &mut self.certs {
+                certs.set_client_auth_hosts(&t.client_auth_hosts);
                 let diags = certs.update(&t.tls, &snap);
                 t.diagnostics.extend(diags);
             }

@@ -29,7 +29,7 @@ use crate::proxy_protocol::{PreTls, ProxyProtocol};
 use crate::source::files;
 use crate::source::kube::{self as kube_source, KubeSourceConf};
 use crate::status::Writer;
-use crate::tls::{CertStore, Certs};
+use crate::tls::{CertStore, Certs, KeepChain};
 use pingora::protocols::l4::stream::Stream as L4Stream;
 
 /// Runs the object source and the controller for the life of the server.
@@ -249,9 +249,13 @@ pub fn build(config: Config, opt: Opt) -> anyhow::Result<Server> {
         proxy.add_listener(ListenerConfig::tcp(addr.as_str()).l4_buffer(buffer));
     }
     for addr in &pingress.https_listen {
-        let mut tls =
-            TlsSettings::intermediate("", "").map_err(|e| anyhow::anyhow!("TLS settings: {e}"))?;
+        // Client certificates (auth-tls-*): the verifier asks only for the SNIs that
+        // want one; the callback keeps the chain for the request phase.
+        let client_auth = store.client_auth();
+        let mut tls = TlsSettings::with_callbacks(Box::new(KeepChain(client_auth.clone())))
+            .map_err(|e| anyhow::anyhow!("TLS settings: {e}"))?;
         tls.set_cert_resolver(store.clone());
+        tls.set_client_cert_verifier(client_auth);
         if pingress.tls.http2 {
             tls.enable_h2();
         }

@@ -248,6 +248,13 @@ async fn in_cluster_only_the_named_auth_secrets_are_watched_and_changes_apply_li
             &[("auth-type", "basic"), ("auth-secret", "users")]
         ),
     ));
+    // A client-certificate CA is watched the same way.
+    api.apply_yaml(&ing(
+        "shop",
+        "mtls",
+        "mtls.example.com",
+        &[("auth-tls-secret", "shop/client-ca")],
+    ));
     // Another controller's Ingress: the Secret it names is none of ours to read.
     api.apply_yaml(
         &ing(
@@ -267,12 +274,18 @@ async fn in_cluster_only_the_named_auth_secrets_are_watched_and_changes_apply_li
             .then_some(())
     })
     .await;
-    // Secrets were asked for by TLS type, or by the one name; never all of them.
-    let secret_reqs: Vec<_> = api
-        .requests()
-        .into_iter()
-        .filter(|r| r.path.ends_with("/secrets"))
-        .collect();
+    // Secrets were asked for by TLS type, or by the names; never all of them.
+    let secret_reqs: Vec<_> = eventually("the CA Secret is watched by name", || async {
+        let reqs: Vec<_> = api
+            .requests()
+            .into_iter()
+            .filter(|r| r.path.ends_with("/secrets"))
+            .collect();
+        reqs.iter()
+            .any(|r| r.query.contains("metadata.name%3Dclient-ca"))
+            .then_some(reqs)
+    })
+    .await;
     assert!(
         secret_reqs
             .iter()
@@ -282,7 +295,9 @@ async fn in_cluster_only_the_named_auth_secrets_are_watched_and_changes_apply_li
     );
     for r in &secret_reqs {
         assert!(
-            r.query.contains("type%3Dkubernetes.io") || r.query.contains("metadata.name%3Dusers"),
+            r.query.contains("type%3Dkubernetes.io")
+                || r.query.contains("metadata.name%3Dusers")
+                || r.query.contains("metadata.name%3Dclient-ca"),
             "an unfiltered Secret request: {r:?}"
         );
     }

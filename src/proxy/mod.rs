@@ -44,7 +44,8 @@ use crate::generation::{Action, Route, Shared};
 use crate::metrics::{RouteLabels, RouteStats};
 use crate::policy::limits::Refusal;
 use crate::routing::Request;
-use crate::translate::model::{Balance, BasicAuth, Cors, Redirect};
+use crate::tls::{CertInfo, ClientCertCheck, ConnCert};
+use crate::translate::model::{Balance, BasicAuth, ClientTls, Cors, Redirect};
 use crate::translate::template::{host_without_port, Vars};
 
 pub use request_id::new_request_id;
@@ -94,6 +95,8 @@ pub struct Ctx {
     /// client.
     auth_headers: Vec<(http::HeaderName, Option<HeaderValue>)>,
     auth_cookies: Vec<HeaderValue>,
+    /// The route checks client certificates: what the upstream headers say.
+    client_cert: Option<(Arc<ClientTls>, Arc<CertInfo>)>,
 }
 
 impl Ctx {
@@ -214,6 +217,10 @@ const FORBIDDEN: &[u8] = b"403 forbidden: this client address is not allowed on 
 const OVER_RATE: &[u8] = b"request refused: over this route's request rate limit for this client\n";
 const OVER_CONNECTIONS: &[u8] =
     b"request refused: over this route's concurrent request limit for this client\n";
+const NO_CERT: &[u8] = b"400 Bad Request: no required SSL certificate was sent\n";
+const BAD_CERT: &[u8] = b"400 Bad Request: the SSL certificate error\n";
+const CN_MISMATCH: &[u8] = b"403 Forbidden: client certificate unauthorized\n";
+const MISDIRECTED: &[u8] = b"421 Misdirected Request: this connection's TLS handshake was not for this host; open a new connection\n";
 const CLOSED: &[u8] =
     b"503 service unavailable: this route's access control could not be built (see the Ingress's diagnostics)\n";
 const HTTP: HeaderValue = HeaderValue::from_static("http");
@@ -621,6 +628,42 @@ impl Gateway {
         Ok(true)
     }
 
+    /// The client-certificate phase of a route with auth-tls: None to go on (the upstream
+    /// headers noted), or the answer written.
+    async fn client_cert(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        route: &Arc<Route>,
+        ct: &Arc<ClientTls>,
+    ) -> Option<Result<bool>> {
+        let conn = session
+            .digest()
+            .and_then(|d| d.ssl_digest.as_ref())
+            .and_then(|s| s.extension.get::<ConnCert>());
+        let on_tls = session
+            .digest()
+            .and_then(|d| d.ssl_digest.as_ref())
+            .is_some();
+        let (status, body) = match crate::tls::check_client_cert(conn, on_tls, ct) {
+            ClientCertCheck::Pass(info) => {
+                ctx.client_cert = Some((ct.clone(), info));
+                return None;
+            }
+            ClientCertCheck::Missing => (400, NO_CERT),
+            ClientCertCheck::Invalid => (400, BAD_CERT),
+            ClientCertCheck::CnMismatch => (403, CN_MISMATCH),
+            ClientCertCheck::Misdirected => (421, MISDIRECTED),
+        };
+        self.refused(route, "client-certificate");
+        ctx.route = Some(route.clone());
+        if let (400, Some(page)) = (status, &ct.error_page) {
+            let extra = vec![(http::header::LOCATION, page.clone())];
+            return Some(self.answer(session, ctx, 302, extra, b"").await);
+        }
+        Some(self.respond_with(session, ctx, status, body).await)
+    }
+
     /// The X-Forwarded-For sent on: the peer alone, or a trusted peer's value with the
     /// peer appended.
     fn forwarded_for(&self, req: &RequestHeader, ctx: &Ctx) -> Option<HeaderValue> {
@@ -747,6 +790,7 @@ impl ProxyHttp for Gateway {
             cors: None,
             auth_headers: Vec::new(),
             auth_cookies: Vec::new(),
+            client_cert: None,
         }
     }
 
@@ -815,6 +859,14 @@ impl ProxyHttp for Gateway {
                 ctx.route = Some(route);
                 return self.respond_with(session, ctx, 503, CLOSED).await;
             }
+            // Then client certificates, as nginx checks them before any location phase
+            // (plain HTTP: after the redirect to HTTPS, below).
+            if let (Some(ct), true) = (&policy.client_tls, ctx.tls) {
+                let ct = ct.clone();
+                if let Some(done) = self.client_cert(session, ctx, &route, &ct).await {
+                    return done;
+                }
+            }
             // Phase 2: CORS. A preflight (OPTIONS) from an allowed origin is answered
             // here, before redirects, lists and auth; other allowed requests get the
             // headers on whatever answers them.
@@ -838,6 +890,14 @@ impl ProxyHttp for Gateway {
         if route.https_redirect && !ctx.tls {
             ctx.route = Some(route);
             return self.redirect_https(session, ctx).await;
+        }
+        if let (Some(ct), false) = (
+            route.policy.as_ref().and_then(|p| p.client_tls.clone()),
+            ctx.tls,
+        ) {
+            if let Some(done) = self.client_cert(session, ctx, &route, &ct).await {
+                return done;
+            }
         }
         // Phase 4: limits and allow/deny lists, by the route the request matched (a canary
         // Ingress's own access annotations are not used, as in ingress-nginx).
@@ -1184,6 +1244,24 @@ impl ProxyHttp for Gateway {
         }
         if let Some(id) = &ctx.request_id {
             up.insert_header("x-request-id", id.clone())?;
+        }
+        if let Some((ct, info)) = &ctx.client_cert {
+            // As nginx's proxy_set_header: what the client sent under these names is
+            // replaced, and an empty value is not sent.
+            let set = |up: &mut RequestHeader, name: &'static str, v: Option<&HeaderValue>| match v
+            {
+                Some(v) => up.insert_header(name, v.clone()).map(|_| ()),
+                None => {
+                    up.remove_header(name);
+                    Ok(())
+                }
+            };
+            set(up, "ssl-client-verify", Some(&info.verify))?;
+            set(up, "ssl-client-subject-dn", info.subject_header.as_ref())?;
+            set(up, "ssl-client-issuer-dn", info.issuer_header.as_ref())?;
+            if ct.pass_certificate {
+                set(up, "ssl-client-cert", info.escaped_pem.as_ref())?;
+            }
         }
         if ctx.strip_authorization {
             // The credentials were for the gateway (ingress-nginx clears them too).

@@ -188,7 +188,7 @@ async fn run_watcher<K>(
     }
 }
 
-/// The auth Secrets our Ingresses name (`auth-secret`, under either prefix), in their own
+/// The auth Secrets our Ingresses name (`auth-secret` and `auth-tls-secret`, under either prefix), in their own
 /// namespace and within the watched namespaces (a cross-namespace reference is refused by
 /// translation, so it is not watched).
 fn auth_secret_refs(
@@ -204,20 +204,22 @@ fn auth_secret_refs(
         let Some(ann) = ing.metadata.annotations.as_ref() else {
             continue;
         };
-        let value = crate::translate::annotations::PREFIXES
-            .iter()
-            .rev()
-            .find_map(|p| ann.get(&format!("{p}auth-secret")));
-        let Some(Ok((ns, name))) =
-            value.map(|v| crate::translate::annotations::auth::secret_ref(v.trim()))
-        else {
-            continue;
-        };
-        let ns = ns.unwrap_or_else(|| key.namespace.clone());
-        if ns != key.namespace || (!namespaces.is_empty() && !namespaces.contains(&ns)) {
-            continue;
+        for short in ["auth-secret", "auth-tls-secret"] {
+            let value = crate::translate::annotations::PREFIXES
+                .iter()
+                .rev()
+                .find_map(|p| ann.get(&format!("{p}{short}")));
+            let Some(Ok((ns, name))) =
+                value.map(|v| crate::translate::annotations::auth::secret_ref(v.trim()))
+            else {
+                continue;
+            };
+            let ns = ns.unwrap_or_else(|| key.namespace.clone());
+            if ns != key.namespace || (!namespaces.is_empty() && !namespaces.contains(&ns)) {
+                continue;
+            }
+            out.insert((ns, name));
         }
-        out.insert((ns, name));
     }
     out
 }

@@ -16,6 +16,7 @@
 //!   resolver refuses a ClientHello that offers no TLS 1.3 cipher suite, which fails the
 //!   handshake of every client that cannot speak TLS 1.3.
 
+mod client_auth;
 mod der;
 
 use std::collections::HashMap;
@@ -33,6 +34,10 @@ use crate::metrics::Metrics;
 use crate::source::{ObjKey, Snapshot};
 use crate::translate::{DiagKind, Diagnostic, TlsBinding};
 
+pub use client_auth::{
+    check as check_client_cert, CertInfo, Check as ClientCertCheck, ClientAuth, ClientAuthHosts,
+    ConnCert, KeepChain,
+};
 pub use der::not_after_unix;
 
 /// A usable certificate: the rustls key pair plus what metrics and messages need.
@@ -91,6 +96,8 @@ impl CertTable {
 pub struct CertStore {
     table: ArcSwap<CertTable>,
     require_tls13: bool,
+    /// Which handshakes ask for a client certificate (told the SNI here).
+    client_auth: Arc<ClientAuth>,
 }
 
 impl CertStore {
@@ -98,7 +105,13 @@ impl CertStore {
         Arc::new(CertStore {
             table: ArcSwap::from_pointee(CertTable::default()),
             require_tls13: min_version == TlsVersion::Tls13,
+            client_auth: ClientAuth::new(),
         })
+    }
+
+    /// The listener's client-certificate verifier, which this resolver tells the SNI.
+    pub fn client_auth(&self) -> Arc<ClientAuth> {
+        self.client_auth.clone()
     }
 
     /// The certificate a handshake with this SNI gets (for tests and `-t`).
@@ -119,12 +132,19 @@ fn offers_tls13(hello: &ClientHello<'_>) -> bool {
 impl ResolvesServerCert for CertStore {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         if self.require_tls13 && !offers_tls13(&hello) {
+            self.client_auth.forget();
             return None;
         }
-        self.table
+        let key = self
+            .table
             .load()
             .get(hello.server_name())
-            .map(|c| c.key.clone())
+            .map(|c| c.key.clone());
+        match key {
+            Some(_) => self.client_auth.note_sni(hello.server_name()),
+            None => self.client_auth.forget(),
+        }
+        key
     }
 }
 
@@ -214,6 +234,13 @@ impl Certs {
 
     /// Build and publish the table for these bindings (oldest Ingress first). Returns the
     /// diagnostics: Secrets missing or broken, and hosts claimed by two Secrets.
+    /// The hosts whose handshakes ask for a client certificate from now on.
+    pub fn set_client_auth_hosts(&self, hosts: &[String]) {
+        self.store
+            .client_auth
+            .set_hosts(ClientAuthHosts::new(hosts.iter().map(String::as_str)));
+    }
+
     pub fn update(&mut self, bindings: &[TlsBinding], snap: &Snapshot) -> Vec<Diagnostic> {
         let previous = self.store.table.load_full();
         let mut diags = Vec::new();

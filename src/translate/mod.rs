@@ -34,7 +34,8 @@ use crate::routing::{HostMatch, PathKind, RouteTable};
 use crate::source::{namespace_of, ObjKey, Snapshot};
 use annotations::{IngressAnnotations, Status, Verdict};
 use model::{
-    Balance, BasicAuth, ErrorPages, IpAccess, LimitSpec, Policy, Redirect, RedirectTo, Rewrite,
+    Balance, BasicAuth, ClientTls, ErrorPages, IpAccess, LimitSpec, Policy, Redirect, RedirectTo,
+    Rewrite, VerifyClient,
 };
 
 /// Legacy class annotation.
@@ -194,6 +195,9 @@ pub struct Translation {
     pub accepted: BTreeMap<ObjKey, Arc<Ingress>>,
     /// Ingresses refused (or kept at their last good version) because of their annotations.
     pub refused: BTreeMap<ObjKey, String>,
+    /// Hosts (as rules write them; `*` for the catch-all) whose TLS handshakes ask for a
+    /// client certificate.
+    pub client_auth_hosts: Vec<String>,
 }
 
 /// Translate a snapshot. Pure: same input, same output.
@@ -220,6 +224,7 @@ pub fn translate_with(
         balances: HashMap::new(),
         host_owner: HashMap::new(),
         auth_cache: HashMap::new(),
+        client_tls: HashMap::new(),
     };
     let default_route = t.global_default();
     let mut ours: Vec<(&ObjKey, &Ingress)> = snap
@@ -281,6 +286,12 @@ pub fn translate_with(
             }
         }
     }
+    // 2b. Client certificates are host settings: the oldest Ingress of a host sets them.
+    for (key, ing, ann) in &live {
+        if let (None, Some(spec)) = (&ann.canary, &ann.client_cert) {
+            t.client_cert(key, ing, spec);
+        }
+    }
     // 3. Main Ingresses' paths (regex hosts: collected, then inserted longest first).
     let mut regex_paths = Vec::new();
     for (key, ing, ann) in &live {
@@ -307,7 +318,15 @@ pub fn translate_with(
     if let Err(e) = t.routes.finish() {
         t.diag(None, DiagKind::InvalidPath, e);
     }
+    let mut client_auth_hosts: Vec<String> = t
+        .client_tls
+        .iter()
+        .filter(|(_, (_, ct))| ct.as_ref().is_ok_and(|c| c.verify != VerifyClient::Off))
+        .map(|(h, _)| h.to_string())
+        .collect();
+    client_auth_hosts.sort();
     Translation {
+        client_auth_hosts,
         routes: t.routes,
         default_route,
         ingresses: ours.into_iter().map(|(k, _)| k.clone()).collect(),
@@ -398,7 +417,12 @@ struct Translator<'a> {
     host_owner: HashMap<HostMatch, ObjKey>,
     /// Basic-auth users by Secret and settings, parsed once per translation.
     auth_cache: AuthCache,
+    /// auth-tls-* per host: the Ingress that set it (the oldest) and the setting, or
+    /// `Err` when it failed closed (the host's paths answer 503).
+    client_tls: HashMap<HostMatch, (ObjKey, ClientTlsResult)>,
 }
+
+type ClientTlsResult = Result<Arc<ClientTls>, ()>;
 
 type AuthCache = HashMap<(ObjKey, annotations::auth::Basic), Result<Arc<BasicAuth>, String>>;
 
@@ -750,6 +774,110 @@ impl Translator<'_> {
         Ok(std::sync::Arc::new(BasicAuth { users, challenge }))
     }
 
+    /// auth-tls-* of one Ingress for its rule hosts that no older Ingress has set them for.
+    fn client_cert(
+        &mut self,
+        key: &ObjKey,
+        ing: &Ingress,
+        spec: &Result<annotations::client_cert::ClientCertSpec, ()>,
+    ) {
+        let mut built: Option<ClientTlsResult> = None;
+        for host in rule_hosts(ing) {
+            if let Some((owner, _)) = self.client_tls.get(&host) {
+                if owner != key {
+                    let owner = owner.clone();
+                    self.diag(
+                        Some(key),
+                        DiagKind::Conflict,
+                        format!("annotation auth-tls-*: host {host} takes its client-certificate settings from the older Ingress {owner}; this Ingress's are ignored there"),
+                    );
+                }
+                continue;
+            }
+            let result = match &built {
+                Some(r) => r.clone(),
+                None => {
+                    let r = match spec {
+                        Ok(s) => self.load_client_tls(key, s).map_err(|msg| {
+                            self.diag(
+                                Some(key),
+                                DiagKind::AuthSecret,
+                                format!("annotation auth-tls-secret: {msg}; the paths of its hosts answer 503"),
+                            );
+                        }),
+                        Err(()) => Err(()),
+                    };
+                    built = Some(r.clone());
+                    r
+                }
+            };
+            self.client_tls.insert(host, (key.clone(), result));
+        }
+    }
+
+    /// The CA of an auth-tls-secret (key `ca.crt`, PEM) and the verifier built on it.
+    fn load_client_tls(
+        &mut self,
+        key: &ObjKey,
+        s: &annotations::client_cert::ClientCertSpec,
+    ) -> Result<Arc<ClientTls>, String> {
+        let ns = s.namespace.as_deref().unwrap_or(&key.namespace);
+        if ns != key.namespace {
+            return Err(format!(
+                "Secret {ns}/{} is in another namespace, which is not allowed (as ingress-nginx's allow-cross-namespace-resources: false)",
+                s.name
+            ));
+        }
+        let skey = ObjKey::new(ns, &s.name);
+        let secret = self
+            .snap
+            .secrets
+            .get(&skey)
+            .ok_or_else(|| format!("Secret {skey} not found"))?;
+        let pem = secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get("ca.crt"))
+            .ok_or_else(|| format!("Secret {skey} has no key `ca.crt`"))?;
+        let mut roots = rustls::RootCertStore::empty();
+        let mut ders = Vec::new();
+        for item in rustls_pemfile::certs(&mut &pem.0[..]) {
+            let der = item.map_err(|e| format!("Secret {skey}: `ca.crt` is not PEM: {e}"))?;
+            roots.add(der.clone()).map_err(|e| {
+                format!("Secret {skey}: `ca.crt` holds a certificate that cannot be a CA: {e}")
+            })?;
+            ders.push(der);
+        }
+        if ders.is_empty() {
+            return Err(format!("Secret {skey}: `ca.crt` holds no PEM certificate"));
+        }
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(roots),
+            Arc::new(rustls::crypto::ring::default_provider()),
+        )
+        .allow_unauthenticated()
+        .build()
+        .map_err(|e| format!("Secret {skey}: {e}"))?;
+        let match_cn = match &s.match_cn {
+            Some(re) => Some(regex::Regex::new(re).map_err(|e| e.to_string())?),
+            None => None,
+        };
+        let error_page = match &s.error_page {
+            Some(u) => Some(http::HeaderValue::from_str(u).map_err(|e| e.to_string())?),
+            None => None,
+        };
+        Ok(Arc::new(ClientTls {
+            secret: skey.to_string(),
+            roots: ders,
+            verifier,
+            verify: s.verify,
+            depth: s.depth,
+            pass_certificate: s.pass_certificate,
+            match_cn,
+            error_page,
+        }))
+    }
+
     /// The global default backend as an error-page target, when it is a Service.
     fn default_spec(&self) -> Option<RouteSpec> {
         let (svc, port) = self.conf.default_backend.clone()?;
@@ -792,6 +920,11 @@ impl Translator<'_> {
         host: Option<&HostMatch>,
     ) -> RouteSpec {
         target.tls_host = host.is_some_and(|h| self.is_tls_host(h));
+        match host.and_then(|h| self.client_tls.get(h)) {
+            Some((_, Ok(ct))) => target.policy_mut().client_tls = Some(ct.clone()),
+            Some((_, Err(()))) => target.policy_mut().denied = true,
+            None => {}
+        }
         target.https_redirect = ann.redirect.force_ssl_redirect
             || (target.tls_host && ann.redirect.ssl_redirect.unwrap_or(self.conf.ssl_redirect));
         target

@@ -252,6 +252,8 @@ pub struct Policy<R> {
     pub external_auth: Option<std::sync::Arc<ExternalAuth>>,
     /// Header operations parsed from configuration-snippet / server-snippet.
     pub snippet: Option<std::sync::Arc<crate::translate::annotations::snippet::SnippetOps>>,
+    /// auth-tls-*: the client certificates of the route's host.
+    pub client_tls: Option<std::sync::Arc<ClientTls>>,
 }
 
 /// Which origins CORS allows.
@@ -339,6 +341,71 @@ pub struct ExternalAuth {
     pub always_set_cookie: bool,
 }
 
+/// auth-tls-verify-client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum VerifyClient {
+    /// A certificate that verifies is required.
+    #[default]
+    On,
+    /// No certificate is asked for.
+    Off,
+    /// A certificate is asked for; when sent, it must verify.
+    Optional,
+    /// A certificate is asked for and passed on whether or not it verifies.
+    OptionalNoCa,
+}
+
+/// Client certificates of a host (auth-tls-secret and its companions).
+pub struct ClientTls {
+    /// The CA Secret, `namespace/name`.
+    pub secret: String,
+    /// Its `ca.crt`, the trust anchors.
+    pub roots: Vec<rustls::pki_types::CertificateDer<'static>>,
+    /// Verifies chains to `roots` (webpki, client-auth usage).
+    pub verifier: std::sync::Arc<dyn rustls::server::danger::ClientCertVerifier>,
+    pub verify: VerifyClient,
+    /// Most intermediates between the client's certificate and a root (OpenSSL's depth).
+    pub depth: u32,
+    /// auth-tls-pass-certificate-to-upstream: send `ssl-client-cert`.
+    pub pass_certificate: bool,
+    /// auth-tls-match-cn: matched against the RFC 2253 subject.
+    pub match_cn: Option<regex::Regex>,
+    /// auth-tls-error-page: where a failed check is redirected (302) instead of a 400.
+    pub error_page: Option<http::HeaderValue>,
+}
+
+impl PartialEq for ClientTls {
+    fn eq(&self, o: &Self) -> bool {
+        self.secret == o.secret
+            && self.roots == o.roots
+            && self.verify == o.verify
+            && self.depth == o.depth
+            && self.pass_certificate == o.pass_certificate
+            && self.match_cn.as_ref().map(regex::Regex::as_str)
+                == o.match_cn.as_ref().map(regex::Regex::as_str)
+            && self.error_page == o.error_page
+    }
+}
+
+impl Eq for ClientTls {}
+
+impl std::fmt::Debug for ClientTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientTls")
+            .field("secret", &self.secret)
+            .field("roots", &self.roots.len())
+            .field("verify", &self.verify)
+            .field("depth", &self.depth)
+            .field("pass_certificate", &self.pass_certificate)
+            .field(
+                "match_cn",
+                &self.match_cn.as_ref().map(regex::Regex::as_str),
+            )
+            .field("error_page", &self.error_page)
+            .finish()
+    }
+}
+
 /// Basic authentication of a route.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BasicAuth {
@@ -396,6 +463,7 @@ impl<R> Default for Policy<R> {
             cors: None,
             external_auth: None,
             snippet: None,
+            client_tls: None,
         }
     }
 }
@@ -421,6 +489,7 @@ impl<R> Policy<R> {
             && self.cors.is_none()
             && self.external_auth.is_none()
             && self.snippet.is_none()
+            && self.client_tls.is_none()
     }
 
     /// Convert the backends (canary, error pages, fallback) with `f`.
@@ -447,6 +516,7 @@ impl<R> Policy<R> {
             cors: self.cors,
             external_auth: self.external_auth,
             snippet: self.snippet,
+            client_tls: self.client_tls,
         }
     }
 }

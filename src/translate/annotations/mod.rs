@@ -16,6 +16,7 @@ pub mod affinity;
 pub mod auth;
 pub mod backend;
 pub mod canary;
+pub mod client_cert;
 pub mod cors;
 pub mod errors;
 pub mod proxy;
@@ -248,6 +249,8 @@ pub struct IngressAnnotations {
     pub auth: auth::Auth,
     pub cors: Option<std::sync::Arc<crate::translate::model::Cors>>,
     pub snippet: snippet::SnippetOps,
+    /// auth-tls-*: None when unset; `Err` when it failed closed.
+    pub client_cert: Option<Result<client_cert::ClientCertSpec, ()>>,
     /// An access-control annotation could not be built: the paths answer 503.
     pub denied: bool,
 }
@@ -270,6 +273,7 @@ pub fn read(
         auth: auth::read(&mut r),
         cors: cors::read(&mut r).map(std::sync::Arc::new),
         snippet: snippet::read(&mut r),
+        client_cert: client_cert::read(&mut r),
         denied: false,
     };
     let mut out = out;
