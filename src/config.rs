@@ -451,11 +451,29 @@ impl Default for AccessLogConf {
     }
 }
 
+/// pingress's default for Pingora's `grace_period_seconds` (Pingora's own is 300): how long
+/// SIGTERM waits before it stops the runtimes. A gateway run by hand should stop in seconds;
+/// the shipped in-cluster config sets its own values (10 and 20).
+pub const DEFAULT_GRACE_PERIOD_SECONDS: u64 = 2;
+/// pingress's default for `graceful_shutdown_timeout_seconds`.
+pub const DEFAULT_GRACEFUL_SHUTDOWN_TIMEOUT_SECONDS: u64 = 5;
+
+/// Pingora's keys whose defaults are pingress's own when the config leaves them out.
+fn our_server_defaults(mut server: ServerConf) -> ServerConf {
+    server
+        .grace_period_seconds
+        .get_or_insert(DEFAULT_GRACE_PERIOD_SECONDS);
+    server
+        .graceful_shutdown_timeout_seconds
+        .get_or_insert(DEFAULT_GRACEFUL_SHUTDOWN_TIMEOUT_SECONDS);
+    server
+}
+
 impl Config {
     /// The built-in defaults (Pingora's defaults plus ours).
     pub fn default_config() -> Config {
         Config {
-            server: ServerConf::default(),
+            server: our_server_defaults(ServerConf::default()),
             pingress: PingressConf::default(),
         }
     }
@@ -519,7 +537,7 @@ impl Config {
                     None => invalid(format!("pingora server keys: {e}")),
                 }
             })?;
-        let server = server
+        let server = our_server_defaults(server)
             .validate()
             .map_err(|e| invalid(format!("pingora server keys: {e}")))?;
         let pingress: PingressConf = match ours {

@@ -30,9 +30,15 @@ struct Cli {
     #[arg(short = 'c', long = "conf", value_name = "FILE")]
     conf: Option<PathBuf>,
 
-    /// Check the config (and the manifests directory) and exit: 0 when valid.
+    /// Check the config (and the manifests directory) and exit: 0 when valid. The
+    /// Kubernetes API is not contacted, so a ConfigMap's text can be checked anywhere.
     #[arg(short = 't', long = "test")]
     test: bool,
+
+    /// With -t and the kubernetes source: also connect (credentials, then the API server's
+    /// /version).
+    #[arg(long = "check-source", requires = "test")]
+    check_source: bool,
 
     /// Take over the listening sockets of a running pingress (graceful upgrade).
     #[arg(short = 'u', long = "upgrade")]
@@ -176,7 +182,7 @@ fn load(cli: &Cli) -> anyhow::Result<Config> {
 }
 
 /// `-t`: the config, then the manifests directory and what translation makes of it.
-fn check(config: &Config) -> anyhow::Result<()> {
+fn check(config: &Config, check_source: bool) -> anyhow::Result<()> {
     let metrics = std::sync::Arc::new(pingress::metrics::Metrics::new());
     let store = pingress::tls::CertStore::new(config.pingress.tls.min_version);
     let mut certs = pingress::tls::Certs::new(&config.pingress.tls, store, metrics)
@@ -202,14 +208,45 @@ fn check(config: &Config) -> anyhow::Result<()> {
         );
     }
     if config.pingress.source.kind == SourceKind::Kubernetes {
-        let kconf = pingress::source::kube::KubeSourceConf::from(&config.pingress.source);
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .context("start runtime")?;
-        rt.block_on(pingress::source::kube::client(&kconf))
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        eprintln!("kubernetes client configuration ok (the API server was not contacted)");
+        let explicit =
+            config.pingress.source.kubeconfig.is_some() || config.pingress.source.context.is_some();
+        if !check_source && explicit {
+            // A kubeconfig named on the command line or in the file is read (a local
+            // check); the API server is not contacted.
+            let kconf = pingress::source::kube::KubeSourceConf::from(&config.pingress.source);
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("start runtime")?;
+            rt.block_on(pingress::source::kube::client(&kconf))
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            eprintln!(
+                "source kubernetes: kubeconfig ok; the API server was not contacted (add --check-source to connect)"
+            );
+        } else if !check_source {
+            eprintln!(
+                "source kubernetes: not contacted, credentials not looked for (add --check-source to connect)"
+            );
+        } else {
+            let kconf = pingress::source::kube::KubeSourceConf::from(&config.pingress.source);
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("start runtime")?;
+            let version = rt
+                .block_on(async {
+                    let client = pingress::source::kube::client(&kconf).await?;
+                    client
+                        .apiserver_version()
+                        .await
+                        .map_err(|e| format!("the API server did not answer /version: {e}"))
+                })
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            eprintln!(
+                "source kubernetes: connected, API server {}.{} ({})",
+                version.major, version.minor, version.git_version
+            );
+        }
     }
     eprintln!("config ok");
     Ok(())
@@ -342,7 +379,7 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     if cli.test {
-        return match check(&config) {
+        return match check(&config, cli.check_source) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("error: {e:#}");

@@ -185,8 +185,42 @@ async fn echo_subcommand_serves_its_name() {
     assert_eq!(body, ("demo".to_string(), "xxx".to_string()));
 }
 
+/// `-t` with only the environment of a CI job: no kubeconfig, not in a cluster.
+fn run_without_cluster(args: &[&str]) -> (bool, String) {
+    let home = tempfile::tempdir().unwrap();
+    let out = Command::new(bin())
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env_remove("KUBECONFIG")
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .env_remove("KUBERNETES_SERVICE_PORT")
+        .env("HOME", home.path())
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
 #[test]
-fn check_loads_the_kubeconfig_without_contacting_the_api_server() {
+fn check_of_the_in_cluster_config_needs_no_cluster() {
+    // The shipped in-cluster config (the ConfigMap's text), on a machine with no
+    // credentials: valid, and it says the source was not contacted.
+    let (ok, out) = run_without_cluster(&["-t", "-c", "conf/pingress.yaml"]);
+    assert!(ok, "{out}");
+    assert!(out.contains("source kubernetes: not contacted"), "{out}");
+    assert!(out.contains("config ok"), "{out}");
+    // Connecting is asked for separately, and fails clearly here.
+    let (ok, out) = run_without_cluster(&["-t", "--check-source", "-c", "conf/pingress.yaml"]);
+    assert!(!ok, "{out}");
+    assert!(out.contains("no Kubernetes configuration found"), "{out}");
+}
+
+#[test]
+fn check_reads_a_named_kubeconfig_without_contacting_the_api_server() {
     let dir = tempfile::tempdir().unwrap();
     let kc = dir.path().join("kubeconfig");
     std::fs::write(
@@ -196,7 +230,10 @@ fn check_loads_the_kubeconfig_without_contacting_the_api_server() {
     .unwrap();
     let (ok, out) = run(&["-t", "--kubeconfig", kc.to_str().unwrap()]);
     assert!(ok, "{out}");
-    assert!(out.contains("kubernetes client configuration ok"), "{out}");
+    assert!(
+        out.contains("kubeconfig ok; the API server was not contacted"),
+        "{out}"
+    );
     let (ok, out) = run(&[
         "-t",
         "--kubeconfig",
@@ -209,6 +246,26 @@ fn check_loads_the_kubeconfig_without_contacting_the_api_server() {
     let (ok, out) = run(&["-t", "--kubeconfig", "/nonexistent/kubeconfig"]);
     assert!(!ok);
     assert!(out.contains("/nonexistent/kubeconfig"), "{out}");
+    // --check-source connects: nothing listens on port 1.
+    let (ok, out) = run(&["-t", "--check-source", "--kubeconfig", kc.to_str().unwrap()]);
+    assert!(!ok, "{out}");
+    assert!(out.contains("did not answer /version"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_source_connects_to_the_api_server() {
+    let api = support::fake_api::FakeApi::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let kc = dir.path().join("kubeconfig");
+    std::fs::write(&kc, api.kubeconfig("t")).unwrap();
+    let kc = kc.to_str().unwrap().to_string();
+    let out =
+        tokio::task::spawn_blocking(move || run(&["-t", "--check-source", "--kubeconfig", &kc]))
+            .await
+            .unwrap();
+    assert!(out.0, "{}", out.1);
+    assert!(out.1.contains("connected, API server 1.32"), "{}", out.1);
+    assert!(api.requests().iter().any(|r| r.path == "/version"));
 }
 
 #[test]

@@ -118,3 +118,57 @@ fn alive(pid: u32) -> bool {
         Err(_) => false,
     }
 }
+
+/// Run by hand with the built-in defaults (no config file), SIGTERM stops the gateway in
+/// seconds, not after Pingora's own 300 s grace period.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_with_the_built_in_defaults_exits_in_seconds() {
+    let pod_addr = pod("web").await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("site.yaml"),
+        site("web", "byhand.example.com", &[pod_addr]),
+    )
+    .unwrap();
+    let (http, https, admin) = (free_port(), free_port(), free_port());
+    let mut child = std::process::Command::new(bin())
+        .arg("--manifests")
+        .arg(dir.path())
+        .args(["--http-listen", &format!("127.0.0.1:{http}")])
+        .args(["--https-listen", &format!("127.0.0.1:{https}")])
+        .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
+        .arg("--no-access-log")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    eventually("served", || async {
+        let r = client
+            .get(format!("http://127.0.0.1:{http}/"))
+            .header("host", "byhand.example.com")
+            .send()
+            .await
+            .ok()?;
+        (r.status() == 200).then_some(())
+    })
+    .await;
+    let pid = child.id();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    // Generous for a loaded machine, and far below 300 s: grace 2 s + shutdown up to 5 s.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still running 60 s after SIGTERM"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert!(status.success(), "{status:?}");
+}

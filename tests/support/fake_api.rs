@@ -414,6 +414,12 @@ async fn handle(inner: Arc<Inner>, req: Request<Incoming>) -> Result<Response<Bo
         query: req.uri().query().unwrap_or("").to_string(),
         token,
     });
+    if path == "/version" {
+        let v = json!({"major": "1", "minor": "32", "gitVersion": "v1.32.0-fake",
+            "gitCommit": "", "gitTreeState": "clean", "buildDate": "2026-01-01T00:00:00Z",
+            "goVersion": "go1.23", "compiler": "gc", "platform": "linux/amd64"});
+        return Ok(full(200, v));
+    }
     let Some(t) = parse_path(&path) else {
         return Ok(full(404, status_obj(404, "NotFound", "unknown path")));
     };
