@@ -165,7 +165,7 @@ impl Metrics {
         .expect("valid metric");
         let downstream_connections = IntGauge::new(
             "pingress_downstream_connections_active",
-            "Open client connections",
+            "Open client connections (HTTP/1 and HTTP/2, plain and TLS)",
         )
         .expect("valid metric");
         let generations = IntCounter::new(

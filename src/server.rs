@@ -122,10 +122,24 @@ impl BackgroundService for ControlPlane {
 /// closes idle keep-alive connections right away, which races with clients sending a request
 /// on them at that moment (a reset the client cannot retry). Waiting `delay` before that
 /// close lets active clients leave through the clean path first.
+///
+/// It also counts the open client connections: Pingora's HTTP app serves a whole
+/// connection (every HTTP/1 keep-alive request, or every HTTP/2 stream) in one
+/// `process_new`.
 struct Draining<A> {
     inner: Arc<A>,
     delay: Duration,
     proxy_protocol: Option<Arc<ProxyProtocol>>,
+    connections: prometheus::IntGauge,
+}
+
+/// Counts one open client connection while alive.
+struct Open(prometheus::IntGauge);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 #[async_trait]
@@ -135,6 +149,8 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Draining<A> {
         session: pingora::protocols::Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<pingora::protocols::Stream> {
+        self.connections.inc();
+        let _open = Open(self.connections.clone());
         let session = match &self.proxy_protocol {
             Some(pp) if session.as_any().is::<L4Stream>() => {
                 let mut l4 = session.into_any().downcast::<L4Stream>().ok()?;
@@ -228,6 +244,7 @@ pub fn build(config: Config, opt: Opt) -> anyhow::Result<Server> {
             inner: Arc::new(app),
             delay: drain,
             proxy_protocol: proxy_protocol.clone(),
+            connections: shared.metrics.downstream_connections.clone(),
         },
     );
     if let Some(pp) = &proxy_protocol {

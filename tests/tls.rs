@@ -496,6 +496,31 @@ async fn http2_by_alpn_with_h2load_and_h2c_when_enabled() {
     );
     assert!(text.contains("status codes: 400 2xx"), "{text}");
 
+    // An open HTTP/2 connection counts as one client connection, whatever its streams.
+    let open = || async { gw.metric("pingress_downstream_connections_active").await };
+    let before = eventually("h2load's connections are closed", || async {
+        open().await.filter(|v| *v == 0.0)
+    })
+    .await;
+    let h2 = gw.insecure_https_client("h2.example.com");
+    for _ in 0..3 {
+        let r = h2
+            .get(format!("https://h2.example.com:{}/", gw.https.port()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    }
+    eventually("one HTTP/2 connection counted", || async {
+        open().await.filter(|v| *v == before + 1.0)
+    })
+    .await;
+    drop(h2);
+    eventually("and uncounted when it closes", || async {
+        open().await.filter(|v| *v == before)
+    })
+    .await;
+
     // h2c with prior knowledge on the plain listener, and HTTP/1.1 still works there.
     let curl = |args: &'static [&'static str]| {
         let url = format!("http://{}/", gw.http);

@@ -35,7 +35,6 @@ use pingora::prelude::*;
 use pingora::protocols::Digest;
 use pingora::upstreams::peer::HttpPeer;
 use pingora_proxy::{ProxyHttp, Session};
-use prometheus::IntGauge;
 
 use crate::accesslog::{rfc3339_now, AccessLog, Entry};
 use crate::client::Trust;
@@ -125,29 +124,18 @@ impl Peer {
     }
 }
 
-/// One HTTP/1 downstream connection: counts it as open while alive and keeps what is the
-/// same for all of its requests. It is carried from request to request on a keep-alive
-/// connection and dropped with the connection.
+/// What is the same for all requests of one HTTP/1 downstream connection. It is carried
+/// from request to request on a keep-alive connection and dropped with the connection.
+/// (Open connections are counted for HTTP/1 and HTTP/2 alike in `server::Draining`.)
 pub struct ConnGuard {
-    gauge: IntGauge,
     /// The peer, its header text formatted and its trust looked up once per connection
     /// rather than once per request.
     peer: Option<Peer>,
 }
 
 impl ConnGuard {
-    fn new(g: &IntGauge, peer: Option<Peer>) -> Arc<ConnGuard> {
-        g.inc();
-        Arc::new(ConnGuard {
-            gauge: g.clone(),
-            peer,
-        })
-    }
-}
-
-impl Drop for ConnGuard {
-    fn drop(&mut self) {
-        self.gauge.dec();
+    fn new(peer: Option<Peer>) -> Arc<ConnGuard> {
+        Arc::new(ConnGuard { peer })
     }
 }
 
@@ -826,10 +814,7 @@ impl ProxyHttp for Gateway {
                 .await;
         }
         if ctx.conn.is_none() && !session.is_http2() {
-            ctx.conn = Some(ConnGuard::new(
-                &self.shared.metrics.downstream_connections,
-                self.peer_of(session),
-            ));
+            ctx.conn = Some(ConnGuard::new(self.peer_of(session)));
         }
         ctx.tls = session
             .digest()
