@@ -144,6 +144,10 @@ impl Controller {
             let changed = self.upstreams.refresh_services(&snap, &services);
             if changed > 0 {
                 metrics.endpoint_updates.inc();
+                metrics
+                    .apply_duration
+                    .with_label_values(&["endpoints"])
+                    .observe(started.elapsed().as_secs_f64());
                 info!(
                     pools = changed,
                     elapsed_us = started.elapsed().as_micros() as u64,
@@ -178,6 +182,10 @@ impl Controller {
             );
             self.shared.generation.store(Arc::new(generation));
             metrics.generations.inc();
+            metrics
+                .apply_duration
+                .with_label_values(&["routes"])
+                .observe(started.elapsed().as_secs_f64());
             Applied::Generation(id)
         };
         self.last = Some(snap);

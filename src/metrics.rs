@@ -93,6 +93,7 @@ impl RouteStats {
 /// Every metric the gateway exports.
 pub struct Metrics {
     pub registry: Registry,
+    names: Vec<String>,
     /// Requests by ingress, namespace, service, status class and method.
     pub requests: IntCounterVec,
     /// Whole-request duration (first byte in to last byte out) by ingress.
@@ -105,6 +106,9 @@ pub struct Metrics {
     pub generations: IntCounter,
     /// Endpoint-only updates applied (no route change).
     pub endpoint_updates: IntCounter,
+    /// Time to bring a change into service once the controller takes it: translation and
+    /// publishing (`kind="routes"`) or the pool refresh (`kind="endpoints"`).
+    pub apply_duration: HistogramVec,
     /// Current diagnostics by kind.
     pub diagnostics: IntGaugeVec,
     /// Ready endpoints per upstream pool.
@@ -152,6 +156,18 @@ impl Metrics {
             )
             .buckets(LATENCY_BUCKETS.to_vec()),
             &["ingress", "namespace", "service"],
+        )
+        .expect("valid metric");
+        let apply_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "pingress_apply_duration_seconds",
+                "Time to bring a source change into service (routes: translate and publish; endpoints: refresh the pools)",
+            )
+            .buckets(vec![
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                1.0, 2.5, 5.0, 10.0,
+            ]),
+            &["kind"],
         )
         .expect("valid metric");
         let upstream_response = HistogramVec::new(
@@ -256,12 +272,14 @@ impl Metrics {
         }
         let m = Metrics {
             registry,
+            names: Vec::new(),
             requests,
             request_duration,
             upstream_response,
             downstream_connections,
             generations,
             endpoint_updates,
+            apply_duration,
             diagnostics,
             ready_endpoints,
             manifest_errors,
@@ -281,6 +299,7 @@ impl Metrics {
             Box::new(m.downstream_connections.clone()),
             Box::new(m.generations.clone()),
             Box::new(m.endpoint_updates.clone()),
+            Box::new(m.apply_duration.clone()),
             Box::new(m.diagnostics.clone()),
             Box::new(m.ready_endpoints.clone()),
             Box::new(m.manifest_errors.clone()),
@@ -293,10 +312,18 @@ impl Metrics {
             Box::new(m.proxy_protocol_rejected.clone()),
             Box::new(m.policy_refusals.clone()),
         ];
+        let mut m = m;
         for c in collectors {
+            m.names.extend(c.desc().iter().map(|d| d.fq_name.clone()));
             m.registry.register(c).expect("metric registered once");
         }
         m
+    }
+
+    /// The name of every metric family the binary exports (whether or not it has a series
+    /// yet), for docs and dashboard checks.
+    pub fn names(&self) -> &[String] {
+        &self.names
     }
 
     /// The registry in Prometheus text format.
