@@ -47,6 +47,11 @@ pub struct PingressConf {
     pub tls: TlsConf,
     /// Admin listener (`/healthz`, `/readyz`, `/metrics`). Default: `127.0.0.1:10254`.
     pub admin_listen: String,
+    /// The debug listener (`/debug/routes`, `/debug/certs`, `/debug/diagnostics`,
+    /// `/debug/explain`, and a page at `/`); empty turns it off. Default: `127.0.0.1:10255`,
+    /// loopback only: it shows every host, route and certificate name. Reach it with
+    /// `kubectl port-forward`.
+    pub debug_listen: String,
     /// Ingress class name matched by `spec.ingressClassName` when no IngressClass object of
     /// that name exists, and by the legacy `kubernetes.io/ingress.class` annotation.
     /// Default: `pingress`.
@@ -134,6 +139,7 @@ impl Default for PingressConf {
             h2c: false,
             tls: TlsConf::default(),
             admin_listen: "127.0.0.1:10254".into(),
+            debug_listen: "127.0.0.1:10255".into(),
             ingress_class: "pingress".into(),
             controller_name: "pingress.dev/ingress-controller".into(),
             watch_ingress_without_class: false,
@@ -573,6 +579,9 @@ impl Config {
             parse_listen(a).map_err(|e| format!("pingress.https_listen[{i}]: {e}"))?;
         }
         parse_listen(&p.admin_listen).map_err(|e| format!("pingress.admin_listen: {e}"))?;
+        if !p.debug_listen.is_empty() {
+            parse_listen(&p.debug_listen).map_err(|e| format!("pingress.debug_listen: {e}"))?;
+        }
         crate::client::Trust::new(&p.trusted_proxies, &p.forwarded_for_header).map_err(|e| {
             if e.starts_with('[') {
                 format!("pingress.trusted_proxies{e}")

@@ -154,6 +154,19 @@ impl Controller {
                     "endpoints updated"
                 );
             }
+            let diagnostics = self
+                .shared
+                .debug
+                .load()
+                .as_ref()
+                .map(|d| d.diagnostics.clone())
+                .unwrap_or_default();
+            self.shared
+                .debug
+                .store(Some(Arc::new(crate::generation::DebugState {
+                    snapshot: snap.clone(),
+                    diagnostics,
+                })));
             Applied::Endpoints(changed)
         } else {
             let mut t = translate_with(&snap, &self.conf, &self.last_good);
@@ -171,6 +184,12 @@ impl Controller {
                     diagnostics: t.diagnostics.clone(),
                 })));
             }
+            self.shared
+                .debug
+                .store(Some(Arc::new(crate::generation::DebugState {
+                    snapshot: snap.clone(),
+                    diagnostics: t.diagnostics.clone(),
+                })));
             let generation = self.link(t, &snap);
             let id = generation.id;
             info!(

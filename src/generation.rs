@@ -108,6 +108,16 @@ pub struct Shared {
     ready_notify: tokio::sync::Notify,
     draining: AtomicBool,
     pub metrics: Arc<Metrics>,
+    /// What the debug listener shows besides the generation: the snapshot it was built
+    /// from and the diagnostics of its translation.
+    pub debug: arc_swap::ArcSwapOption<DebugState>,
+}
+
+/// The inputs of the published generation, for the debug listener.
+#[derive(Debug)]
+pub struct DebugState {
+    pub snapshot: Arc<crate::source::Snapshot>,
+    pub diagnostics: Vec<crate::translate::Diagnostic>,
 }
 
 impl Shared {
@@ -118,6 +128,7 @@ impl Shared {
             ready_notify: tokio::sync::Notify::new(),
             draining: AtomicBool::new(false),
             metrics,
+            debug: arc_swap::ArcSwapOption::empty(),
         })
     }
 

@@ -14,6 +14,7 @@ pub mod check;
 pub mod client;
 pub mod config;
 pub mod controller;
+pub mod debug;
 pub mod echo;
 pub mod generation;
 pub mod listen;

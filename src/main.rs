@@ -73,6 +73,10 @@ struct Cli {
     #[arg(long = "admin-listen", value_name = "ADDR")]
     admin_listen: Option<String>,
 
+    /// Debug listen address; empty turns it off (replaces `pingress.debug_listen`).
+    #[arg(long = "debug-listen", value_name = "ADDR")]
+    debug_listen: Option<String>,
+
     /// Turn the JSON access log off.
     #[arg(long = "no-access-log")]
     no_access_log: bool,
@@ -110,6 +114,33 @@ enum Command {
         /// Kubeconfig context to use.
         #[arg(long, value_name = "NAME")]
         context: Option<String>,
+        /// `text` or `json`.
+        #[arg(long, value_name = "FORMAT", default_value = "text", value_parser = ["text", "json"])]
+        output: String,
+    },
+    /// Which rule, which backend, and why (or why not) for one request: "why is my
+    /// Ingress answering 404". Reads a manifests directory, or asks a running gateway's
+    /// debug listener (the default: `debug_listen` of the config, 127.0.0.1:10255).
+    Explain {
+        /// The request's Host.
+        #[arg(long)]
+        host: String,
+        /// The request's path (with an optional `?query`).
+        #[arg(long, default_value = "/")]
+        path: String,
+        /// The request's method.
+        #[arg(long, default_value = "GET")]
+        method: String,
+        /// A request header, `Name=value` (repeatable).
+        #[arg(long = "header", value_name = "NAME=VALUE")]
+        headers: Vec<String>,
+        /// Explain against this manifests directory instead of a running gateway.
+        #[arg(long, value_name = "DIR")]
+        manifests: Option<PathBuf>,
+        /// The debug listener of a running gateway (e.g. `127.0.0.1:10255` through
+        /// `kubectl port-forward`).
+        #[arg(long, value_name = "ADDR", conflicts_with = "manifests")]
+        debug: Option<String>,
         /// `text` or `json`.
         #[arg(long, value_name = "FORMAT", default_value = "text", value_parser = ["text", "json"])]
         output: String,
@@ -162,6 +193,9 @@ fn load(cli: &Cli) -> anyhow::Result<Config> {
     }
     if !cli.https_listen.is_empty() {
         p.https_listen = cli.https_listen.clone();
+    }
+    if let Some(a) = &cli.debug_listen {
+        p.debug_listen = a.clone();
     }
     if cli.no_access_log {
         p.access_log.enabled = false;
@@ -250,6 +284,58 @@ fn check(config: &Config, check_source: bool) -> anyhow::Result<()> {
     }
     eprintln!("config ok");
     Ok(())
+}
+
+/// `pingress explain`: against a manifests directory (translated and linked here, as the
+/// gateway would), or a running gateway's `/debug/explain`.
+fn explain(
+    cli: &Cli,
+    q: &pingress::debug::ExplainQuery,
+    manifests: Option<&std::path::Path>,
+    debug: Option<&str>,
+) -> anyhow::Result<serde_json::Value> {
+    let config = match &cli.conf {
+        Some(path) => Config::load(path)?,
+        None => Config::default_config(),
+    };
+    if let Some(dir) = manifests {
+        let (snap, warnings) = files::read_once(dir).map_err(|e| anyhow::anyhow!("{e}"))?;
+        for w in warnings {
+            eprintln!("warning: {w}");
+        }
+        let shared = pingress::generation::Shared::new(std::sync::Arc::new(
+            pingress::metrics::Metrics::new(),
+        ));
+        let mut controller = pingress::controller::Controller::new(
+            TranslateConf::from(&config.pingress),
+            shared.clone(),
+        );
+        controller.apply(std::sync::Arc::new(snap));
+        let generation = shared.generation.load_full();
+        let state = shared.debug.load_full();
+        return Ok(pingress::debug::explain(&generation, state.as_deref(), q));
+    }
+    let addr = debug.unwrap_or(&config.pingress.debug_listen);
+    if addr.is_empty() {
+        anyhow::bail!("no --manifests, no --debug and debug_listen is off in the config");
+    }
+    let url = format!("http://{addr}/debug/explain?{}", q.to_query());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("start runtime")?;
+    rt.block_on(async {
+        let r = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(std::time::Duration::from_secs(10))
+            .build()?
+            .get(&url)
+            .send()
+            .await
+            .with_context(|| format!("the debug listener at {addr} (is the gateway running? is `kubectl port-forward` up?)"))?;
+        anyhow::ensure!(r.status().is_success(), "{url}: {}", r.status());
+        Ok(r.json().await?)
+    })
 }
 
 /// `pingress check`: print the migration report; Ok(true) when everything is the same.
@@ -345,6 +431,48 @@ fn main() -> ExitCode {
             Err(e) => {
                 eprintln!("error: {e:#}");
                 ExitCode::FAILURE
+            }
+        };
+    }
+    if let Some(Command::Explain {
+        host,
+        path,
+        method,
+        headers,
+        manifests,
+        debug,
+        output,
+    }) = &cli.command
+    {
+        let mut q = pingress::debug::ExplainQuery {
+            host: host.clone(),
+            path: path.clone(),
+            method: method.to_ascii_uppercase(),
+            headers: Vec::new(),
+        };
+        for h in headers {
+            match h.split_once('=') {
+                Some((n, v)) => q
+                    .headers
+                    .push((n.trim().to_ascii_lowercase(), v.to_string())),
+                None => {
+                    eprintln!("error: --header {h}: expected NAME=VALUE");
+                    return ExitCode::from(2);
+                }
+            }
+        }
+        return match explain(&cli, &q, manifests.as_deref(), debug.as_deref()) {
+            Ok(v) => {
+                if output == "json" {
+                    println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+                } else {
+                    print!("{}", pingress::debug::explain_text(&v));
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(2)
             }
         };
     }

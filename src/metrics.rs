@@ -55,6 +55,18 @@ impl std::fmt::Debug for RouteStats {
 }
 
 impl RouteStats {
+    /// Requests counted under this route so far (0 before the first).
+    pub fn total(&self) -> u64 {
+        self.0.get().map_or(0, |h| {
+            h.requests
+                .iter()
+                .flatten()
+                .filter_map(|c| c.get())
+                .map(|c| c.get())
+                .sum()
+        })
+    }
+
     /// Count one finished request: its status (0: none written), method, whole duration
     /// and, when a pod answered, the time to its response header.
     pub fn record(

@@ -194,7 +194,9 @@ pub fn build(config: Config, opt: Opt) -> anyhow::Result<Server> {
     };
     if !opt.upgrade {
         let admin = std::iter::once(("admin_listen", pingress.admin_listen.as_str()));
-        crate::listen::check_free(proxy_addrs().chain(admin))?;
+        let debug = (!pingress.debug_listen.is_empty())
+            .then_some(("debug_listen", pingress.debug_listen.as_str()));
+        crate::listen::check_free(proxy_addrs().chain(admin).chain(debug))?;
     }
     let listen_addrs: Vec<std::net::SocketAddr> = proxy_addrs()
         .filter_map(|(_, a)| crate::config::parse_listen(a).ok())
@@ -291,6 +293,18 @@ pub fn build(config: Config, opt: Opt) -> anyhow::Result<Server> {
     );
     admin.add_tcp(&pingress.admin_listen);
     admin.threads = Some(1);
+    let debug = (!pingress.debug_listen.is_empty()).then(|| {
+        let mut debug = Service::new(
+            "pingress debug".to_string(),
+            HttpServer::new_app(crate::debug::DebugApp {
+                shared: shared.clone(),
+                certs: store.clone(),
+            }),
+        );
+        debug.add_tcp(&pingress.debug_listen);
+        debug.threads = Some(1);
+        debug
+    });
 
     let control = background_service(
         "pingress control plane",
@@ -302,6 +316,9 @@ pub fn build(config: Config, opt: Opt) -> anyhow::Result<Server> {
     );
     server.add_service(proxy);
     server.add_service(admin);
+    if let Some(debug) = debug {
+        server.add_service(debug);
+    }
     server.add_service(control);
     Ok(server)
 }

@@ -143,9 +143,35 @@ fn flags_override_the_file_and_are_documented() {
         "--manifests",
         "--http-listen",
         "--admin-listen",
+        "--debug-listen",
+        "--check-source",
     ] {
         assert!(out.contains(flag), "--help lacks {flag}: {out}");
     }
+    let (ok, out) = run(&[
+        "-t",
+        "--manifests",
+        "conf/examples",
+        "--debug-listen",
+        "bad",
+    ]);
+    assert!(!ok);
+    assert!(out.contains("debug_listen"), "{out}");
+    // The explain command docs/operations.md shows.
+    let (ok, out) = run(&[
+        "explain",
+        "--manifests",
+        "conf/examples",
+        "--host",
+        "tomcat.lucky.com",
+        "--path",
+        "/",
+    ]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("answer: proxy (Ingress default/ingress-myapp)"),
+        "{out}"
+    );
     let (ok, out) = check_file("pingress:\n  http_listen: [\"127.0.0.1:1\"]\n");
     assert!(ok, "{out}");
     let (ok, out) = run(&["-t", "--manifests", "conf/examples", "--http-listen", "bad"]);
@@ -302,7 +328,7 @@ fn a_taken_listening_address_stops_start_up_naming_key_and_address() {
     std::fs::write(
         &conf,
         format!(
-            "pid_file: {0}/pid\nupgrade_sock: {0}/sock\npingress:\n  http_listen: [\"127.0.0.1:{1}\"]\n  https_listen: [\"{addr}\"]\n  admin_listen: \"127.0.0.1:{2}\"\n  source: {{kind: manifests, manifests_dir: {0}/m}}\n",
+            "pid_file: {0}/pid\nupgrade_sock: {0}/sock\npingress:\n  http_listen: [\"127.0.0.1:{1}\"]\n  https_listen: [\"{addr}\"]\n  admin_listen: \"127.0.0.1:{2}\"\n  debug_listen: \"\"\n  source: {{kind: manifests, manifests_dir: {0}/m}}\n",
             dir.path().display(),
             free_port(),
             free_port(),

@@ -137,6 +137,7 @@ async fn sigterm_with_the_built_in_defaults_exits_in_seconds() {
         .args(["--http-listen", &format!("127.0.0.1:{http}")])
         .args(["--https-listen", &format!("127.0.0.1:{https}")])
         .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
+        .args(["--debug-listen", &format!("127.0.0.1:{}", free_port())])
         .arg("--no-access-log")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())

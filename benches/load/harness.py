@@ -281,6 +281,7 @@ def pingress_conf(d, http, https, admin, manifests):
         f"upgrade_sock: {d}/pingress.sock\nupstream_keepalive_pool_size: 256\n"
         f"pingress:\n  http_listen: [\"127.0.0.1:{http}\"]\n  https_listen: [\"127.0.0.1:{https}\"]\n"
         f"  admin_listen: \"127.0.0.1:{admin}\"\n"
+        "  debug_listen: \"\"\n"
         f"  source: {{kind: manifests, manifests_dir: {manifests}, poll_interval_ms: 50}}\n"
         f"  debounce_ms: 20\n  access_log: {{enabled: false}}\n")
     return conf

@@ -370,6 +370,21 @@ impl<T> HostRoutes<T> {
     }
 }
 
+/// The steps of one lookup ([`RouteTable::trace`]).
+pub struct Trace<'a, T> {
+    /// The Host as looked up (lowercase, no port); None when it is not a valid host.
+    pub normalized: Option<String>,
+    /// The host entry the request fell to.
+    pub host: Option<HostMatch>,
+    pub rules: Option<&'a HostRoutes<T>>,
+    /// The path rule (or app-root) that matched.
+    pub path_target: Option<&'a T>,
+    /// The host's default backend, used when no path rule matched.
+    pub host_default: Option<&'a T>,
+    /// The table's fallback (an Ingress `defaultBackend` without rules).
+    pub fallback: Option<&'a T>,
+}
+
 /// A route that could not be added because an earlier one holds the same place.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Occupied;
@@ -518,6 +533,36 @@ impl<T> RouteTable<T> {
             }
         }
         self.fallback.as_ref()
+    }
+
+    /// How a request is looked up, step by step (for `pingress explain`): the host entry
+    /// it falls to (exact, wildcard or the rules without host), and the target the table
+    /// answers with (None: the generation's default route).
+    pub fn trace(&self, req: &Request) -> Trace<'_, T> {
+        let mut buf = [0u8; 256];
+        let normalized = normalize_host(req.host, &mut buf).map(str::to_string);
+        let found = normalized.as_deref().and_then(|h| {
+            if let Some(r) = self.exact.get(h) {
+                return Some((HostMatch::Exact(h.to_string()), r));
+            }
+            let dot = h.find('.').filter(|d| *d > 0)?;
+            self.wildcard
+                .get(&h[dot + 1..])
+                .map(|r| (HostMatch::Wildcard(h[dot + 1..].to_string()), r))
+        });
+        let found = found.or_else(|| self.any.as_ref().map(|r| (HostMatch::Any, r)));
+        let (host, path_target, host_default) = match &found {
+            Some((m, r)) => (Some(m.clone()), r.lookup_path(req), r.default.as_ref()),
+            None => (None, None, None),
+        };
+        Trace {
+            normalized,
+            host,
+            rules: found.map(|(_, r)| r),
+            path_target,
+            host_default,
+            fallback: self.fallback.as_ref(),
+        }
     }
 
     fn host_routes(&self, host: &str) -> Option<&HostRoutes<T>> {

@@ -35,8 +35,8 @@ use crate::source::{ObjKey, Snapshot};
 use crate::translate::{DiagKind, Diagnostic, TlsBinding};
 
 pub use client_auth::{
-    check as check_client_cert, CertInfo, Check as ClientCertCheck, ClientAuth, ClientAuthHosts,
-    ConnCert, KeepChain,
+    check as check_client_cert, rfc2253, CertInfo, Check as ClientCertCheck, ClientAuth,
+    ClientAuthHosts, ConnCert, KeepChain,
 };
 pub use der::not_after_unix;
 
@@ -112,6 +112,26 @@ impl CertStore {
     /// The listener's client-certificate verifier, which this resolver tells the SNI.
     pub fn client_auth(&self) -> Arc<ClientAuth> {
         self.client_auth.clone()
+    }
+
+    /// Every certificate in service: (`host`, `*.parent` or `default`, certificate).
+    pub fn entries(&self) -> Vec<(String, Arc<LoadedCert>)> {
+        let t = self.table.load();
+        let mut out: Vec<(String, Arc<LoadedCert>)> = t
+            .exact
+            .iter()
+            .map(|(h, c)| (h.clone(), c.clone()))
+            .chain(
+                t.wildcard
+                    .iter()
+                    .map(|(p, c)| (format!("*.{p}"), c.clone())),
+            )
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        if let Some(d) = &t.default {
+            out.push(("default".into(), d.clone()));
+        }
+        out
     }
 
     /// The certificate a handshake with this SNI gets (for tests and `-t`).

@@ -280,6 +280,29 @@ pub fn index_slices(snap: &Snapshot) -> HashMap<(&str, &str), Vec<&EndpointSlice
 /// port of the slice port named like the Service port.
 pub fn endpoints_for(slices: &[&EndpointSlice], key: &UpstreamKey) -> BTreeSet<SocketAddr> {
     let mut out = BTreeSet::new();
+    each_endpoint(slices, key, |addr, ready| {
+        if ready {
+            out.insert(addr);
+        }
+    });
+    out
+}
+
+/// Every endpoint of a pool with whether it takes traffic (ready and not terminating), for
+/// the debug view.
+pub fn all_endpoints_for(slices: &[&EndpointSlice], key: &UpstreamKey) -> Vec<(SocketAddr, bool)> {
+    let mut out = Vec::new();
+    each_endpoint(slices, key, |addr, ready| out.push((addr, ready)));
+    out.sort();
+    out.dedup();
+    out
+}
+
+fn each_endpoint(
+    slices: &[&EndpointSlice],
+    key: &UpstreamKey,
+    mut f: impl FnMut(SocketAddr, bool),
+) {
     for slice in slices {
         if slice.address_type == "FQDN" {
             continue;
@@ -300,17 +323,13 @@ pub fn endpoints_for(slices: &[&EndpointSlice], key: &UpstreamKey) -> BTreeSet<S
             let c = ep.conditions.as_ref();
             let ready = c.and_then(|c| c.ready) != Some(false);
             let terminating = c.and_then(|c| c.terminating) == Some(true);
-            if !ready || terminating {
-                continue;
-            }
             for addr in &ep.addresses {
                 if let Ok(ip) = addr.parse::<IpAddr>() {
-                    out.insert(SocketAddr::new(ip, port));
+                    f(SocketAddr::new(ip, port), ready && !terminating);
                 }
             }
         }
     }
-    out
 }
 
 /// `service-upstream`: the Service's ClusterIP and port as the one endpoint (none for a

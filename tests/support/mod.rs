@@ -125,6 +125,8 @@ pub struct Gateway {
     pub http: SocketAddr,
     pub https: SocketAddr,
     pub admin: SocketAddr,
+    /// The debug listener (`debug_listen`).
+    pub debug: SocketAddr,
     pub client: reqwest::Client,
 }
 
@@ -199,6 +201,7 @@ impl Gateway {
             let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
             let https: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
             let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+            let debug: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
             let source = match &kubeconfig {
                 None => format!(
                     "{{kind: manifests, manifests_dir: {}, poll_interval_ms: 50}}",
@@ -222,7 +225,7 @@ impl Gateway {
                 "version: 1\nthreads: 2\npid_file: {d}/pid\nupgrade_sock: {d}/upgrade.sock\n\
                  grace_period_seconds: 2\ngraceful_shutdown_timeout_seconds: 5\n\
                  pingress:\n  http_listen: [\"{http}\"]\n  https_listen: [\"{https}\"]\n  \
-                 admin_listen: \"{admin}\"\n  \
+                 admin_listen: \"{admin}\"\n  debug_listen: \"{debug}\"\n  \
                  source: {source}\n  \
                  debounce_ms: 20\n  upstream: {{connect_timeout_ms: 1000}}\n{extra}",
                 d = dir.path().display(),
@@ -249,6 +252,7 @@ impl Gateway {
                 http,
                 https,
                 admin,
+                debug,
                 client: client.clone(),
             };
             if gw.wait_ready(need_ready).await {
