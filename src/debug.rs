@@ -227,19 +227,21 @@ pub fn routes(g: &Generation, state: Option<&DebugState>) -> Value {
     })
 }
 
+fn diagnostic_json(d: &crate::translate::Diagnostic) -> Value {
+    json!({
+        "ingress": d.ingress.as_ref().map(|k| k.to_string()),
+        "kind": d.kind.as_str(),
+        "message": d.message,
+    })
+}
+
 /// `/debug/diagnostics`.
 pub fn diagnostics(state: Option<&DebugState>) -> Value {
     let list: Vec<Value> = state
         .map(|s| s.diagnostics.as_slice())
         .unwrap_or_default()
         .iter()
-        .map(|d| {
-            json!({
-                "ingress": d.ingress.as_ref().map(|k| k.to_string()),
-                "kind": d.kind.as_str(),
-                "message": d.message,
-            })
-        })
+        .map(diagnostic_json)
         .collect();
     json!({ "diagnostics": list })
 }
@@ -498,13 +500,7 @@ pub fn explain(g: &Generation, state: Option<&DebugState>, q: &ExplainQuery) -> 
                 .is_some_and(|k| k.to_string() == *matched.ingress)
                 || (!host_l.is_empty() && d.message.contains(&host_l))
         })
-        .map(|d| {
-            json!({
-                "ingress": d.ingress.as_ref().map(|k| k.to_string()),
-                "kind": d.kind.as_str(),
-                "message": d.message,
-            })
-        })
+        .map(diagnostic_json)
         .collect();
     json!({
         "request": {"host": q.host, "path": q.path, "method": q.method, "headers": q.headers},

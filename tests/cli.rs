@@ -8,8 +8,12 @@ use std::process::Command;
 use support::*;
 
 fn run(args: &[&str]) -> (bool, String) {
-    let out = Command::new(bin())
-        .args(args)
+    run_cmd(Command::new(bin()).args(args))
+}
+
+/// Run from the repository root: (success, stdout + stderr).
+fn run_cmd(cmd: &mut Command) -> (bool, String) {
+    let out = cmd
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .unwrap();
@@ -214,21 +218,14 @@ async fn echo_subcommand_serves_its_name() {
 /// `-t` with only the environment of a CI job: no kubeconfig, not in a cluster.
 fn run_without_cluster(args: &[&str]) -> (bool, String) {
     let home = tempfile::tempdir().unwrap();
-    let out = Command::new(bin())
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env_remove("KUBECONFIG")
-        .env_remove("KUBERNETES_SERVICE_HOST")
-        .env_remove("KUBERNETES_SERVICE_PORT")
-        .env("HOME", home.path())
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+    run_cmd(
+        Command::new(bin())
+            .args(args)
+            .env_remove("KUBECONFIG")
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .env_remove("KUBERNETES_SERVICE_PORT")
+            .env("HOME", home.path()),
+    )
 }
 
 #[test]

@@ -85,7 +85,17 @@ async fn debug_listener_shows_routes_diagnostics_certificates_and_explains() {
     gw.wait_for("shop.example.com", "/", "web-1").await;
 
     // Routes: host -> rules -> source Ingress, backend, endpoints with readiness.
-    let routes = get_json(gw.debug, "/debug/routes").await;
+    // Request counts are recorded in the logging phase, just after the response went out.
+    let routes = eventually("the request above is counted", || async {
+        let r = get_json(gw.debug, "/debug/routes").await;
+        let counted = r["hosts"]
+            .as_array()?
+            .iter()
+            .flat_map(|h| h["rules"].as_array().into_iter().flatten())
+            .any(|rule| rule["target"]["requests"].as_u64() >= Some(1));
+        counted.then_some(r)
+    })
+    .await;
     let hosts = routes["hosts"].as_array().unwrap();
     let shop = hosts
         .iter()
