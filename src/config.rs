@@ -74,6 +74,8 @@ pub struct PingressConf {
     pub default_backend: Option<DefaultBackendConf>,
     /// Access log settings.
     pub access_log: AccessLogConf,
+    /// OpenTelemetry tracing; off by default.
+    pub tracing: TracingConf,
     /// At shutdown or graceful upgrade, idle keep-alive client connections are closed only
     /// after this long; meanwhile each response carries `Connection: close`. Keep it below
     /// `grace_period_seconds`. Default: 1000 ms.
@@ -148,6 +150,7 @@ impl Default for PingressConf {
             upstream: UpstreamConf::default(),
             default_backend: None,
             access_log: AccessLogConf::default(),
+            tracing: TracingConf::default(),
             keepalive_drain_ms: 1000,
             listener_read_buffer_bytes: 0,
             status: StatusConf::default(),
@@ -443,6 +446,33 @@ impl std::fmt::Display for PortRef {
     }
 }
 
+/// OpenTelemetry tracing (src/trace.rs). Off while `endpoint` is empty.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct TracingConf {
+    /// OTLP/HTTP collector: `http://collector:4318` (`/v1/traces` is added) or the full
+    /// traces URL. Default: empty, tracing off.
+    pub endpoint: String,
+    /// Share of new traces sampled, 0.0 to 1.0; a client's sampled trace is always
+    /// followed. Default: 1.0.
+    pub sampling_ratio: f64,
+    /// `service.name` of the spans. Default: `pingress`.
+    pub service_name: String,
+    /// How often finished spans are sent. Default: 1000 ms.
+    pub export_interval_ms: u64,
+}
+
+impl Default for TracingConf {
+    fn default() -> Self {
+        TracingConf {
+            endpoint: String::new(),
+            sampling_ratio: 1.0,
+            service_name: "pingress".into(),
+            export_interval_ms: 1000,
+        }
+    }
+}
+
 /// Access log settings.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -579,6 +609,15 @@ impl Config {
             parse_listen(a).map_err(|e| format!("pingress.https_listen[{i}]: {e}"))?;
         }
         parse_listen(&p.admin_listen).map_err(|e| format!("pingress.admin_listen: {e}"))?;
+        if !(0.0..=1.0).contains(&p.tracing.sampling_ratio) {
+            return Err(format!(
+                "pingress.tracing.sampling_ratio: {} is not between 0.0 and 1.0",
+                p.tracing.sampling_ratio
+            ));
+        }
+        if !p.tracing.endpoint.is_empty() {
+            crate::trace::traces_url(&p.tracing.endpoint)?;
+        }
         if !p.debug_listen.is_empty() {
             parse_listen(&p.debug_listen).map_err(|e| format!("pingress.debug_listen: {e}"))?;
         }

@@ -27,5 +27,6 @@ pub mod server;
 pub mod source;
 pub mod status;
 pub mod tls;
+pub mod trace;
 pub mod translate;
 pub mod upstream;

@@ -165,6 +165,8 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Draining<A> {
     async fn cleanup(&self) {
         tokio::time::sleep(self.delay).await;
         self.inner.cleanup().await;
+        // The last spans (tracing on): sent from a blocking thread.
+        let _ = tokio::task::spawn_blocking(crate::trace::flush).await;
     }
 }
 
@@ -232,6 +234,9 @@ pub fn build(config: Config, opt: Opt) -> anyhow::Result<Server> {
         &ports,
         trust,
         &pingress.limits,
+    )
+    .with_tracing(
+        crate::trace::Tracing::new(&pingress.tracing).map_err(|e| anyhow::anyhow!("{e}"))?,
     );
     let drain = Duration::from_millis(pingress.keepalive_drain_ms);
     let mut app = pingora_proxy::http_proxy(&server.configuration, gateway);

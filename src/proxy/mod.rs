@@ -96,6 +96,8 @@ pub struct Ctx {
     auth_cookies: Vec<HeaderValue>,
     /// The route checks client certificates: what the upstream headers say.
     client_cert: Option<(Arc<ClientTls>, Arc<CertInfo>)>,
+    /// The request's span (tracing on).
+    trace: Option<opentelemetry::Context>,
 }
 
 impl Ctx {
@@ -170,6 +172,8 @@ pub struct Gateway {
     >,
     /// External auth sub-requests and their cache.
     ext_auth: ext_auth::Checker,
+    /// OpenTelemetry spans; None while tracing is off.
+    tracing: Option<crate::trace::Tracing>,
 }
 
 /// Removes a basic-auth check from the pending map when it ends.
@@ -246,7 +250,14 @@ impl Gateway {
                 .and_then(|v| HeaderValue::from_str(&v).ok()),
             redirect_port: tls.redirect_port,
             no_route_stats: RouteStats::default(),
+            tracing: None,
         }
+    }
+
+    /// Trace requests with this tracer.
+    pub fn with_tracing(mut self, tracing: Option<crate::trace::Tracing>) -> Self {
+        self.tracing = tracing;
+        self
     }
 
     /// 308 to the same host and path over HTTPS (method and body are kept by the client).
@@ -779,6 +790,7 @@ impl ProxyHttp for Gateway {
             auth_headers: Vec::new(),
             auth_cookies: Vec::new(),
             client_cert: None,
+            trace: None,
         }
     }
 
@@ -821,6 +833,11 @@ impl ProxyHttp for Gateway {
             .and_then(|d| d.ssl_digest.as_ref())
             .is_some();
         self.client_address(session, ctx);
+        if let Some(t) = &self.tracing {
+            let req = session.req_header();
+            let client = ctx.client().and_then(|c| c.value.to_str().ok());
+            ctx.trace = Some(t.start(req, host_without_port(request_host(req)), client));
+        }
         let req = session.req_header();
         ctx.request_id = match req.headers.get("x-request-id") {
             Some(v) if acceptable_request_id(v.as_bytes()) => Some(v.clone()),
@@ -1230,6 +1247,12 @@ impl ProxyHttp for Gateway {
         if let Some(id) = &ctx.request_id {
             up.insert_header("x-request-id", id.clone())?;
         }
+        if let (Some(t), Some(cx)) = (&self.tracing, &ctx.trace) {
+            // The pod's parent is this request's span (W3C traceparent / tracestate).
+            for (name, value) in t.inject(cx) {
+                up.insert_header(name, value)?;
+            }
+        }
         if let Some((ct, info)) = &ctx.client_cert {
             // As nginx's proxy_set_header: what the client sent under these names is
             // replaced, and an empty value is not sent.
@@ -1440,6 +1463,10 @@ impl ProxyHttp for Gateway {
             None => (NO_ROUTE, &self.no_route_stats),
         };
         let ingress = labels.ingress;
+        if let Some(cx) = &ctx.trace {
+            let service = (labels.namespace, labels.service);
+            crate::trace::finish(cx, ingress, service, ctx.upstream, status);
+        }
         stats.record(
             &self.shared.metrics,
             &labels,
