@@ -227,4 +227,17 @@ async fn spans_are_exported_over_otlp_and_the_trace_context_propagates() {
         .collect();
     assert_eq!(zero.len(), 1, "only the followed trace: {zero:?}");
     assert_ne!(zero[0].trace_id, unsampled);
+    drop(gw);
+
+    // Tracing off: the client's headers reach the pod as they were sent.
+    let gw = Gateway::start(&[("site.yaml", site("web", "traced.example.com", &[pod_addr]))]).await;
+    gw.wait_for("traced.example.com", "/", "web").await;
+    let tp = format!("00-{client_trace}-{client_span}-01");
+    let e = get(
+        &gw,
+        &[("traceparent", &tp), ("tracestate", "vendor=opaque")],
+    )
+    .await;
+    assert_eq!(e.headers["traceparent"], tp);
+    assert_eq!(e.headers["tracestate"], "vendor=opaque");
 }
