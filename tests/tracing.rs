@@ -230,7 +230,8 @@ async fn spans_are_exported_over_otlp_and_the_trace_context_propagates() {
     drop(gw);
 
     // Tracing off: the client's headers reach the pod as they were sent.
-    let gw = Gateway::start(&[("site.yaml", site("web", "traced.example.com", &[pod_addr]))]).await;
+    let plain = support::site("web", "traced.example.com", &[pod_addr]);
+    let gw = Gateway::start(&[("site.yaml", plain)]).await;
     gw.wait_for("traced.example.com", "/", "web").await;
     let tp = format!("00-{client_trace}-{client_span}-01");
     let e = get(
