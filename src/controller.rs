@@ -188,7 +188,7 @@ impl Controller {
                 .debug
                 .store(Some(Arc::new(crate::generation::DebugState {
                     snapshot: snap.clone(),
-                    diagnostics: t.diagnostics.clone(),
+                    diagnostics: Arc::new(t.diagnostics.clone()),
                 })));
             let generation = self.link(t, &snap);
             let id = generation.id;

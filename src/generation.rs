@@ -117,7 +117,8 @@ pub struct Shared {
 #[derive(Debug)]
 pub struct DebugState {
     pub snapshot: Arc<crate::source::Snapshot>,
-    pub diagnostics: Vec<crate::translate::Diagnostic>,
+    /// Shared, not copied, by the endpoint-only updates that keep them.
+    pub diagnostics: Arc<Vec<crate::translate::Diagnostic>>,
 }
 
 impl Shared {
