@@ -428,14 +428,7 @@ pub fn explain(g: &Generation, state: Option<&DebugState>, q: &ExplainQuery) -> 
                     why.push("so the host's default backend answers".into());
                     (t, json!({"kind": "host default backend"}))
                 }
-                (None, Some(t)) => {
-                    why.push("so the defaultBackend of an Ingress without rules answers".into());
-                    (t, json!({"kind": "defaultBackend"}))
-                }
-                (None, None) => {
-                    why.push("so the global default answers".into());
-                    (&g.default_route, json!({"kind": "default"}))
-                }
+                (None, _) => past_the_hosts(g, trace.fallback, &mut why),
             }
         }
         (None, _) => {
@@ -443,16 +436,7 @@ pub fn explain(g: &Generation, state: Option<&DebugState>, q: &ExplainQuery) -> 
                 Some(h) => why.push(format!("no Ingress rule has host {h} (nor a wildcard covering it, nor a rule without host)")),
                 None => why.push(format!("`{}` is not a valid host", q.host)),
             }
-            match trace.fallback {
-                Some(t) => {
-                    why.push("so the defaultBackend of an Ingress without rules answers".into());
-                    (t, json!({"kind": "defaultBackend"}))
-                }
-                None => {
-                    why.push("so the global default answers".into());
-                    (&g.default_route, json!({"kind": "default"}))
-                }
-            }
+            past_the_hosts(g, trace.fallback, &mut why)
         }
     };
     let t = target(matched, state);
@@ -510,6 +494,25 @@ pub fn explain(g: &Generation, state: Option<&DebugState>, q: &ExplainQuery) -> 
         "why": why,
         "diagnostics": related,
     })
+}
+
+/// What answers a request no host entry answered: the table's fallback (an Ingress
+/// `defaultBackend` without rules), else the global default.
+fn past_the_hosts<'a>(
+    g: &'a Generation,
+    fallback: Option<&'a Arc<Route>>,
+    why: &mut Vec<String>,
+) -> (&'a Arc<Route>, Value) {
+    match fallback {
+        Some(t) => {
+            why.push("so the defaultBackend of an Ingress without rules answers".into());
+            (t, json!({"kind": "defaultBackend"}))
+        }
+        None => {
+            why.push("so the global default answers".into());
+            (&g.default_route, json!({"kind": "default"}))
+        }
+    }
 }
 
 fn host_reason(h: &HostMatch, asked: &str) -> String {

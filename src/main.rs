@@ -215,6 +215,14 @@ fn load(cli: &Cli) -> anyhow::Result<Config> {
     Ok(config)
 }
 
+/// A runtime for the commands that talk to a cluster or a gateway once.
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("start runtime")
+}
+
 /// `-t`: the config, then the manifests directory and what translation makes of it.
 fn check(config: &Config, check_source: bool) -> anyhow::Result<()> {
     let metrics = std::sync::Arc::new(pingress::metrics::Metrics::new());
@@ -248,10 +256,7 @@ fn check(config: &Config, check_source: bool) -> anyhow::Result<()> {
             // A kubeconfig named on the command line or in the file is read (a local
             // check); the API server is not contacted.
             let kconf = pingress::source::kube::KubeSourceConf::from(&config.pingress.source);
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .context("start runtime")?;
+            let rt = runtime()?;
             rt.block_on(pingress::source::kube::client(&kconf))
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             eprintln!(
@@ -263,10 +268,7 @@ fn check(config: &Config, check_source: bool) -> anyhow::Result<()> {
             );
         } else {
             let kconf = pingress::source::kube::KubeSourceConf::from(&config.pingress.source);
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .context("start runtime")?;
+            let rt = runtime()?;
             let version = rt
                 .block_on(async {
                     let client = pingress::source::kube::client(&kconf).await?;
@@ -320,10 +322,7 @@ fn explain(
         anyhow::bail!("no --manifests, no --debug and debug_listen is off in the config");
     }
     let url = format!("http://{addr}/debug/explain?{}", q.to_query());
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("start runtime")?;
+    let rt = runtime()?;
     rt.block_on(async {
         let r = reqwest::Client::builder()
             .no_proxy()
@@ -361,10 +360,7 @@ fn migration_check(
         source.kubeconfig = kubeconfig.clone();
         source.context = context.clone();
         let kconf = pingress::source::kube::KubeSourceConf::from(&source);
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .context("start runtime")?;
+        let rt = runtime()?;
         rt.block_on(async {
             let client = pingress::source::kube::client(&kconf)
                 .await

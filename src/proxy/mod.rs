@@ -636,14 +636,9 @@ impl Gateway {
         route: &Arc<Route>,
         ct: &Arc<ClientTls>,
     ) -> Option<Result<bool>> {
-        let conn = session
-            .digest()
-            .and_then(|d| d.ssl_digest.as_ref())
-            .and_then(|s| s.extension.get::<ConnCert>());
-        let on_tls = session
-            .digest()
-            .and_then(|d| d.ssl_digest.as_ref())
-            .is_some();
+        let ssl = session.digest().and_then(|d| d.ssl_digest.as_ref());
+        let on_tls = ssl.is_some();
+        let conn = ssl.and_then(|s| s.extension.get::<ConnCert>());
         let (status, body) = match crate::tls::check_client_cert(conn, on_tls, ct) {
             ClientCertCheck::Pass(info) => {
                 ctx.client_cert = Some((ct.clone(), info));

@@ -711,17 +711,7 @@ impl Translator<'_> {
         key: &ObjKey,
         b: &annotations::auth::Basic,
     ) -> Result<std::sync::Arc<BasicAuth>, String> {
-        let ns = b.namespace.as_deref().unwrap_or(&key.namespace);
-        if ns != key.namespace {
-            return Err(format!(
-                "Secret {ns}/{} is in another namespace, which is not allowed (as ingress-nginx's allow-cross-namespace-resources: false)",
-                b.name
-            ));
-        }
-        let skey = ObjKey {
-            namespace: ns.to_string(),
-            name: b.name.clone(),
-        };
+        let skey = own_secret(key, b.namespace.as_deref(), &b.name)?;
         if let Some(done) = self.auth_cache.get(&(skey.clone(), b.clone())) {
             return done.clone();
         }
@@ -821,14 +811,7 @@ impl Translator<'_> {
         key: &ObjKey,
         s: &annotations::client_cert::ClientCertSpec,
     ) -> Result<Arc<ClientTls>, String> {
-        let ns = s.namespace.as_deref().unwrap_or(&key.namespace);
-        if ns != key.namespace {
-            return Err(format!(
-                "Secret {ns}/{} is in another namespace, which is not allowed (as ingress-nginx's allow-cross-namespace-resources: false)",
-                s.name
-            ));
-        }
-        let skey = ObjKey::new(ns, &s.name);
+        let skey = own_secret(key, s.namespace.as_deref(), &s.name)?;
         let secret = self
             .snap
             .secrets
@@ -1412,6 +1395,18 @@ fn paths_of(
 }
 
 /// The valid rule hosts of an Ingress, without duplicates.
+/// An annotation's Secret reference (`name` or `namespace/name`) of Ingress `key`: only in
+/// the Ingress's own namespace (as ingress-nginx's allow-cross-namespace-resources: false).
+fn own_secret(key: &ObjKey, namespace: Option<&str>, name: &str) -> Result<ObjKey, String> {
+    let ns = namespace.unwrap_or(&key.namespace);
+    if ns != key.namespace {
+        return Err(format!(
+            "Secret {ns}/{name} is in another namespace, which is not allowed (as ingress-nginx's allow-cross-namespace-resources: false)"
+        ));
+    }
+    Ok(ObjKey::new(ns, name))
+}
+
 fn rule_hosts(ing: &Ingress) -> Vec<HostMatch> {
     let mut out = Vec::new();
     for rule in ing.spec.iter().flat_map(|s| s.rules.iter().flatten()) {
