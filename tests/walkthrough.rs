@@ -226,3 +226,98 @@ async fn deploy_examples_route_as_documented() {
         Some(0.0)
     );
 }
+
+/// The README's quickstart, as a new user runs it: `.ci/quickstart` (with the binary this
+/// suite built, instead of building one), then every `curl` line of the README's try-it
+/// block, word for word, with what its comment promises.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readme_quickstart_commands_answer_as_their_comments_say() {
+    use std::os::unix::process::CommandExt;
+    let root = env!("CARGO_MANIFEST_DIR");
+    let readme = std::fs::read_to_string(format!("{root}/README.md")).unwrap();
+    let curls: Vec<&str> = readme
+        .lines()
+        .skip_while(|l| !l.starts_with("## Quickstart"))
+        .take_while(|l| !l.starts_with("## ") || l.starts_with("## Quickstart"))
+        .filter(|l| l.starts_with("curl "))
+        .collect();
+    assert_eq!(
+        curls.len(),
+        6,
+        "the README's quickstart block changed: {curls:?}"
+    );
+    let mut script = Command::new(format!("{root}/.ci/quickstart"));
+    script
+        .env("PINGRESS_BIN", bin())
+        .current_dir(root)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .process_group(0);
+    let mut child = script.spawn().unwrap();
+    struct Group(u32);
+    impl Drop for Group {
+        fn drop(&mut self) {
+            let _ = Command::new("kill")
+                .args(["-s", "TERM", "--", &format!("-{}", self.0)])
+                .status();
+        }
+    }
+    let group = Group(child.id());
+    let curl = |line: &'static str| async move {
+        tokio::task::spawn_blocking(move || {
+            let out = Command::new("sh").args(["-c", line]).output().unwrap();
+            (
+                out.status.success(),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+            )
+        })
+        .await
+        .unwrap()
+    };
+    let lines: Vec<&'static str> = curls
+        .iter()
+        .map(|l| &*Box::leak(l.to_string().into_boxed_str()))
+        .collect();
+    // Round robin over myapp-1..3: every pod answers within a few requests.
+    let seen = eventually(
+        "the quickstart gateway serving all three myapp pods",
+        || async {
+            let mut names = std::collections::BTreeSet::new();
+            for _ in 0..9 {
+                let (ok, out) = curl(lines[0]).await;
+                for i in 1..=3 {
+                    if ok && out.contains(&format!("\"pod\":\"myapp-{i}\"")) {
+                        names.insert(i);
+                    }
+                }
+            }
+            (names.len() == 3).then_some(names)
+        },
+    )
+    .await;
+    assert_eq!(seen.len(), 3);
+    let (_, out) = curl(lines[1]).await;
+    assert!(out.contains(r#""pod":"tomcat-1""#), "{}: {out}", lines[1]);
+    let (_, out) = curl(lines[2]).await;
+    assert!(out.contains("404"), "{}: {out}", lines[2]);
+    let (ok, out) = curl(lines[3]).await;
+    assert!(
+        ok && out.contains(r#""pod":"myapp-"#),
+        "{}: {out}",
+        lines[3]
+    );
+    let (_, out) = curl(lines[4]).await;
+    assert!(
+        out.starts_with("HTTP/1.1 308") && out.contains("location: https://secure.lucky.com:8443/"),
+        "{}: {out}",
+        lines[4]
+    );
+    let (_, out) = curl(lines[5]).await;
+    assert!(
+        out.contains("pingress_requests_total"),
+        "{}: {out}",
+        lines[5]
+    );
+    drop(group);
+    let _ = tokio::task::spawn_blocking(move || child.wait()).await;
+}

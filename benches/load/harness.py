@@ -67,7 +67,15 @@ SCENARIOS = {
                      "http", "/?size=13", "keepalive", 50),
     "policy-basic-auth": ("h1-small with basic auth (bcrypt user; verification cached after the first)",
                           "http", "/?size=13", "keepalive", 50),
+    # Tracing's cost: h1-small with OpenTelemetry on, exporting OTLP/HTTP to a collector
+    # stand-in (an echo backend answering 200 to every export); compare with h1-small.
+    "tracing-1pct": ("h1-small with tracing on, sampling_ratio 0.01, OTLP export", "http", "/?size=13",
+                     "keepalive", 50),
+    "tracing-all": ("h1-small with tracing on, sampling_ratio 1.0, OTLP export", "http", "/?size=13",
+                    "keepalive", 50),
 }
+# The tracing scenarios' sampling ratio.
+TRACING = {"tracing-1pct": 0.01, "tracing-all": 1.0}
 # Annotations of the policy scenarios, and the Authorization header the load sends.
 POLICY_ANNOTATIONS = {
     "policy-allowlist": 'nginx.ingress.kubernetes.io/whitelist-source-range: "10.0.0.0/8, 192.168.0.0/16, 127.0.0.0/8"',
@@ -81,7 +89,12 @@ BENCH_AUTH = "Basic YmVuY2g6czNjcmV0IQ=="
 _POLICY_ONLY = {"nginx": "not written: this scenario measures pingress's own policy cost against h1-small",
                 "haproxy": "not written: this scenario measures pingress's own policy cost against h1-small",
                 "pingora-floor": "no policies: cannot express the scenario"}
+_TRACING_ONLY = {"nginx": "not written: this scenario measures pingress's own tracing cost against h1-small",
+                 "haproxy": "not written: this scenario measures pingress's own tracing cost against h1-small",
+                 "pingora-floor": "no tracing: cannot express the scenario"}
 CANNOT = {
+    "tracing-1pct": _TRACING_ONLY,
+    "tracing-all": _TRACING_ONLY,
     "churn": {"pingora-floor": "one fixed backend: cannot follow churn"},
     "policy-allowlist": _POLICY_ONLY,
     "policy-limit": _POLICY_ONLY,
@@ -274,8 +287,13 @@ def pingress_endpoints(d, backends):
     tmp.rename(d / "manifests" / "10-endpoints.yaml")
 
 
-def pingress_conf(d, http, https, admin, manifests):
+def pingress_conf(d, http, https, admin, manifests, tracing=None):
+    """`tracing`: (sampling ratio, collector port) to turn OpenTelemetry on."""
     conf = d / "pingress.yaml"
+    trace = ""
+    if tracing:
+        trace = (f"  tracing: {{endpoint: \"http://127.0.0.1:{tracing[1]}/v1/traces\", "
+                 f"sampling_ratio: {tracing[0]}}}\n")
     conf.write_text(
         f"version: 1\nthreads: 1\nwork_stealing: false\npid_file: {d}/pingress.pid\n"
         f"upgrade_sock: {d}/pingress.sock\nupstream_keepalive_pool_size: 256\n"
@@ -283,7 +301,7 @@ def pingress_conf(d, http, https, admin, manifests):
         f"  admin_listen: \"127.0.0.1:{admin}\"\n"
         "  debug_listen: \"\"\n"
         f"  source: {{kind: manifests, manifests_dir: {manifests}, poll_interval_ms: 50}}\n"
-        f"  debounce_ms: 20\n  access_log: {{enabled: false}}\n")
+        f"  debounce_ms: 20\n  access_log: {{enabled: false}}\n" + trace)
     return conf
 
 
@@ -407,13 +425,16 @@ class Proxy:
         self.routes, self.backends = routes, backends
         self.crt, self.key, self.pem = certs / "tls.crt", certs / "tls.key", certs / "combined.pem"
         self.proc = None
+        # The tracing scenarios' collector port (main sets it: the second echo backend).
+        self.collector = None
 
     def start(self):
         d = self.d
         if self.name == "pingress":
             self.admin = free_port()
             m = pingress_manifests(d, self.routes, self.backends, self.crt, self.key, self.scenario)
-            conf = pingress_conf(d, self.http, self.https, self.admin, m)
+            tracing = (TRACING[self.scenario], self.collector) if self.scenario in TRACING else None
+            conf = pingress_conf(d, self.http, self.https, self.admin, m, tracing)
             cmd = [str(BIN), "-c", str(conf)]
         elif self.name == "pingora-floor":
             # The gateway's config file (server section, listeners, timeouts); no routes.
@@ -728,6 +749,7 @@ def main():
                     pd = d / f"{s}-{p}"
                     pd.mkdir(exist_ok=True)
                     proxy = Proxy(p, pd, routes, [backends[0]], d, s)
+                    proxy.collector = backends[1]
                     try:
                         proxy.start()
                         r = measure(pd, proxy, s, args.duration, backends, args.warmup)
