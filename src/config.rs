@@ -106,6 +106,157 @@ pub struct PingressConf {
     pub proxy_protocol: Vec<String>,
     /// limit-* annotations: answers and memory.
     pub limits: LimitsConf,
+    /// Client-facing limits and timeouts: head and body sizes, slow clients, connection
+    /// counts, HTTP/2 windows (docs/security.md).
+    pub edge: EdgeConf,
+}
+
+/// What one client may send and hold at the edge. Every limit answers as the RFCs say
+/// (414, 431, 413) or closes the connection, and is counted in
+/// `pingress_requests_refused_total` / `pingress_downstream_closed_total`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct EdgeConf {
+    /// Longest request line (method, target, version) in bytes; longer: 414. Default: 8192.
+    pub max_request_line_bytes: usize,
+    /// Longest header field line (name, value); longer: 431. Default: 16384.
+    pub max_header_bytes: usize,
+    /// Largest request head (request line, fields, blank line); larger: 431. Default:
+    /// 61440 (60 KiB, Envoy's).
+    pub max_head_bytes: usize,
+    /// Most header fields in one request; more: 431. Default: 100 (Envoy's).
+    pub max_headers: usize,
+    /// Largest request body, where an Ingress's `proxy-body-size` does not say otherwise; 0:
+    /// no limit. Over it: 413, before anything is forwarded when Content-Length says so,
+    /// else when the body gets there. Default: 1048576 (1 MiB, ingress-nginx's).
+    pub max_body_bytes: u64,
+    /// Time to receive a whole request head: from the connection's accept for the first
+    /// request, from its first byte for the next ones on a keep-alive connection. Past it
+    /// the connection is closed (haproxy's `timeout http-request`). Default: 10000.
+    pub head_timeout_ms: u64,
+    /// Longest wait for the next bytes of a request body; past it the request fails (408 if
+    /// nothing was answered yet) and the connection is closed. Default: 10000.
+    pub body_timeout_ms: u64,
+    /// How long an idle HTTP/1 keep-alive connection stays open. Default: 60.
+    pub keepalive_timeout_seconds: u64,
+    /// How long an HTTP/2 connection with no open stream stays open. Default: 60000.
+    pub h2_idle_timeout_ms: u64,
+    /// Time for a client to complete the TLS handshake, from accept. Default: 10000.
+    pub tls_handshake_timeout_ms: u64,
+    /// Open client connections for the whole process; past it new connections are closed
+    /// at once. 0: no limit. Default: 100000.
+    pub max_connections: usize,
+    /// Open connections per client address (the socket peer, or the PROXY header's
+    /// source); past it the client's new connections are closed at once. 0: no limit.
+    /// Behind an L4 load balancer without PROXY protocol every client has its address:
+    /// raise this or set 0. Default: 1024.
+    pub max_connections_per_client: usize,
+    /// HTTP/2 streams one connection may have open. Default: 100.
+    pub h2_max_concurrent_streams: u32,
+    /// HTTP/2 flow-control window per stream, in bytes (how much of a request body a client
+    /// may send ahead). Default: 65535 (the protocol's initial window).
+    pub h2_stream_window_bytes: u32,
+    /// HTTP/2 flow-control window per connection. Default: 1048576.
+    pub h2_connection_window_bytes: u32,
+    /// Largest decoded HTTP/2 header list. Default: 65536.
+    pub h2_max_header_list_bytes: u32,
+    /// Response bytes buffered per HTTP/2 stream for a client that does not read (the
+    /// rest waits at the pod connection: back-pressure). Default: 65536.
+    pub h2_max_send_buffer_bytes: usize,
+}
+
+impl Default for EdgeConf {
+    fn default() -> Self {
+        EdgeConf {
+            max_request_line_bytes: 8192,
+            max_header_bytes: 16384,
+            max_head_bytes: 61440,
+            max_headers: 100,
+            max_body_bytes: 1 << 20,
+            head_timeout_ms: 10_000,
+            body_timeout_ms: 10_000,
+            keepalive_timeout_seconds: 60,
+            h2_idle_timeout_ms: 60_000,
+            tls_handshake_timeout_ms: 10_000,
+            max_connections: 100_000,
+            max_connections_per_client: 1024,
+            h2_max_concurrent_streams: 100,
+            h2_stream_window_bytes: 65_535,
+            h2_connection_window_bytes: 1 << 20,
+            h2_max_header_list_bytes: 65_536,
+            h2_max_send_buffer_bytes: 65_536,
+        }
+    }
+}
+
+impl EdgeConf {
+    /// The head limits the request checks use.
+    pub fn head_limits(&self) -> crate::edge::HeadLimits {
+        crate::edge::HeadLimits {
+            request_line: self.max_request_line_bytes,
+            field_line: self.max_header_bytes,
+            head: self.max_head_bytes,
+            fields: self.max_headers,
+        }
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let nonzero = [
+            ("max_request_line_bytes", self.max_request_line_bytes as u64),
+            ("max_header_bytes", self.max_header_bytes as u64),
+            ("max_head_bytes", self.max_head_bytes as u64),
+            ("max_headers", self.max_headers as u64),
+            ("head_timeout_ms", self.head_timeout_ms),
+            ("body_timeout_ms", self.body_timeout_ms),
+            ("keepalive_timeout_seconds", self.keepalive_timeout_seconds),
+            ("h2_idle_timeout_ms", self.h2_idle_timeout_ms),
+            ("tls_handshake_timeout_ms", self.tls_handshake_timeout_ms),
+            (
+                "h2_max_concurrent_streams",
+                self.h2_max_concurrent_streams as u64,
+            ),
+            (
+                "h2_max_header_list_bytes",
+                self.h2_max_header_list_bytes as u64,
+            ),
+            (
+                "h2_max_send_buffer_bytes",
+                self.h2_max_send_buffer_bytes as u64,
+            ),
+        ];
+        for (key, v) in nonzero {
+            if v == 0 {
+                return Err(format!("pingress.edge.{key}: must be greater than 0"));
+            }
+        }
+        // Pingora reads at most 1 MiB of head and 256 fields before its own 400.
+        if self.max_head_bytes > 1_048_575 {
+            return Err(format!(
+                "pingress.edge.max_head_bytes: {} is over Pingora's own head limit (1048575)",
+                self.max_head_bytes
+            ));
+        }
+        if self.max_headers > 256 {
+            return Err(format!(
+                "pingress.edge.max_headers: {} is over Pingora's own limit (256 fields)",
+                self.max_headers
+            ));
+        }
+        for (key, v) in [
+            ("h2_stream_window_bytes", self.h2_stream_window_bytes),
+            (
+                "h2_connection_window_bytes",
+                self.h2_connection_window_bytes,
+            ),
+        ] {
+            if !(65_535..=(1u32 << 31) - 1).contains(&v) {
+                return Err(format!(
+                    "pingress.edge.{key}: {v} is not between 65535 and 2147483647 (RFC 9113)"
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// How limit-rps / limit-rpm / limit-connections answer, and how much they remember.
@@ -159,6 +310,7 @@ impl Default for PingressConf {
             forwarded_for_header: "X-Forwarded-For".into(),
             proxy_protocol: Vec::new(),
             limits: LimitsConf::default(),
+            edge: EdgeConf::default(),
         }
     }
 }
@@ -641,6 +793,7 @@ impl Config {
         if p.limits.tracked_clients == 0 {
             return Err("pingress.limits.tracked_clients: must be greater than 0".into());
         }
+        p.edge.validate()?;
         for (i, a) in p.proxy_protocol.iter().enumerate() {
             if !p.http_listen.contains(a) && !p.https_listen.contains(a) {
                 return Err(format!(

@@ -16,6 +16,7 @@ pub mod config;
 pub mod controller;
 pub mod debug;
 pub mod echo;
+pub mod edge;
 pub mod generation;
 pub mod listen;
 pub mod metrics;

@@ -147,6 +147,12 @@ pub struct Metrics {
     /// lists; `rate`, `connections`: limits; `closed`: an access control that could not be
     /// built).
     pub policy_refusals: IntCounterVec,
+    /// Requests refused at the edge before routing, by status and reason (strict HTTP and
+    /// head limits: `400`, `414`, `431`; body limits: `413`).
+    pub edge_refusals: IntCounterVec,
+    /// Client connections pingress closed, by reason (`head_timeout`, `tls_handshake_timeout`,
+    /// `max_connections`, `max_connections_per_client`).
+    pub downstream_closed: IntCounterVec,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -279,6 +285,22 @@ impl Metrics {
             &["ingress", "policy"],
         )
         .expect("valid metric");
+        let edge_refusals = IntCounterVec::new(
+            Opts::new(
+                "pingress_requests_refused_total",
+                "Requests refused at the edge before routing (strict HTTP, head and body limits), by status and reason",
+            ),
+            &["status", "reason"],
+        )
+        .expect("valid metric");
+        let downstream_closed = IntCounterVec::new(
+            Opts::new(
+                "pingress_downstream_closed_total",
+                "Client connections closed by a timeout or a connection limit, by reason",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
         for kind in DiagKind::ALL {
             diagnostics.with_label_values(&[kind.as_str()]).set(0);
         }
@@ -303,6 +325,8 @@ impl Metrics {
             https_redirects,
             proxy_protocol_rejected,
             policy_refusals,
+            edge_refusals,
+            downstream_closed,
         };
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
             Box::new(m.requests.clone()),
@@ -323,6 +347,8 @@ impl Metrics {
             Box::new(m.https_redirects.clone()),
             Box::new(m.proxy_protocol_rejected.clone()),
             Box::new(m.policy_refusals.clone()),
+            Box::new(m.edge_refusals.clone()),
+            Box::new(m.downstream_closed.clone()),
         ];
         let mut m = m;
         for c in collectors {

@@ -237,7 +237,8 @@ pub fn build(config: Config, opt: Opt) -> anyhow::Result<Server> {
     )
     .with_tracing(
         crate::trace::Tracing::new(&pingress.tracing).map_err(|e| anyhow::anyhow!("{e}"))?,
-    );
+    )
+    .with_edge(&pingress.edge);
     let drain = Duration::from_millis(pingress.keepalive_drain_ms);
     let mut app = pingora_proxy::http_proxy(&server.configuration, gateway);
     if pingress.h2c {

@@ -174,6 +174,30 @@ pub struct Gateway {
     ext_auth: ext_auth::Checker,
     /// OpenTelemetry spans; None while tracing is off.
     tracing: Option<crate::trace::Tracing>,
+    /// Client-facing limits (`pingress.edge`).
+    edge: Edge,
+}
+
+/// The per-request part of `pingress.edge`.
+struct Edge {
+    limits: crate::edge::HeadLimits,
+    /// Body limit of routes without proxy-body-size (0: none).
+    max_body: u64,
+    /// Longest gap between body reads.
+    body_timeout: Duration,
+    /// HTTP/1 keep-alive idle, in seconds.
+    keepalive: u64,
+}
+
+impl From<&crate::config::EdgeConf> for Edge {
+    fn from(c: &crate::config::EdgeConf) -> Self {
+        Edge {
+            limits: c.head_limits(),
+            max_body: c.max_body_bytes,
+            body_timeout: Duration::from_millis(c.body_timeout_ms),
+            keepalive: c.keepalive_timeout_seconds,
+        }
+    }
 }
 
 /// Removes a basic-auth check from the pending map when it ends.
@@ -251,7 +275,68 @@ impl Gateway {
             redirect_port: tls.redirect_port,
             no_route_stats: RouteStats::default(),
             tracing: None,
+            edge: Edge::from(&crate::config::EdgeConf::default()),
         }
+    }
+
+    /// Apply these client-facing limits and timeouts.
+    pub fn with_edge(mut self, edge: &crate::config::EdgeConf) -> Self {
+        self.edge = Edge::from(edge);
+        self
+    }
+
+    /// Strict HTTP at the edge (src/edge.rs), before anything routes on the request, and
+    /// the per-connection settings of HTTP/1: pipelining answered in order, the body read
+    /// gap, the keep-alive idle time. A refusal closes the connection: after ambiguous
+    /// framing nothing else on it can be trusted.
+    async fn strict(&self, session: &mut Session, ctx: &mut Ctx) -> Option<Result<bool>> {
+        if session.is_http2() {
+            return None;
+        }
+        let down = session.as_downstream_mut();
+        down.set_pipelining_enabled(true);
+        down.set_read_timeout(Some(self.edge.body_timeout));
+        if down.get_keepalive().is_some() {
+            down.set_keepalive(Some(self.edge.keepalive));
+        }
+        let raw = down.to_h1_raw();
+        let Err(refusal) = crate::edge::check_h1(down.req_header(), &raw, &self.edge.limits) else {
+            // Absolute-form wins over Host (RFC 9112 §3.2.2; Pingora refuses a Host that
+            // differs): without a Host, route on the target's authority.
+            let req = down.req_header_mut();
+            if !req.headers.contains_key(http::header::HOST) {
+                if let Some(a) = crate::edge::absolute_authority(req.raw_path()) {
+                    let a = HeaderValue::from_bytes(a).ok()?;
+                    let _ = req.insert_header(http::header::HOST, a);
+                }
+            }
+            return None;
+        };
+        self.shared
+            .metrics
+            .edge_refusals
+            .with_label_values(&[&refusal.status.to_string(), refusal.reason])
+            .inc();
+        tracing::debug!(
+            status = refusal.status,
+            reason = refusal.reason,
+            "request refused at the edge"
+        );
+        session.set_keepalive(None);
+        let body: &'static [u8] = match refusal.status {
+            414 => b"414 URI too long\n",
+            431 => b"431 request header fields too large\n",
+            _ => b"400 bad request\n",
+        };
+        Some(self.respond_with(session, ctx, refusal.status, body).await)
+    }
+
+    /// The body limit of a route: its proxy-body-size, else the edge default (0: none).
+    fn body_limit(&self, route: Option<&Route>) -> u64 {
+        route
+            .and_then(|r| r.policy.as_ref())
+            .and_then(|p| p.body_limit)
+            .unwrap_or(self.edge.max_body)
     }
 
     /// Trace requests with this tracer.
@@ -815,6 +900,9 @@ impl ProxyHttp for Gateway {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        if let Some(done) = self.strict(session, ctx).await {
+            return done;
+        }
         if !self.shared.has_routes() {
             self.shared
                 .wait_for_routes(std::time::Duration::from_secs(10))
@@ -997,13 +1085,17 @@ impl ProxyHttp for Gateway {
             Action::Proxy(pool) if pool.is_empty() => Some(503),
             Action::Proxy(_) => None,
         };
+        if phases::body_too_large(self.body_limit(Some(&route)), session.req_header()) {
+            self.shared
+                .metrics
+                .edge_refusals
+                .with_label_values(&["413", "body over the limit"])
+                .inc();
+            session.set_keepalive(None);
+            ctx.route = Some(route);
+            return self.respond(session, ctx, 413).await;
+        }
         if let Some(policy) = &route.policy {
-            if let Some(limit) = policy.body_limit {
-                if phases::body_too_large(limit, session.req_header()) {
-                    ctx.route = Some(route);
-                    return self.respond(session, ctx, 413).await;
-                }
-            }
             if status == Some(503) {
                 if let Some(fb) = &policy.fallback {
                     ctx.fell_back = Some(route.clone());
@@ -1029,15 +1121,15 @@ impl ProxyHttp for Gateway {
         _end_of_stream: bool,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        let limit = ctx
-            .route
-            .as_ref()
-            .and_then(|r| r.policy.as_ref())
-            .and_then(|p| p.body_limit)
-            .filter(|l| *l > 0);
-        if let (Some(limit), Some(b)) = (limit, body) {
+        let limit = self.body_limit(ctx.route.as_deref());
+        if let (true, Some(b)) = (limit > 0, body) {
             ctx.body_seen += b.len() as u64;
             if ctx.body_seen > limit {
+                self.shared
+                    .metrics
+                    .edge_refusals
+                    .with_label_values(&["413", "body over the limit"])
+                    .inc();
                 return Error::e_explain(HTTPStatus(413), "request body over the route's limit");
             }
         }

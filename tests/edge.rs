@@ -1,0 +1,783 @@
+//! Strict HTTP at the edge, over real sockets: a corpus of request-head vectors (framing,
+//! request targets, Host, header obfuscations and head limits, from RFC 9110/9112 and the
+//! public request-smuggling write-ups), sent raw over plain TCP and over TLS. For each one
+//! the test asserts pingress's answer, what the pod received (nothing, or exactly the one
+//! request meant), that no smuggled second request ever reached the pod, and that the
+//! gateway still serves afterwards. Plus pipelining, and pingress's own answers with a
+//! request body still unread on the connection.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use rustls::pki_types::ServerName;
+use support::tls::{tls_ingress, tls_secret, Ca};
+use support::*;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+const HOST: &str = "edge.test";
+
+/// One request as the pod read it, body complete.
+#[derive(Debug, Clone)]
+struct Seen {
+    method: String,
+    path: String,
+    body: Vec<u8>,
+}
+
+/// A pod that records each request it read completely, and answers 200 `pod`.
+async fn recording_pod() -> (SocketAddr, Arc<Mutex<Vec<Seen>>>) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let log = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                continue;
+            };
+            let log = log.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(
+                    move |req: hyper::Request<hyper::body::Incoming>| {
+                        let log = log.clone();
+                        async move {
+                            let method = req.method().to_string();
+                            let path = req
+                                .uri()
+                                .path_and_query()
+                                .map(|p| p.to_string())
+                                .unwrap_or_default();
+                            let body = req.into_body().collect().await?.to_bytes().to_vec();
+                            log.lock().unwrap().push(Seen { method, path, body });
+                            Ok::<_, hyper::Error>(hyper::Response::new(Full::new(
+                                Bytes::from_static(b"pod"),
+                            )))
+                        }
+                    },
+                );
+                // More fields than pingress lets through, so that its limit is what is tested.
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .max_headers(400)
+                    .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc)
+                    .await;
+            });
+        }
+    });
+    (addr, seen)
+}
+
+struct Edge {
+    gw: Gateway,
+    ca: Ca,
+    seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+impl Edge {
+    async fn start(extra: &str) -> Edge {
+        let (pod, seen) = recording_pod().await;
+        let ca = Ca::new();
+        let pem = ca.issue(&[HOST], "edge");
+        let site = format!(
+            "{CLASS}{}{}{}{}",
+            service("shop", "web", &[("http", 80)]),
+            slices("shop", "web", "http", &[pod]),
+            tls_secret("shop", "edge-tls", &pem),
+            tls_ingress(
+                "shop",
+                "web",
+                &[("nginx.ingress.kubernetes.io/ssl-redirect", "false")],
+                &[("edge-tls", &[HOST])],
+                &[HOST],
+                "web",
+                "80",
+            ),
+        );
+        let gw = Gateway::start_with(&[("site.yaml", site)], extra).await;
+        gw.wait_for(HOST, "/ok", "pod").await;
+        Edge { gw, ca, seen }
+    }
+
+    async fn tls(&self) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+        let mut roots = rustls::RootCertStore::empty();
+        for c in rustls_pemfile::certs(&mut self.ca.pem().as_bytes()) {
+            roots.add(c.unwrap()).unwrap();
+        }
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+        let tcp = tokio::net::TcpStream::connect(self.gw.https).await.unwrap();
+        connector
+            .connect(ServerName::try_from(HOST).unwrap(), tcp)
+            .await
+            .unwrap()
+    }
+
+    /// Send `raw` on a new connection (TLS or not), read until the gateway closes it (or
+    /// 20 s), and return the statuses of the responses read, in order.
+    async fn send(&self, raw: &[u8], tls: bool) -> (Vec<u16>, String) {
+        if tls {
+            exchange(self.tls().await, raw).await
+        } else {
+            exchange(
+                tokio::net::TcpStream::connect(self.gw.http).await.unwrap(),
+                raw,
+            )
+            .await
+        }
+    }
+
+    fn take_seen(&self) -> Vec<Seen> {
+        std::mem::take(&mut *self.seen.lock().unwrap())
+    }
+}
+
+async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(mut s: S, raw: &[u8]) -> (Vec<u16>, String) {
+    // A write may fail once the gateway has answered and closed: what was read still counts.
+    let _ = s.write_all(raw).await;
+    let _ = s.flush().await;
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut out)).await;
+    let text = String::from_utf8_lossy(&out).into_owned();
+    (statuses(&text), text)
+}
+
+/// Status codes of the HTTP/1 responses in `text`.
+fn statuses(text: &str) -> Vec<u16> {
+    text.match_indices("HTTP/1.1 ")
+        .filter(|(i, _)| *i == 0 || text[..*i].ends_with('\n') || text[..*i].ends_with("pod"))
+        .filter_map(|(i, _)| text.get(i + 9..i + 12)?.parse().ok())
+        .collect()
+}
+
+/// What a vector must get.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Want {
+    /// pingress answers this status itself; the pod gets nothing.
+    Refused(u16),
+    /// The pod gets exactly one request, `POST /ok` or `GET /ok`, with this body.
+    Forwarded(&'static [u8]),
+    /// The pod gets exactly one request, for this target (as Pingora normalised it).
+    Target(&'static str),
+    /// A chunked body Pingora's parser (httparse) reads leniently: whatever pingress
+    /// answers, the pod gets at most the one request, re-framed, never a second.
+    AtMostOne,
+}
+
+struct Vector {
+    name: String,
+    raw: Vec<u8>,
+    want: Want,
+}
+
+/// The smuggled request some vectors hide in their body: it must never reach the pod.
+const SMUGGLED: &str = "GET /smuggled HTTP/1.1\r\nHost: edge.test\r\n\r\n";
+
+fn v(name: impl Into<String>, raw: impl Into<Vec<u8>>, want: Want) -> Vector {
+    Vector {
+        name: name.into(),
+        raw: raw.into(),
+        want,
+    }
+}
+
+fn post(fields: &str, body: &str) -> Vec<u8> {
+    format!("POST /ok HTTP/1.1\r\nHost: {HOST}\r\n{fields}Connection: close\r\n\r\n{body}")
+        .into_bytes()
+}
+
+fn corpus() -> Vec<Vector> {
+    use Want::*;
+    let mut c = Vec::new();
+    // Content-Length values: only 1*DIGIT that fits in 63 bits frames a body.
+    let body5 = "hello";
+    for (cl, want) in [
+        ("5", Forwarded(b"hello")),
+        ("05", Forwarded(b"hello")),
+        ("0005", Forwarded(b"hello")),
+        // Pingora accepts identical duplicates in two fields, not joined in one.
+        ("5, 5", Refused(400)),
+        ("+5", Refused(400)),
+        ("-5", Refused(400)),
+        ("5.0", Refused(400)),
+        ("0x5", Refused(400)),
+        ("5e0", Refused(400)),
+        ("5,", Refused(400)),
+        (",5", Refused(400)),
+        ("5 5", Refused(400)),
+        ("5, 6", Refused(400)),
+        ("five", Refused(400)),
+        ("", Refused(400)),
+        ("9223372036854775808", Refused(400)),
+        ("18446744073709551615", Refused(400)),
+        ("18446744073709551616", Refused(400)),
+        ("99999999999999999999999", Refused(400)),
+        ("\u{b}5", Refused(400)),
+        ("5\u{c}", Refused(400)),
+    ] {
+        c.push(v(
+            format!("Content-Length: {cl:?}"),
+            post(&format!("Content-Length: {cl}\r\n"), body5),
+            want,
+        ));
+    }
+    // Two Content-Length fields.
+    for (a, b, want) in [
+        ("5", "5", Forwarded(b"hello")),
+        ("5", "6", Refused(400)),
+        ("5", "", Refused(400)),
+        ("0", "5", Refused(400)),
+    ] {
+        c.push(v(
+            format!("Content-Length twice {a:?} {b:?}"),
+            post(
+                &format!("Content-Length: {a}\r\nContent-Length: {b}\r\n"),
+                body5,
+            ),
+            want,
+        ));
+    }
+    // Transfer-Encoding: exactly `chunked`, alone, on HTTP/1.1.
+    let chunked = "5\r\nhello\r\n0\r\n\r\n".to_string();
+    for (te, want) in [
+        ("chunked", Forwarded(b"hello")),
+        ("Chunked", Forwarded(b"hello")),
+        ("CHUNKED", Forwarded(b"hello")),
+        ("gzip, chunked", Refused(400)),
+        ("deflate, chunked", Refused(400)),
+        ("identity, chunked", Refused(400)),
+        ("chunked, chunked", Refused(400)),
+        ("chunked, gzip", Refused(400)),
+        ("identity", Refused(400)),
+        ("gzip", Refused(400)),
+        ("xchunked", Refused(400)),
+        ("chunkedx", Refused(400)),
+        ("chunk", Refused(400)),
+        ("chunked;q=1", Refused(400)),
+        ("\"chunked\"", Refused(400)),
+        ("chu nked", Refused(400)),
+        ("", Refused(400)),
+        ("chunked\u{b}", Refused(400)),
+    ] {
+        c.push(v(
+            format!("Transfer-Encoding: {te:?}"),
+            post(&format!("Transfer-Encoding: {te}\r\n"), &chunked),
+            want,
+        ));
+    }
+    c.push(v(
+        "Transfer-Encoding twice",
+        post(
+            "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n",
+            &chunked,
+        ),
+        Refused(400),
+    ));
+    // Transfer-Encoding with Content-Length, in every order and casing, with a request hidden
+    // where one of the two framings would end.
+    for cl in [
+        "Content-Length",
+        "content-length",
+        "CONTENT-LENGTH",
+        "Content-length",
+    ] {
+        for (order, fields) in [
+            (
+                "CL first",
+                format!("{cl}: 5\r\nTransfer-Encoding: chunked\r\n"),
+            ),
+            (
+                "TE first",
+                format!("Transfer-Encoding: chunked\r\n{cl}: 5\r\n"),
+            ),
+        ] {
+            c.push(v(
+                format!("CL.TE {cl} {order}"),
+                post(&fields, &format!("0\r\n\r\n{SMUGGLED}")),
+                Refused(400),
+            ));
+            c.push(v(
+                format!("TE.CL {cl} {order}"),
+                post(&fields, &format!("3c\r\n{SMUGGLED}\r\n0\r\n\r\n")),
+                Refused(400),
+            ));
+        }
+    }
+    // Transfer-Encoding on HTTP/1.0.
+    c.push(v(
+        "Transfer-Encoding on HTTP/1.0",
+        format!("POST /ok HTTP/1.0\r\nHost: {HOST}\r\nTransfer-Encoding: chunked\r\n\r\n{chunked}"),
+        Refused(400),
+    ));
+    // Chunk sizes and chunk framing.
+    for (chunks, want) in [
+        ("5\r\nhello\r\n0\r\n\r\n", Forwarded(b"hello")),
+        ("5;ext=1\r\nhello\r\n0\r\n\r\n", Forwarded(b"hello")),
+        ("2\r\nhe\r\n3\r\nllo\r\n0\r\n\r\n", Forwarded(b"hello")),
+        ("0\r\n\r\n", Forwarded(b"")),
+    ] {
+        c.push(v(
+            format!("chunks {chunks:?}"),
+            post("Transfer-Encoding: chunked\r\n", chunks),
+            want,
+        ));
+    }
+    for chunks in [
+        "0x5\r\nhello\r\n0\r\n\r\n",
+        "-5\r\nhello\r\n0\r\n\r\n",
+        "+5\r\nhello\r\n0\r\n\r\n",
+        "g\r\nhello\r\n0\r\n\r\n",
+        " 5\r\nhello\r\n0\r\n\r\n",
+        "ffffffffffffffffff\r\nhello\r\n0\r\n\r\n",
+        "10000000000000000\r\nhello\r\n0\r\n\r\n",
+        "5\r\nhelloXX0\r\n\r\n",
+    ] {
+        c.push(Vector {
+            name: format!("bad chunks {chunks:?}"),
+            raw: post("Transfer-Encoding: chunked\r\n", chunks),
+            // Chunked bodies are streamed: the head may already be on its way, but the pod
+            // never reads a complete request.
+            want: Refused(0),
+        });
+    }
+    // An empty chunk-size line: httparse reads it as the last chunk, and the rest as
+    // trailers. The pod gets one request with an empty body; nothing is left to smuggle.
+    c.push(v(
+        "empty chunk-size line",
+        post(
+            "Transfer-Encoding: chunked\r\n",
+            &format!("\r\n{SMUGGLED}\r\n0\r\n\r\n"),
+        ),
+        AtMostOne,
+    ));
+    // Header-name obfuscations of the framing fields (whitespace before the colon, obs-fold,
+    // control bytes): never a second framing.
+    for fields in [
+        "Transfer-Encoding : chunked\r\n",
+        "Transfer-Encoding\t: chunked\r\n",
+        " Transfer-Encoding: chunked\r\n",
+        "X: y\r\n Transfer-Encoding: chunked\r\n",
+        "X: y\r\n\tTransfer-Encoding: chunked\r\n",
+        "Transfer-Encoding:\r\n chunked\r\n",
+        "Transfer\u{0}Encoding: chunked\r\n",
+        "Content-Length : 5\r\n",
+        "Content-Length\u{b}: 5\r\n",
+        " Content-Length: 5\r\n",
+        "Content-Length: 5\r\nX: y\r\n Content-Length: 6\r\n",
+        "Content-Length: 5\r\nTransfer-Encoding\r\n",
+    ] {
+        c.push(v(
+            format!("obfuscated {fields:?}"),
+            post(fields, &format!("0\r\n\r\n{SMUGGLED}")),
+            Refused(400),
+        ));
+    }
+    // Field syntax: CR, LF and NUL inside values and names; bare CR; invalid name bytes.
+    for fields in [
+        "X: a\rb\r\n",
+        "X: a\u{0}b\r\n",
+        "X\r\n",
+        "X a: b\r\n",
+        "(X): b\r\n",
+        "X[1]: b\r\n",
+        ": empty-name\r\n",
+        "X: a\r\rb\r\n",
+    ] {
+        c.push(v(
+            format!("field syntax {fields:?}"),
+            format!("GET /ok HTTP/1.1\r\nHost: {HOST}\r\n{fields}Connection: close\r\n\r\n"),
+            Refused(400),
+        ));
+    }
+    // Request targets (RFC 9112 §3.2).
+    let get = |line: &str, fields: &str| {
+        format!("{line}\r\n{fields}Connection: close\r\n\r\n").into_bytes()
+    };
+    let host = format!("Host: {HOST}\r\n");
+    for (line, want) in [
+        ("GET /ok HTTP/1.1", Forwarded(b"")),
+        ("OPTIONS * HTTP/1.1", Target("*")),
+        ("GET * HTTP/1.1", Refused(400)),
+        ("POST * HTTP/1.1", Refused(400)),
+        ("HEAD * HTTP/1.1", Refused(400)),
+        ("GET ok HTTP/1.1", Refused(400)),
+        ("GET ?a=b HTTP/1.1", Refused(400)),
+        ("GET ftp://edge.test/ok HTTP/1.1", Refused(400)),
+        ("GET http:///ok HTTP/1.1", Refused(400)),
+        ("GET edge.test:80 HTTP/1.1", Refused(400)),
+        ("GET /ok HTTP/1.1 extra", Refused(400)),
+        ("GET  /ok HTTP/1.1", Refused(400)),
+        ("GET /ok HTTP/2.0", Refused(400)),
+        ("GET /ok HTTP/1.2", Refused(400)),
+        ("GET /ok http/1.1", Refused(400)),
+        // Pingora percent-encodes what is not allowed in a target, so the pod gets one
+        // well-formed target.
+        ("GET /o k HTTP/1.1", Target("/o%20k")),
+        ("G(T /ok HTTP/1.1", Refused(400)),
+        ("GET /ok\u{0} HTTP/1.1", Target("/ok%00")),
+        ("CONNECT edge.test:443 HTTP/1.1", Refused(405)),
+    ] {
+        c.push(v(format!("target {line:?}"), get(line, &host), want));
+    }
+    // absolute-form wins over Host: without a Host it routes on the target's authority; a
+    // Host that differs is refused (Pingora checks it before any hook).
+    c.push(v(
+        "absolute-form, no Host",
+        get(&format!("GET http://{HOST}/ok HTTP/1.1"), ""),
+        Forwarded(b""),
+    ));
+    c.push(v(
+        "absolute-form, same Host",
+        get(&format!("GET http://{HOST}/ok HTTP/1.1"), &host),
+        Forwarded(b""),
+    ));
+    c.push(v(
+        "absolute-form, other Host",
+        get(
+            &format!("GET http://{HOST}/ok HTTP/1.1"),
+            "Host: other.test\r\n",
+        ),
+        Refused(400),
+    ));
+    c.push(v(
+        "absolute-form with userinfo",
+        get(&format!("GET http://u@{HOST}/ok HTTP/1.1"), ""),
+        Refused(400),
+    ));
+    // Host (RFC 9112 §3.2, RFC 3986 authority).
+    for (fields, want) in [
+        (format!("Host: {HOST}\r\n"), Forwarded(b"")),
+        (format!("Host: {HOST}:80\r\n"), Forwarded(b"")),
+        ("Host: EDGE.test\r\n".to_string(), Forwarded(b"")),
+        ("".to_string(), Refused(400)),
+        (format!("Host: {HOST}\r\nHost: {HOST}\r\n"), Refused(400)),
+        (
+            format!("Host: {HOST}\r\nHost: other.test\r\n"),
+            Refused(400),
+        ),
+        (format!("Host: {HOST}:abc\r\n"), Refused(400)),
+        (format!("Host: {HOST}:99999\r\n"), Refused(400)),
+        (format!("Host: {HOST}:80:80\r\n"), Refused(400)),
+        (format!("Host: {HOST}/x\r\n"), Refused(400)),
+        (format!("Host: {HOST}?x\r\n"), Refused(400)),
+        (format!("Host: user@{HOST}\r\n"), Refused(400)),
+        (format!("Host: {HOST} other\r\n"), Refused(400)),
+        ("Host: [::1\r\n".to_string(), Refused(400)),
+        ("Host: [zz::1]\r\n".to_string(), Refused(400)),
+        (format!("Host: \"{HOST}\"\r\n"), Refused(400)),
+        (format!("Host: {HOST}\\x\r\n"), Refused(400)),
+    ] {
+        c.push(v(
+            format!("Host {fields:?}"),
+            get("GET /ok HTTP/1.1", &fields),
+            want,
+        ));
+    }
+    // HTTP/1.0 needs no Host (it then matches no host rule: the default backend's 404).
+    c.push(v(
+        "HTTP/1.0 without Host",
+        get("GET /ok HTTP/1.0", ""),
+        Refused(404),
+    ));
+    // Head limits (defaults: 8 KiB request line, 16 KiB per field, 60 KiB head, 100 fields).
+    for (n, want) in [
+        (8000, Forwarded(b"")),
+        (8200, Refused(414)),
+        (40_000, Refused(414)),
+    ] {
+        c.push(v(
+            format!("request line of {n} bytes"),
+            get(&format!("GET /ok?{} HTTP/1.1", "a".repeat(n - 17)), &host),
+            want,
+        ));
+    }
+    for (n, want) in [
+        (16_000, Forwarded(b"")),
+        (16_500, Refused(431)),
+        (64 * 1024, Refused(431)),
+    ] {
+        c.push(v(
+            format!("one field of {n} bytes"),
+            get(
+                "GET /ok HTTP/1.1",
+                &format!("{host}X: {}\r\n", "b".repeat(n - 3)),
+            ),
+            want,
+        ));
+    }
+    for (n, want) in [(3, Forwarded(b"")), (4, Refused(431)), (15, Refused(431))] {
+        let fields: String = (0..n)
+            .map(|i| format!("X-{i}: {}\r\n", "c".repeat(15_990)))
+            .collect();
+        c.push(v(
+            format!("{n} fields of 16 KB"),
+            get("GET /ok HTTP/1.1", &format!("{host}{fields}")),
+            want,
+        ));
+    }
+    for (n, want) in [
+        (97, Forwarded(b"")),
+        (101, Refused(431)),
+        (200, Refused(431)),
+        (300, Refused(400)),
+    ] {
+        let fields: String = (0..n).map(|i| format!("X-{i}: v\r\n")).collect();
+        c.push(v(
+            format!("{n} more fields"),
+            get("GET /ok HTTP/1.1", &format!("{host}{fields}")),
+            want,
+        ));
+    }
+    // Bodies against the default 1 MiB limit: refused before anything is forwarded when
+    // Content-Length says so.
+    c.push(v(
+        "Content-Length over the body limit",
+        post("Content-Length: 1048577\r\n", ""),
+        Refused(413),
+    ));
+    c.push(v(
+        "Content-Length at the body limit",
+        post("Content-Length: 5\r\n", body5),
+        Forwarded(b"hello"),
+    ));
+    // Methods.
+    for m in [
+        "GET", "HEAD", "DELETE", "PATCH", "PUT", "PROPFIND", "X-CUSTOM",
+    ] {
+        c.push(v(
+            format!("method {m}"),
+            format!(
+                "{m} /ok HTTP/1.1
+{host}Connection: close
+
+"
+            ),
+            Forwarded(b""),
+        ));
+    }
+    // Line endings: bare LF is tolerated by Pingora for the whole head; mixed forms too.
+    c.push(v(
+        "bare LF head",
+        format!("GET /ok HTTP/1.1\nHost: {HOST}\nConnection: close\n\n"),
+        Forwarded(b""),
+    ));
+    c.push(v(
+        "leading empty line",
+        format!("\r\nGET /ok HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n"),
+        Forwarded(b""),
+    ));
+    c
+}
+
+/// Checks one vector's outcome. `seen`: what the pod read for it.
+fn check(
+    vector: &Vector,
+    statuses: &[u16],
+    text: &str,
+    seen: &[Seen],
+    tls: bool,
+) -> Result<(), String> {
+    let ctx = || {
+        format!(
+            "{} (tls: {tls}): answers {statuses:?}, pod saw {seen:?}\n{}",
+            vector.name,
+            &text[..text.len().min(300)]
+        )
+    };
+    if seen.iter().any(|s| s.path.contains("smuggled")) {
+        return Err(format!("SMUGGLED request reached the pod: {}", ctx()));
+    }
+    match vector.want {
+        Want::Refused(code) => {
+            if !seen.is_empty() {
+                return Err(format!("the pod got a request: {}", ctx()));
+            }
+            if code != 0 && statuses.first() != Some(&code) {
+                return Err(format!("want {code}: {}", ctx()));
+            }
+        }
+        Want::Target(t) => {
+            if seen.len() != 1 || seen[0].path != t || statuses.first() != Some(&200) {
+                return Err(format!("want one request for {t}: {}", ctx()));
+            }
+        }
+        Want::AtMostOne => {
+            if seen.len() > 1 {
+                return Err(format!("more than one request: {}", ctx()));
+            }
+        }
+        Want::Forwarded(body) => {
+            let method = String::from_utf8_lossy(&vector.raw);
+            let method = method.trim_start().split(' ').next().unwrap_or("");
+            if seen.len() != 1
+                || seen[0].method != method
+                || !seen[0].path.starts_with("/ok")
+                || seen[0].body != body
+            {
+                return Err(format!(
+                    "want exactly one request to /ok with body {:?}: {}",
+                    String::from_utf8_lossy(body),
+                    ctx()
+                ));
+            }
+            if statuses.first() != Some(&200) {
+                return Err(format!("want 200: {}", ctx()));
+            }
+        }
+    }
+    if statuses.len() > 1 {
+        return Err(format!("more than one response: {}", ctx()));
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_vectors_are_refused_or_forwarded_unambiguously_over_tcp_and_tls() {
+    let edge = Edge::start("").await;
+    let corpus = corpus();
+    assert!(corpus.len() >= 150, "{} vectors", corpus.len());
+    let mut failures = Vec::new();
+    let mut sent = 0;
+    for tls in [false, true] {
+        for vector in &corpus {
+            edge.take_seen();
+            let (statuses, text) = edge.send(&vector.raw, tls).await;
+            sent += 1;
+            // What the pod read for it (a forwarded request is recorded before its answer).
+            let seen = edge.take_seen();
+            if let Err(e) = check(vector, &statuses, &text, &seen, tls) {
+                failures.push(e);
+            }
+        }
+        // Still serving.
+        let (statuses, _) = edge
+            .send(
+                format!("GET /ok HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n").as_bytes(),
+                tls,
+            )
+            .await;
+        assert_eq!(
+            statuses,
+            vec![200],
+            "gateway not serving after the corpus (tls: {tls})"
+        );
+    }
+    assert!(sent >= 300, "{sent} vectors sent");
+    assert!(
+        failures.is_empty(),
+        "{} of {sent} vectors failed:\n{}",
+        failures.len(),
+        failures.join("\n\n")
+    );
+    let refused = edge
+        .gw
+        .metric("pingress_requests_refused_total{reason=\"Transfer-Encoding together with Content-Length\",status=\"400\"}")
+        .await;
+    assert_eq!(
+        refused,
+        Some(32.0),
+        "each CL+TE vector counted once, over both transports"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_requests_are_answered_in_order_on_one_connection() {
+    let edge = Edge::start("").await;
+    for tls in [false, true] {
+        edge.take_seen();
+        let raw = format!(
+            "GET /ok?1 HTTP/1.1\r\nHost: {HOST}\r\n\r\nPOST /ok?2 HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: 5\r\n\r\nhelloGET /ok?3 HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n"
+        );
+        let (statuses, text) = edge.send(raw.as_bytes(), tls).await;
+        assert_eq!(statuses, vec![200, 200, 200], "tls {tls}: {text}");
+        let paths: Vec<String> = edge.take_seen().into_iter().map(|s| s.path).collect();
+        assert_eq!(paths, ["/ok?1", "/ok?2", "/ok?3"], "tls {tls}");
+    }
+}
+
+/// Each answer pingress writes itself, with the request's body unread: a pipelined GET
+/// after it is answered on the same connection, or the connection is closed; the body
+/// is never read as a request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn own_answers_discard_the_request_body() {
+    let (pod, seen) = recording_pod().await;
+    let ann = |k: &str, v: &str| format!("    nginx.ingress.kubernetes.io/{k}: \"{v}\"\n");
+    let ing = |name: &str, host: &str, anns: String, svc: &str| {
+        format!(
+            "---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: {name}\n  namespace: shop\n  annotations:\n    x: \"y\"\n{anns}spec:\n  ingressClassName: pingress\n  rules:\n  - host: {host}\n    http:\n      paths:\n      - path: /\n        pathType: Prefix\n        backend:\n          service:\n            name: {svc}\n            port: {{number: 80}}\n"
+        )
+    };
+    let site = format!(
+        "{CLASS}{}{}{}{}{}{}{}{}{}",
+        service("shop", "web", &[("http", 80)]),
+        slices("shop", "web", "http", &[pod]),
+        service("shop", "empty", &[("http", 80)]),
+        ing("ok", "ok.test", String::new(), "web"),
+        ing("small", "small.test", ann("proxy-body-size", "4"), "web"),
+        ing(
+            "moved",
+            "moved.test",
+            ann("permanent-redirect", "https://elsewhere.test/"),
+            "web"
+        ),
+        ing(
+            "denied",
+            "denied.test",
+            ann("whitelist-source-range", "10.0.0.0/8"),
+            "web"
+        ),
+        ing("down", "down.test", String::new(), "empty"),
+        ing(
+            "closed",
+            "closed.test",
+            ann("whitelist-source-range", "not-a-cidr"),
+            "web"
+        ),
+    );
+    let gw = Gateway::start(&[("site.yaml", site)]).await;
+    gw.wait_for("ok.test", "/", "pod").await;
+    for (host, code) in [
+        ("nowhere.test", 404),
+        ("small.test", 413),
+        ("moved.test", 301),
+        ("denied.test", 403),
+        ("down.test", 503),
+        ("closed.test", 503),
+    ] {
+        seen.lock().unwrap().clear();
+        let raw = format!(
+            "POST /first HTTP/1.1\r\nHost: {host}\r\nContent-Length: {}\r\n\r\n{SMUGGLED}GET /after HTTP/1.1\r\nHost: ok.test\r\nConnection: close\r\n\r\n",
+            SMUGGLED.len()
+        );
+        let tcp = tokio::net::TcpStream::connect(gw.http).await.unwrap();
+        let (statuses, text) = exchange(tcp, raw.as_bytes()).await;
+        let paths: Vec<String> = seen
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|s| s.path.clone())
+            .collect();
+        assert_eq!(statuses.first(), Some(&code), "{host}: {text}");
+        assert!(
+            !paths.iter().any(|p| p.contains("smuggled")),
+            "{host}: the body was read as a request: {paths:?}"
+        );
+        match statuses.len() {
+            1 => assert!(paths.is_empty(), "{host}: {paths:?}"),
+            2 => {
+                assert_eq!(statuses[1], 200, "{host}: {text}");
+                assert_eq!(paths, ["/after"], "{host}");
+            }
+            _ => panic!("{host}: {statuses:?}\n{text}"),
+        }
+    }
+}
