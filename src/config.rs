@@ -141,8 +141,6 @@ pub struct EdgeConf {
     pub keepalive_timeout_seconds: u64,
     /// How long an HTTP/2 connection with no open stream stays open. Default: 60000.
     pub h2_idle_timeout_ms: u64,
-    /// Time for a client to complete the TLS handshake, from accept. Default: 10000.
-    pub tls_handshake_timeout_ms: u64,
     /// Open client connections for the whole process; past it new connections are closed
     /// at once. 0: no limit. Default: 100000.
     pub max_connections: usize,
@@ -177,7 +175,6 @@ impl Default for EdgeConf {
             body_timeout_ms: 10_000,
             keepalive_timeout_seconds: 60,
             h2_idle_timeout_ms: 60_000,
-            tls_handshake_timeout_ms: 10_000,
             max_connections: 100_000,
             max_connections_per_client: 1024,
             h2_max_concurrent_streams: 100,
@@ -210,7 +207,6 @@ impl EdgeConf {
             ("body_timeout_ms", self.body_timeout_ms),
             ("keepalive_timeout_seconds", self.keepalive_timeout_seconds),
             ("h2_idle_timeout_ms", self.h2_idle_timeout_ms),
-            ("tls_handshake_timeout_ms", self.tls_handshake_timeout_ms),
             (
                 "h2_max_concurrent_streams",
                 self.h2_max_concurrent_streams as u64,

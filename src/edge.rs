@@ -250,5 +250,7 @@ fn raw_has_field(raw: &[u8], name: &[u8]) -> bool {
     })
 }
 
+pub mod conn;
+
 #[cfg(test)]
 mod tests;

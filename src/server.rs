@@ -131,6 +131,12 @@ struct Draining<A> {
     delay: Duration,
     proxy_protocol: Option<Arc<ProxyProtocol>>,
     connections: prometheus::IntGauge,
+    /// `pingress.edge`: connection limits and the request-head deadline.
+    max_connections: usize,
+    max_per_client: usize,
+    per_client: Arc<crate::edge::conn::PerClient>,
+    head_timeout: Duration,
+    closed: prometheus::IntCounterVec,
 }
 
 /// Counts one open client connection while alive.
@@ -151,6 +157,10 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Draining<A> {
     ) -> Option<pingora::protocols::Stream> {
         self.connections.inc();
         let _open = Open(self.connections.clone());
+        if self.max_connections > 0 && self.connections.get() > self.max_connections as i64 {
+            self.closed.with_label_values(&["max_connections"]).inc();
+            return None;
+        }
         let session = match &self.proxy_protocol {
             Some(pp) if session.as_any().is::<L4Stream>() => {
                 let mut l4 = session.into_any().downcast::<L4Stream>().ok()?;
@@ -159,6 +169,27 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Draining<A> {
             }
             _ => session,
         };
+        // The client: the socket peer, or the PROXY header's source.
+        let client = session
+            .get_socket_digest()
+            .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
+        let _slot = match client {
+            Some(ip) if self.max_per_client > 0 => {
+                let Some(slot) = self.per_client.try_open(ip, self.max_per_client) else {
+                    self.closed
+                        .with_label_values(&["max_connections_per_client"])
+                        .inc();
+                    return None;
+                };
+                Some(slot)
+            }
+            _ => None,
+        };
+        let session = Box::new(crate::edge::conn::HeadDeadline::new(
+            session,
+            self.head_timeout,
+            self.closed.with_label_values(&["head_timeout"]),
+        ));
         self.inner.process_new(session, shutdown).await
     }
 
@@ -240,12 +271,21 @@ pub fn build(config: Config, opt: Opt) -> anyhow::Result<Server> {
     )
     .with_edge(&pingress.edge);
     let drain = Duration::from_millis(pingress.keepalive_drain_ms);
+    let edge = pingress.edge.clone();
     let mut app = pingora_proxy::http_proxy(&server.configuration, gateway);
-    if pingress.h2c {
-        let mut options = HttpServerOptions::default();
-        options.h2c = true;
-        app.server_options = Some(options);
-    }
+    let mut options = HttpServerOptions::default();
+    options.h2c = pingress.h2c;
+    options.h2_idle_timeout = Some(Duration::from_millis(edge.h2_idle_timeout_ms));
+    app.server_options = Some(options);
+    // HTTP/2 limits: streams, windows, header list, and the response bytes buffered per
+    // stream for a client that does not read (past it, back-pressure reaches the pod).
+    let mut h2 = pingora::protocols::http::v2::server::default_h2_options();
+    h2.max_concurrent_streams(edge.h2_max_concurrent_streams)
+        .initial_window_size(edge.h2_stream_window_bytes)
+        .initial_connection_window_size(edge.h2_connection_window_bytes)
+        .max_header_list_size(edge.h2_max_header_list_bytes)
+        .max_send_buffer_size(edge.h2_max_send_buffer_bytes);
+    app.h2_options = Some(h2);
     let mut proxy = Service::new(
         "pingress http".to_string(),
         Draining {
@@ -253,6 +293,11 @@ pub fn build(config: Config, opt: Opt) -> anyhow::Result<Server> {
             delay: drain,
             proxy_protocol: proxy_protocol.clone(),
             connections: shared.metrics.downstream_connections.clone(),
+            max_connections: edge.max_connections,
+            max_per_client: edge.max_connections_per_client,
+            per_client: Default::default(),
+            head_timeout: Duration::from_millis(edge.head_timeout_ms),
+            closed: shared.metrics.downstream_closed.clone(),
         },
     );
     if let Some(pp) = &proxy_protocol {

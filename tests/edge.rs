@@ -781,3 +781,134 @@ async fn own_answers_discard_the_request_body() {
         }
     }
 }
+
+/// Slowloris, the quick variant (the load harness runs the big one): clients that send a
+/// head one byte at a time are closed once the head deadline passes, while a normal
+/// client is served throughout; a keep-alive connection idle for longer than the head
+/// deadline is not touched (it is the keep-alive timeout's).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_heads_are_closed_at_the_head_deadline_and_idle_keepalive_is_not() {
+    let edge = Edge::start("  edge: {head_timeout_ms: 1500}\n").await;
+    let started = std::time::Instant::now();
+    let mut slow = Vec::new();
+    for _ in 0..40 {
+        let mut s = tokio::net::TcpStream::connect(edge.gw.http).await.unwrap();
+        s.write_all(b"GET /ok HTTP/1.1\r\n").await.unwrap();
+        slow.push(s);
+    }
+    // An idle keep-alive connection, after one answered request.
+    let mut idle = tokio::net::TcpStream::connect(edge.gw.http).await.unwrap();
+    let one = format!("GET /ok HTTP/1.1\r\nHost: {HOST}\r\n\r\n");
+    idle.write_all(one.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = idle.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    // Trickle one header byte per 100 ms on every slow connection until each is closed.
+    let trickle = tokio::spawn(async move {
+        let mut open = slow;
+        let mut closed = 0;
+        while !open.is_empty() && started.elapsed() < Duration::from_secs(60) {
+            let mut still = Vec::new();
+            for mut s in open {
+                if s.write_all(b"X").await.is_ok() && s.flush().await.is_ok() {
+                    let mut b = [0u8; 64];
+                    match tokio::time::timeout(Duration::from_millis(1), s.read(&mut b)).await {
+                        Ok(Ok(0)) | Ok(Err(_)) => closed += 1,
+                        _ => still.push(s),
+                    }
+                } else {
+                    closed += 1;
+                }
+            }
+            open = still;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        (closed, started.elapsed())
+    });
+    // Meanwhile a normal client is served.
+    for _ in 0..20 {
+        let (statuses, _) = edge
+            .send(
+                format!("GET /ok HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n").as_bytes(),
+                false,
+            )
+            .await;
+        assert_eq!(statuses, vec![200]);
+    }
+    let (closed, took) = trickle.await.unwrap();
+    assert_eq!(closed, 40, "slow connections closed (after {took:?})");
+    assert!(
+        took >= Duration::from_millis(1500),
+        "closed before the deadline: {took:?}"
+    );
+    let timeouts = edge
+        .gw
+        .metric("pingress_downstream_closed_total{reason=\"head_timeout\"}")
+        .await;
+    assert!(timeouts >= Some(40.0), "{timeouts:?}");
+    // The idle keep-alive connection outlived the head deadline and still serves.
+    assert!(started.elapsed() > Duration::from_millis(1500));
+    idle.write_all(one.as_bytes()).await.unwrap();
+    let n = idle.read(&mut buf).await.unwrap();
+    assert!(
+        String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"),
+        "idle keep-alive connection was closed"
+    );
+}
+
+/// Connection limits: past `max_connections_per_client` (and `max_connections`) a new
+/// connection is closed at once, counted; closing one lets the next in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_over_the_limits_are_closed_and_counted() {
+    for (key, reason) in [
+        ("max_connections_per_client", "max_connections_per_client"),
+        ("max_connections", "max_connections"),
+    ] {
+        let edge = Edge::start(&format!("  edge: {{{key}: 3}}\n")).await;
+        let one = format!("GET /ok HTTP/1.1\r\nHost: {HOST}\r\n\r\n");
+        // The test client's own pooled connection (from the readiness wait) may hold a slot:
+        // open keep-alive connections until one is refused.
+        let mut open = Vec::new();
+        let refused_at = loop {
+            assert!(open.len() <= 3, "{key}: {} connections served", open.len());
+            let mut s = tokio::net::TcpStream::connect(edge.gw.http).await.unwrap();
+            let _ = s.write_all(one.as_bytes()).await;
+            let mut buf = vec![0u8; 4096];
+            match s.read(&mut buf).await {
+                Ok(n) if String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200") => {
+                    open.push(s)
+                }
+                _ => break open.len(),
+            }
+        };
+        assert!(
+            refused_at >= 2,
+            "{key}: refused at connection {}",
+            refused_at + 1
+        );
+        assert_eq!(
+            edge.gw
+                .metric(&format!(
+                    "pingress_downstream_closed_total{{reason=\"{reason}\"}}"
+                ))
+                .await,
+            Some(1.0),
+            "{key}"
+        );
+        drop(open.pop());
+        eventually(
+            &format!("{key}: a slot frees when a connection closes"),
+            || async {
+                let (statuses, _) = edge
+                    .send(
+                        format!("GET /ok HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n")
+                            .as_bytes(),
+                        false,
+                    )
+                    .await;
+                (statuses == [200]).then_some(())
+            },
+        )
+        .await;
+    }
+}

@@ -351,23 +351,17 @@ async fn malformed_requests_get_a_400_and_other_clients_keep_working() {
         );
         assert!(!head.contains("\"pod\""), "never forwarded: {head}");
     }
-    // Content-Length together with Transfer-Encoding (a smuggling vector): Transfer-Encoding
-    // wins, Content-Length is not forwarded, and the connection is closed after the answer
-    // (RFC 9112 6.3), so no second request can hide in the body.
+    // Content-Length together with Transfer-Encoding (a smuggling vector) is a 400 and the
+    // connection is closed, so nothing in the body can be read as a second request
+    // (tests/edge.rs has the full corpus).
     let head = raw_exchange(
         &gw,
         b"POST / HTTP/1.1\r\nHost: m.example.com\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: m.example.com\r\n\r\n",
     )
     .await;
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.starts_with("HTTP/1.1 400"), "{head}");
     assert!(head.contains("Connection: close"), "{head}");
-    let body = &head[head.find("\r\n\r\n").unwrap() + 4..];
-    let echo: Echo = serde_json::from_str(body.trim()).unwrap();
-    assert!(
-        !echo.headers.contains_key("content-length"),
-        "{:?}",
-        echo.headers
-    );
+    assert!(!head.contains("\"pod\""), "never forwarded: {head}");
     assert_eq!(
         head.matches("HTTP/1.1").count(),
         1,

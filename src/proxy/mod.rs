@@ -294,6 +294,12 @@ impl Gateway {
             return None;
         }
         let down = session.as_downstream_mut();
+        if let Some(clock) = down
+            .stream()
+            .and_then(crate::edge::conn::HeadDeadline::clock_of)
+        {
+            clock.head_done();
+        }
         down.set_pipelining_enabled(true);
         down.set_read_timeout(Some(self.edge.body_timeout));
         if down.get_keepalive().is_some() {
@@ -1532,6 +1538,14 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+        // The next request's head deadline starts with its first byte.
+        if let Some(clock) = session
+            .as_downstream()
+            .stream()
+            .and_then(crate::edge::conn::HeadDeadline::clock_of)
+        {
+            clock.idle();
+        }
         if ctx.ewma {
             if let (Some(Action::Proxy(p)), Some(a)) =
                 (ctx.route.as_ref().map(|r| &r.action), ctx.upstream)
