@@ -16,8 +16,8 @@
 //!   origin-form starts with `/`, absolute-form only with http or https;
 //! * Host: required on HTTP/1.1 (unless the target is in absolute form), one field, and a
 //!   valid `uri-host [ ":" port ]`;
-//! * the head limits: request line (414), one field line, the whole head and the number of
-//!   fields (431), from the raw bytes as the client sent them.
+//! * the head limits: request line (414), one field (name and value), the whole head as
+//!   received and the number of fields (431).
 
 use http::{Method, Version};
 use pingora::http::RequestHeader;
@@ -45,40 +45,40 @@ pub struct HeadLimits {
 
 /// Checks one HTTP/1 request. `raw` is the head as received (request line, fields, blank
 /// line). Returns the refusal for the first rule broken.
+///
+/// One pass over the parsed fields does the per-field limits and collects Host,
+/// Transfer-Encoding and Content-Length (no map lookups); the raw head is read only for
+/// its length, and for a Content-Length hidden behind a Transfer-Encoding.
 pub fn check_h1(req: &RequestHeader, raw: &[u8], limits: &HeadLimits) -> Result<(), Refusal> {
-    check_head_sizes(raw, limits)?;
-    check_target(req)?;
-    check_host(req)?;
-    check_framing(req, raw)
-}
-
-/// Request line, field lines, whole head and field count against the limits.
-fn check_head_sizes(raw: &[u8], limits: &HeadLimits) -> Result<(), Refusal> {
     if raw.len() > limits.head {
         return refuse(431, "request head too large");
     }
-    let mut lines = raw.split(|b| *b == b'\n');
-    let line_len = |l: &[u8]| l.strip_suffix(b"\r").unwrap_or(l).len();
-    if let Some(first) = lines.next() {
-        if line_len(first) > limits.request_line {
-            return refuse(414, "request line too long");
-        }
+    // method SP request-target SP HTTP/1.x
+    if req.method.as_str().len() + req.raw_path().len() + 10 > limits.request_line {
+        return refuse(414, "request line too long");
     }
-    let mut fields = 0;
-    for line in lines {
-        let len = line_len(line);
-        if len == 0 {
-            break;
-        }
-        if len > limits.field_line {
-            return refuse(431, "header field too large");
-        }
-        fields += 1;
-    }
-    if fields > limits.fields {
+    if req.headers.len() > limits.fields {
         return refuse(431, "too many header fields");
     }
-    Ok(())
+    let (mut host, mut hosts, mut te, mut tes) = (None, 0, None, 0);
+    for (name, value) in req.headers.iter() {
+        // name ": " value
+        if name.as_str().len() + value.len() + 2 > limits.field_line {
+            return refuse(431, "header field too large");
+        }
+        if name == http::header::HOST {
+            hosts += 1;
+            host = Some(value);
+        } else if name == http::header::TRANSFER_ENCODING {
+            tes += 1;
+            te = Some(value);
+        } else if name == http::header::CONTENT_LENGTH {
+            check_content_length(value.as_bytes())?;
+        }
+    }
+    check_target(req)?;
+    check_host(req, host, hosts)?;
+    check_transfer_encoding(req, raw, te, tes)
 }
 
 /// RFC 9112 §3.2: the four forms of request-target and which methods may use them.
@@ -116,24 +116,24 @@ pub fn absolute_authority(raw: &[u8]) -> Option<&[u8]> {
     Some(&rest[..end])
 }
 
-/// Host is required on HTTP/1.1 unless the target carries the authority; one field only
-/// (Pingora checks); its value is `uri-host [ ":" port ]`.
-fn check_host(req: &RequestHeader) -> Result<(), Refusal> {
-    let mut hosts = req.headers.get_all(http::header::HOST).iter();
-    match (hosts.next(), hosts.next()) {
-        (_, Some(_)) => refuse(400, "more than one Host field"),
-        (None, None) => {
+/// Host is required on HTTP/1.1 unless the target carries the authority; one field only;
+/// its value is `uri-host [ ":" port ]`.
+fn check_host(
+    req: &RequestHeader,
+    host: Option<&http::HeaderValue>,
+    hosts: usize,
+) -> Result<(), Refusal> {
+    match (host, hosts) {
+        (_, 2..) => refuse(400, "more than one Host field"),
+        (Some(v), _) if !valid_authority(v.as_bytes()) => {
+            refuse(400, "Host is not a valid authority")
+        }
+        (Some(_), _) => Ok(()),
+        (None, _) => {
             if req.version == Version::HTTP_11 && absolute_authority(req.raw_path()).is_none() {
                 refuse(400, "HTTP/1.1 request without Host")
             } else {
                 Ok(())
-            }
-        }
-        (Some(v), None) => {
-            if valid_authority(v.as_bytes()) {
-                Ok(())
-            } else {
-                refuse(400, "Host is not a valid authority")
             }
         }
     }
@@ -195,38 +195,42 @@ pub fn valid_authority(v: &[u8]) -> bool {
     reg_name && port_ok
 }
 
-/// Content-Length and Transfer-Encoding: one framing, unambiguous.
-fn check_framing(req: &RequestHeader, raw: &[u8]) -> Result<(), Refusal> {
-    let mut te = req.headers.get_all(http::header::TRANSFER_ENCODING).iter();
-    if let Some(first) = te.next() {
-        if te.next().is_some() {
-            return refuse(400, "more than one Transfer-Encoding field");
-        }
-        if !first
-            .as_bytes()
-            .trim_ascii()
-            .eq_ignore_ascii_case(b"chunked")
-        {
-            return refuse(400, "Transfer-Encoding other than chunked");
-        }
-        if req.version != Version::HTTP_11 {
-            return refuse(400, "Transfer-Encoding before HTTP/1.1");
-        }
-        // Pingora removed Content-Length from the parsed head; the raw head still has it.
-        if raw_has_field(raw, b"content-length") {
-            return refuse(400, "Transfer-Encoding together with Content-Length");
-        }
+/// Transfer-Encoding: exactly `chunked`, one field, HTTP/1.1, and no Content-Length.
+fn check_transfer_encoding(
+    req: &RequestHeader,
+    raw: &[u8],
+    te: Option<&http::HeaderValue>,
+    tes: usize,
+) -> Result<(), Refusal> {
+    let Some(te) = te else {
+        return Ok(());
+    };
+    if tes > 1 {
+        return refuse(400, "more than one Transfer-Encoding field");
     }
-    for v in req.headers.get_all(http::header::CONTENT_LENGTH) {
-        // Pingora accepts identical values joined by commas; each must be 1*DIGIT.
-        for part in v.as_bytes().split(|b| *b == b',') {
-            let part = part.trim_ascii();
-            if part.is_empty() || !part.iter().all(u8::is_ascii_digit) {
-                return refuse(400, "Content-Length is not a number");
-            }
-            if content_length(part).is_none() {
-                return refuse(400, "Content-Length too large");
-            }
+    if !te.as_bytes().trim_ascii().eq_ignore_ascii_case(b"chunked") {
+        return refuse(400, "Transfer-Encoding other than chunked");
+    }
+    if req.version != Version::HTTP_11 {
+        return refuse(400, "Transfer-Encoding before HTTP/1.1");
+    }
+    // Pingora removed Content-Length from the parsed head; the raw head still has it.
+    if raw_has_field(raw, b"content-length") {
+        return refuse(400, "Transfer-Encoding together with Content-Length");
+    }
+    Ok(())
+}
+
+/// A Content-Length value: `1*DIGIT` (each of a comma list, which Pingora accepts when
+/// the values are equal) that fits a signed 64-bit length.
+fn check_content_length(v: &[u8]) -> Result<(), Refusal> {
+    for part in v.split(|b| *b == b',') {
+        let part = part.trim_ascii();
+        if part.is_empty() || !part.iter().all(u8::is_ascii_digit) {
+            return refuse(400, "Content-Length is not a number");
+        }
+        if content_length(part).is_none() {
+            return refuse(400, "Content-Length too large");
         }
     }
     Ok(())

@@ -310,8 +310,8 @@ impl Gateway {
             // Absolute-form wins over Host (RFC 9112 §3.2.2; Pingora refuses a Host that
             // differs): without a Host, route on the target's authority.
             let req = down.req_header_mut();
-            if !req.headers.contains_key(http::header::HOST) {
-                if let Some(a) = crate::edge::absolute_authority(req.raw_path()) {
+            if let Some(a) = crate::edge::absolute_authority(req.raw_path()) {
+                if !req.headers.contains_key(http::header::HOST) {
                     let a = HeaderValue::from_bytes(a).ok()?;
                     let _ = req.insert_header(http::header::HOST, a);
                 }
