@@ -137,6 +137,10 @@ pub struct EdgeConf {
     /// Longest wait for the next bytes of a request body; past it the request fails (408 if
     /// nothing was answered yet) and the connection is closed. Default: 10000.
     pub body_timeout_ms: u64,
+    /// Longest wait to write the next bytes of a response to a client that does not read
+    /// (nginx's `send_timeout`); past it the request (an HTTP/2 stream, or the HTTP/1
+    /// connection) is ended and what was buffered for it is freed. Default: 60000.
+    pub send_timeout_ms: u64,
     /// How long an idle HTTP/1 keep-alive connection stays open. Default: 60.
     pub keepalive_timeout_seconds: u64,
     /// How long an HTTP/2 connection with no open stream stays open. Default: 60000.
@@ -173,6 +177,7 @@ impl Default for EdgeConf {
             max_body_bytes: 1 << 20,
             head_timeout_ms: 10_000,
             body_timeout_ms: 10_000,
+            send_timeout_ms: 60_000,
             keepalive_timeout_seconds: 60,
             h2_idle_timeout_ms: 60_000,
             max_connections: 100_000,
@@ -205,6 +210,7 @@ impl EdgeConf {
             ("max_headers", self.max_headers as u64),
             ("head_timeout_ms", self.head_timeout_ms),
             ("body_timeout_ms", self.body_timeout_ms),
+            ("send_timeout_ms", self.send_timeout_ms),
             ("keepalive_timeout_seconds", self.keepalive_timeout_seconds),
             ("h2_idle_timeout_ms", self.h2_idle_timeout_ms),
             (

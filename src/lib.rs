@@ -21,6 +21,8 @@ pub mod generation;
 pub mod listen;
 pub mod metrics;
 pub mod policy;
+#[cfg(test)]
+mod props;
 pub mod proxy;
 pub mod proxy_protocol;
 pub mod routing;

@@ -912,3 +912,86 @@ async fn connections_over_the_limits_are_closed_and_counted() {
         .await;
     }
 }
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap()
+}
+
+/// HTTP/2 zero-window stall: a client opens 100 streams for 8 MiB each and never opens its
+/// flow-control windows. Each stalled stream holds a bounded share (Pingora's pipeline from
+/// the pod: four queued 64 KiB chunks, the one being written, the read buffer, and the h2
+/// send buffer); the rest of the 8 MiB waits at the pod connection. A normal client is
+/// served meanwhile, and at the send timeout the stalled streams are ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_zero_window_stall_is_bounded_released_and_others_are_served() {
+    let web = pod("web").await;
+    let gw = Gateway::start_with(
+        &[("site.yaml", site("web", "z.test", &[web]))],
+        "  h2c: true\n  edge: {send_timeout_ms: 3000}\n",
+    )
+    .await;
+    gw.wait_for("z.test", "/", "web").await;
+    let before = rss_kib(gw.pid());
+    let tcp = tokio::net::TcpStream::connect(gw.http).await.unwrap();
+    let (client, conn) = h2::client::Builder::new()
+        .initial_window_size(0)
+        .handshake::<_, Bytes>(tcp)
+        .await
+        .unwrap();
+    let conn = tokio::spawn(conn);
+    let mut client = client.ready().await.unwrap();
+    let mut streams = Vec::new();
+    for _ in 0..100 {
+        let req = http::Request::get("http://z.test/?size=8388608")
+            .body(())
+            .unwrap();
+        let (resp, _) = client.send_request(req, true).unwrap();
+        streams.push(resp);
+        client = client.ready().await.unwrap();
+    }
+    // Every stream gets its response head (headers need no window); no body byte flows.
+    let mut bodies = Vec::new();
+    for s in streams {
+        let resp = tokio::time::timeout(Duration::from_secs(20), s)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        bodies.push(resp.into_body());
+    }
+    let grown = rss_kib(gw.pid()).saturating_sub(before);
+    // 100 streams x 640 KiB: 8 MiB each would be 800 MiB.
+    assert!(
+        grown < 100 * 640,
+        "RSS grew by {grown} KiB for 100 stalled streams"
+    );
+    // Another client is served meanwhile.
+    assert_eq!(gw.who("z.test", "/").await, "web");
+    // At the send timeout each stalled stream is ended (reset or cut short): the client
+    // sees its body end with an error instead of 8 MiB.
+    let mut ended = 0;
+    for mut b in bodies {
+        let r = tokio::time::timeout(Duration::from_secs(30), async {
+            loop {
+                match b.data().await {
+                    Some(Ok(_)) => continue,
+                    Some(Err(_)) => return true,
+                    None => return false,
+                }
+            }
+        })
+        .await;
+        if r == Ok(true) {
+            ended += 1;
+        }
+    }
+    assert_eq!(ended, 100, "stalled streams ended by the send timeout");
+    drop(client);
+    conn.abort();
+    eprintln!("zero-window stall: RSS grew by {grown} KiB for 100 streams x 8 MiB");
+}

@@ -185,6 +185,8 @@ struct Edge {
     max_body: u64,
     /// Longest gap between body reads.
     body_timeout: Duration,
+    /// Longest wait to write to the client.
+    send_timeout: Duration,
     /// HTTP/1 keep-alive idle, in seconds.
     keepalive: u64,
 }
@@ -195,6 +197,7 @@ impl From<&crate::config::EdgeConf> for Edge {
             limits: c.head_limits(),
             max_body: c.max_body_bytes,
             body_timeout: Duration::from_millis(c.body_timeout_ms),
+            send_timeout: Duration::from_millis(c.send_timeout_ms),
             keepalive: c.keepalive_timeout_seconds,
         }
     }
@@ -290,6 +293,7 @@ impl Gateway {
     /// gap, the keep-alive idle time. A refusal closes the connection: after ambiguous
     /// framing nothing else on it can be trusted.
     async fn strict(&self, session: &mut Session, ctx: &mut Ctx) -> Option<Result<bool>> {
+        session.set_write_timeout(Some(self.edge.send_timeout));
         if session.is_http2() {
             return None;
         }
