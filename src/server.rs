@@ -137,6 +137,8 @@ struct Draining<A> {
     per_client: Arc<crate::edge::conn::PerClient>,
     head_timeout: Duration,
     closed: prometheus::IntCounterVec,
+    /// `closed{reason="head_timeout"}`, looked up once rather than at every accept.
+    head_timeouts: prometheus::IntCounter,
 }
 
 /// Counts one open client connection while alive.
@@ -188,7 +190,7 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Draining<A> {
         let session = Box::new(crate::edge::conn::HeadDeadline::new(
             session,
             self.head_timeout,
-            self.closed.with_label_values(&["head_timeout"]),
+            self.head_timeouts.clone(),
         ));
         self.inner.process_new(session, shutdown).await
     }
@@ -298,6 +300,10 @@ pub fn build(config: Config, opt: Opt) -> anyhow::Result<Server> {
             per_client: Default::default(),
             head_timeout: Duration::from_millis(edge.head_timeout_ms),
             closed: shared.metrics.downstream_closed.clone(),
+            head_timeouts: shared
+                .metrics
+                .downstream_closed
+                .with_label_values(&["head_timeout"]),
         },
     );
     if let Some(pp) = &proxy_protocol {

@@ -178,6 +178,9 @@ pub struct Gateway {
     edge: Edge,
 }
 
+/// The `reason` of a 413 in `pingress_requests_refused_total`, before or while streaming.
+const BODY_OVER_LIMIT: &str = "body over the limit";
+
 /// The per-request part of `pingress.edge`.
 struct Edge {
     limits: crate::edge::HeadLimits,
@@ -322,11 +325,7 @@ impl Gateway {
             }
             return None;
         };
-        self.shared
-            .metrics
-            .edge_refusals
-            .with_label_values(&[&refusal.status.to_string(), refusal.reason])
-            .inc();
+        self.count_refusal(&refusal.status.to_string(), refusal.reason);
         tracing::debug!(
             status = refusal.status,
             reason = refusal.reason,
@@ -339,6 +338,15 @@ impl Gateway {
             _ => b"400 bad request\n",
         };
         Some(self.respond_with(session, ctx, refusal.status, body).await)
+    }
+
+    /// Counts a request refused at the edge (`pingress_requests_refused_total`).
+    fn count_refusal(&self, status: &str, reason: &str) {
+        self.shared
+            .metrics
+            .edge_refusals
+            .with_label_values(&[status, reason])
+            .inc();
     }
 
     /// The body limit of a route: its proxy-body-size, else the edge default (0: none).
@@ -1096,11 +1104,7 @@ impl ProxyHttp for Gateway {
             Action::Proxy(_) => None,
         };
         if phases::body_too_large(self.body_limit(Some(&route)), session.req_header()) {
-            self.shared
-                .metrics
-                .edge_refusals
-                .with_label_values(&["413", "body over the limit"])
-                .inc();
+            self.count_refusal("413", BODY_OVER_LIMIT);
             session.set_keepalive(None);
             ctx.route = Some(route);
             return self.respond(session, ctx, 413).await;
@@ -1135,11 +1139,7 @@ impl ProxyHttp for Gateway {
         if let (true, Some(b)) = (limit > 0, body) {
             ctx.body_seen += b.len() as u64;
             if ctx.body_seen > limit {
-                self.shared
-                    .metrics
-                    .edge_refusals
-                    .with_label_values(&["413", "body over the limit"])
-                    .inc();
+                self.count_refusal("413", BODY_OVER_LIMIT);
                 return Error::e_explain(HTTPStatus(413), "request body over the route's limit");
             }
         }
