@@ -175,20 +175,15 @@ async fn debug_listener_shows_routes_diagnostics_certificates_and_explains() {
 
     // The CLI asks the same listener.
     let debug = gw.debug.to_string();
-    let out = std::process::Command::new(bin())
-        .args([
-            "explain",
-            "--debug",
-            &debug,
-            "--host",
-            "shop.example.com",
-            "--path",
-            "/cart",
-        ])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}");
+    let text = pingress_ok([
+        "explain",
+        "--debug",
+        &debug,
+        "--host",
+        "shop.example.com",
+        "--path",
+        "/cart",
+    ]);
     assert!(text.contains("matches the Exact rule /cart"), "{text}");
     assert!(text.contains("answer: proxy (Ingress shop/web)"), "{text}");
     assert!(
@@ -279,19 +274,12 @@ fn explain_against_a_manifests_directory() {
         std::fs::write(dir.path().join(name), text).unwrap();
     }
     let run = |args: &[&str]| {
-        let out = std::process::Command::new(bin())
-            .arg("explain")
-            .arg("--manifests")
-            .arg(dir.path())
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        let dir = dir.path().as_os_str();
+        pingress_ok(
+            ["explain".as_ref(), "--manifests".as_ref(), dir]
+                .into_iter()
+                .chain(args.iter().map(|a| a.as_ref())),
+        )
     };
     let text = run(&["--host", "shop.example.com", "--path", "/cart"]);
     assert!(text.contains("host shop.example.com has rules"), "{text}");

@@ -141,18 +141,10 @@ fn convert_prints_v1_manifests_for_every_walkthrough_file() {
         .into_iter()
         .map(|(n, _)| format!("{FIXTURES}/{n}"))
         .collect();
-    let out = Command::new(bin())
-        .arg("convert")
-        .args(&files)
-        .args(["--ingress-class", "pingress"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).unwrap();
+    let args = ["convert"]
+        .into_iter()
+        .chain(files.iter().map(String::as_str));
+    let text = pingress_ok(args.chain(["--ingress-class", "pingress"]));
     assert!(!text.contains("v1beta1"), "{text}");
     assert!(!text.contains("serviceName"), "{text}");
     let parsed = pingress::source::files::parse_manifests(&text, "converted").unwrap();

@@ -549,6 +549,24 @@ pub fn bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_pingress"))
 }
 
+/// Run the binary with `args`; panics with its stderr unless it succeeds. Its stdout.
+pub fn pingress_ok<I, S>(args: I) -> String
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let out = std::process::Command::new(bin())
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("stdout is UTF-8")
+}
+
 /// The smallest site: IngressClass, Service `svc` (port http/80) in namespace `shop`, its
 /// pods, and an Ingress of the same name sending every path of `host` to it.
 pub fn site(svc: &str, host: &str, pods: &[SocketAddr]) -> String {
