@@ -150,7 +150,8 @@ pub struct Metrics {
     /// Requests refused at the edge before routing, by status and reason (strict HTTP and
     /// head limits: `400`, `414`, `431`; body limits: `413`).
     pub edge_refusals: IntCounterVec,
-    /// Client connections pingress closed, by reason (`head_timeout`,
+    /// Client connections pingress closed, by reason (`head_timeout`, `body_timeout`,
+    /// `send_timeout`,
     /// `max_connections`, `max_connections_per_client`).
     pub downstream_closed: IntCounterVec,
 }

@@ -991,7 +991,52 @@ async fn http2_zero_window_stall_is_bounded_released_and_others_are_served() {
         }
     }
     assert_eq!(ended, 100, "stalled streams ended by the send timeout");
+    eventually("the send timeouts counted", || async {
+        let n = gw
+            .metric("pingress_downstream_closed_total{reason=\"send_timeout\"}")
+            .await;
+        (n == Some(100.0)).then_some(())
+    })
+    .await;
     drop(client);
     conn.abort();
     eprintln!("zero-window stall: RSS grew by {grown} KiB for 100 streams x 8 MiB");
+}
+
+/// A body that stops arriving is cut at the read gap (`body_timeout_ms`): the connection
+/// ends, the pod never gets a complete request, and the close is counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_stops_arriving_is_cut_at_the_read_gap_and_counted() {
+    let edge = Edge::start("  edge: {body_timeout_ms: 1000}\n").await;
+    edge.take_seen();
+    let started = std::time::Instant::now();
+    let (_, text) = edge
+        .send(
+            format!("POST /ok HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: 10\r\n\r\nabc")
+                .as_bytes(),
+            false,
+        )
+        .await;
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(1000),
+        "closed before the gap: {took:?}"
+    );
+    assert!(
+        took < Duration::from_secs(15),
+        "not closed by the read gap: {took:?}"
+    );
+    assert!(
+        edge.take_seen().is_empty(),
+        "the pod got the cut request: {text}"
+    );
+    eventually("the body timeout counted", || async {
+        (edge
+            .gw
+            .metric("pingress_downstream_closed_total{reason=\"body_timeout\"}")
+            .await
+            == Some(1.0))
+        .then_some(())
+    })
+    .await;
 }

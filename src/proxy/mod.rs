@@ -1542,6 +1542,21 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+        // A client past the body read gap or the send timeout: its connection ends here.
+        if let Some(e) = e.filter(|e| e.esource == pingora::ErrorSource::Downstream) {
+            let reason = match e.etype {
+                pingora::ErrorType::ReadTimedout => Some("body_timeout"),
+                pingora::ErrorType::WriteTimedout => Some("send_timeout"),
+                _ => None,
+            };
+            if let Some(r) = reason {
+                self.shared
+                    .metrics
+                    .downstream_closed
+                    .with_label_values(&[r])
+                    .inc();
+            }
+        }
         // The next request's head deadline starts with its first byte.
         if let Some(clock) = session
             .as_downstream()
