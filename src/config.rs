@@ -141,6 +141,10 @@ pub struct EdgeConf {
     /// (nginx's `send_timeout`); past it the request (an HTTP/2 stream, or the HTTP/1
     /// connection) is ended and what was buffered for it is freed. Default: 60000.
     pub send_timeout_ms: u64,
+    /// Time for a client to finish its TLS handshake (from accept, the PROXY header
+    /// included); past it the connection is closed. At most 60000 (Pingora's own fixed
+    /// limit). Default: 10000.
+    pub tls_handshake_timeout_ms: u64,
     /// How long an idle HTTP/1 keep-alive connection stays open. Default: 60.
     pub keepalive_timeout_seconds: u64,
     /// How long an HTTP/2 connection with no open stream stays open. Default: 60000.
@@ -178,6 +182,7 @@ impl Default for EdgeConf {
             head_timeout_ms: 10_000,
             body_timeout_ms: 10_000,
             send_timeout_ms: 60_000,
+            tls_handshake_timeout_ms: 10_000,
             keepalive_timeout_seconds: 60,
             h2_idle_timeout_ms: 60_000,
             max_connections: 100_000,
@@ -211,6 +216,7 @@ impl EdgeConf {
             ("head_timeout_ms", self.head_timeout_ms),
             ("body_timeout_ms", self.body_timeout_ms),
             ("send_timeout_ms", self.send_timeout_ms),
+            ("tls_handshake_timeout_ms", self.tls_handshake_timeout_ms),
             ("keepalive_timeout_seconds", self.keepalive_timeout_seconds),
             ("h2_idle_timeout_ms", self.h2_idle_timeout_ms),
             (
@@ -236,6 +242,13 @@ impl EdgeConf {
             return Err(format!(
                 "pingress.edge.max_head_bytes: {} is over Pingora's own head limit (1048575)",
                 self.max_head_bytes
+            ));
+        }
+        if self.tls_handshake_timeout_ms > 60_000 {
+            return Err(format!(
+                "pingress.edge.tls_handshake_timeout_ms: {} is over Pingora's own handshake \
+                 limit (60000)",
+                self.tls_handshake_timeout_ms
             ));
         }
         if self.max_headers > 256 {
@@ -972,6 +985,31 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("pingress.http_listen[0]"), "{e}");
+    }
+
+    #[test]
+    fn edge_limits_out_of_range_are_errors_naming_the_key() {
+        for (yaml, key) in [
+            ("max_headers: 300", "max_headers"),
+            ("max_head_bytes: 2000000", "max_head_bytes"),
+            ("head_timeout_ms: 0", "head_timeout_ms"),
+            (
+                "tls_handshake_timeout_ms: 90000",
+                "tls_handshake_timeout_ms",
+            ),
+            ("tls_handshake_timeout_ms: 0", "tls_handshake_timeout_ms"),
+            ("h2_stream_window_bytes: 100", "h2_stream_window_bytes"),
+        ] {
+            let e = Config::from_yaml(&format!("pingress:\n  edge: {{{yaml}}}\n"), "t")
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(&format!("pingress.edge.{key}")), "{yaml}: {e}");
+        }
+        let c = Config::from_yaml(
+            "pingress:\n  edge: {tls_handshake_timeout_ms: 60000}\n",
+            "t",
+        );
+        assert_eq!(c.unwrap().pingress.edge.tls_handshake_timeout_ms, 60_000);
     }
 
     #[test]

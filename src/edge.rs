@@ -256,6 +256,7 @@ fn raw_has_field(raw: &[u8], name: &[u8]) -> bool {
 }
 
 pub mod conn;
+pub mod handshake;
 
 #[cfg(test)]
 mod tests;

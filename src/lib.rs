@@ -6,7 +6,8 @@
 //! [`generation::Generation`] with one atomic swap; the [`proxy::Gateway`] reads it on every
 //! request without locks. EndpointSlice-only changes swap pool endpoint sets and leave routes
 //! alone.
-#![forbid(unsafe_code)]
+//! Safe Rust throughout, except one audited descriptor borrow (`edge::handshake::duplicate`).
+#![deny(unsafe_code)]
 
 pub mod accesslog;
 pub mod admin;

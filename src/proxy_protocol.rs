@@ -9,7 +9,7 @@
 //! command (load balancer health checks) keep the socket's own peer address.
 //!
 //! Pingora runs [`ProxyProtocol::read`] through two hooks: its pre-TLS callback on HTTPS
-//! listeners, and the proxy app's `process_new` wrapper on plain ones. Bytes read past the
+//! listeners ([`PreTls`], which also starts the TLS handshake deadline), and the proxy app's `process_new` wrapper on plain ones. Bytes read past the
 //! header are handed back to the stream (Pingora's `rewind`), so nothing is lost.
 
 use std::net::{IpAddr, SocketAddr};
@@ -222,13 +222,21 @@ impl ProxyProtocol {
 }
 
 /// Pingora's pre-TLS hook (HTTPS listeners).
-pub struct PreTls(pub Arc<ProxyProtocol>);
+pub struct PreTls {
+    /// The TLS handshake deadline, started before the PROXY header is read so that it
+    /// covers both.
+    pub handshakes: Arc<crate::edge::handshake::Handshakes>,
+    pub proxy: Option<Arc<ProxyProtocol>>,
+}
 
 #[async_trait]
 impl PreTlsProcess for PreTls {
     async fn process(&self, stream: &mut L4Stream) -> pingora::Result<()> {
-        self.0
-            .accept(stream)
+        self.handshakes.start(stream.as_raw_fd());
+        let Some(pp) = &self.proxy else {
+            return Ok(());
+        };
+        pp.accept(stream)
             .await
             .map_err(|e| pingora::Error::explain(pingora::ErrorType::AcceptError, e.to_string()))
     }

@@ -139,6 +139,8 @@ struct Draining<A> {
     closed: prometheus::IntCounterVec,
     /// `closed{reason="head_timeout"}`, looked up once rather than at every accept.
     head_timeouts: prometheus::IntCounter,
+    /// TLS handshakes under way: a connection handed to the app has finished its own.
+    handshakes: Arc<crate::edge::handshake::Handshakes>,
 }
 
 /// Counts one open client connection while alive.
@@ -157,6 +159,9 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Draining<A> {
         session: pingora::protocols::Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<pingora::protocols::Stream> {
+        if !session.as_any().is::<L4Stream>() {
+            self.handshakes.done(session.id());
+        }
         self.connections.inc();
         let _open = Open(self.connections.clone());
         if self.max_connections > 0 && self.connections.get() > self.max_connections as i64 {
@@ -288,9 +293,17 @@ pub fn build(config: Config, opt: Opt) -> anyhow::Result<Server> {
         .max_header_list_size(edge.h2_max_header_list_bytes)
         .max_send_buffer_size(edge.h2_max_send_buffer_bytes);
     app.h2_options = Some(h2);
+    let handshakes = crate::edge::handshake::Handshakes::new(
+        Duration::from_millis(edge.tls_handshake_timeout_ms),
+        shared
+            .metrics
+            .downstream_closed
+            .with_label_values(&["tls_handshake_timeout"]),
+    );
     let mut proxy = Service::new(
         "pingress http".to_string(),
         Draining {
+            handshakes: handshakes.clone(),
             inner: Arc::new(app),
             delay: drain,
             proxy_protocol: proxy_protocol.clone(),
@@ -306,17 +319,18 @@ pub fn build(config: Config, opt: Opt) -> anyhow::Result<Server> {
                 .with_label_values(&["head_timeout"]),
         },
     );
-    if let Some(pp) = &proxy_protocol {
-        if pingress
+    // The TLS handshake deadline, and the PROXY header on HTTPS listeners configured for
+    // it, in Pingora's pre-TLS hook.
+    let proxy_tls = proxy_protocol.clone().filter(|_| {
+        pingress
             .https_listen
             .iter()
             .any(|a| pingress.proxy_protocol.contains(a))
-        {
-            proxy
-                .endpoints()
-                .set_pre_tls_callback(Arc::new(PreTls(pp.clone())));
-        }
-    }
+    });
+    proxy.endpoints().set_pre_tls_callback(Arc::new(PreTls {
+        handshakes,
+        proxy: proxy_tls,
+    }));
     // With the default 0, reads go straight into Pingora's request buffers: no 64 KiB L4
     // read buffer per connection (zeroed at accept, copied through on every read, held
     // while idle).

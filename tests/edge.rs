@@ -1040,3 +1040,83 @@ async fn a_body_that_stops_arriving_is_cut_at_the_read_gap_and_counted() {
     })
     .await;
 }
+
+/// TLS handshake deadline: connections that send nothing, or a ClientHello that never
+/// ends, are closed at `tls_handshake_timeout_ms` (Pingora's own limit is 60 s) and
+/// counted; a failed handshake is not held until the deadline; a finished handshake is
+/// not cut, even on a connection idle past the deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_tls_handshakes_are_closed_at_the_deadline() {
+    let edge = Edge::start("  edge: {tls_handshake_timeout_ms: 1500}\n").await;
+    let started = std::time::Instant::now();
+    // A finished handshake, one request answered, then idle.
+    let mut done = edge.tls().await;
+    let one = format!("GET /ok HTTP/1.1\r\nHost: {HOST}\r\n\r\n");
+    done.write_all(one.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = done.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    let mut stalled = Vec::new();
+    for i in 0..20 {
+        let mut s = tokio::net::TcpStream::connect(edge.gw.https).await.unwrap();
+        if i % 2 == 1 {
+            // The start of a handshake record that promises 512 bytes and stops.
+            s.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01])
+                .await
+                .unwrap();
+        }
+        stalled.push(s);
+    }
+    // Not TLS at all: the handshake fails at once.
+    let mut garbage = tokio::net::TcpStream::connect(edge.gw.https).await.unwrap();
+    garbage
+        .write_all(format!("GET /ok HTTP/1.1\r\nHost: {HOST}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let closed = |mut s: tokio::net::TcpStream| async move {
+        let mut b = [0u8; 256];
+        loop {
+            match tokio::time::timeout(Duration::from_secs(40), s.read(&mut b)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return true,
+                Ok(Ok(_)) => continue,
+                Err(_) => return false,
+            }
+        }
+    };
+    assert!(closed(garbage).await, "the failed handshake was not closed");
+    // Meanwhile TLS clients are served.
+    for _ in 0..5 {
+        let (statuses, _) = edge
+            .send(
+                format!("GET /ok HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n").as_bytes(),
+                true,
+            )
+            .await;
+        assert_eq!(statuses, vec![200]);
+    }
+    for (i, s) in stalled.into_iter().enumerate() {
+        assert!(
+            closed(s).await,
+            "stalled handshake {i} still open after 40 s"
+        );
+    }
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(1500),
+        "closed before the deadline: {took:?}"
+    );
+    assert_eq!(
+        edge.gw
+            .metric("pingress_downstream_closed_total{reason=\"tls_handshake_timeout\"}")
+            .await,
+        Some(20.0),
+        "only the 20 stalled handshakes count"
+    );
+    // The finished connection outlived the deadline and still serves.
+    done.write_all(one.as_bytes()).await.unwrap();
+    let n = done.read(&mut buf).await.unwrap();
+    assert!(
+        String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"),
+        "a finished handshake was cut"
+    );
+}
