@@ -81,6 +81,28 @@ pub fn check_h1(req: &RequestHeader, raw: &[u8], limits: &HeadLimits) -> Result<
     check_transfer_encoding(req, raw, te, tes)
 }
 
+/// Checks one HTTP/2 request for what the `h2` crate lets through (RFC 9113 §8.3.1): a
+/// `*` path is only for OPTIONS, and `:authority` and any Host field must be valid
+/// authorities (the `http` crate takes a port that is not a number).
+pub fn check_h2(req: &RequestHeader) -> Result<(), Refusal> {
+    if req.raw_path() == b"*" && req.method != Method::OPTIONS {
+        return refuse(400, "asterisk-form target without OPTIONS");
+    }
+    if let Some(a) = req.uri.authority() {
+        if !valid_authority(a.as_str().as_bytes()) {
+            return refuse(400, ":authority is not a valid authority");
+        }
+    }
+    let mut hosts = req.headers.get_all(http::header::HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (Some(_), Some(_)) => refuse(400, "more than one Host field"),
+        (Some(v), None) if !valid_authority(v.as_bytes()) => {
+            refuse(400, "Host is not a valid authority")
+        }
+        _ => Ok(()),
+    }
+}
+
 /// RFC 9112 §3.2: the four forms of request-target and which methods may use them.
 fn check_target(req: &RequestHeader) -> Result<(), Refusal> {
     let raw = req.raw_path();

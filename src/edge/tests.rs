@@ -227,3 +227,35 @@ fn head_limits_answer_414_and_431() {
         "request head too large"
     );
 }
+
+#[test]
+fn http2_targets_and_authorities() {
+    // As the h2 crate builds it: the path, and `:authority` parsed as an Authority.
+    let h2 = |method: &str, uri: &str, host: &[&str]| {
+        let (authority, path) = match uri.strip_prefix("http://") {
+            Some(rest) => rest.split_at(rest.find('/').unwrap()),
+            None => ("", uri),
+        };
+        let mut req = RequestHeader::build(method, path.as_bytes(), None).unwrap();
+        if !authority.is_empty() {
+            let mut parts = http::uri::Parts::default();
+            parts.scheme = Some(http::uri::Scheme::HTTP);
+            parts.authority = Some(http::uri::Authority::try_from(authority).unwrap());
+            parts.path_and_query = Some(path.parse().unwrap());
+            req.set_uri(http::Uri::from_parts(parts).unwrap());
+        }
+        req.set_version(Version::HTTP_2);
+        for h in host {
+            req.append_header("host", *h).unwrap();
+        }
+        status(check_h2(&req))
+    };
+    assert_eq!(h2("GET", "http://a.test/x", &[]), 200);
+    assert_eq!(h2("GET", "/x", &["a.test"]), 200);
+    assert_eq!(h2("OPTIONS", "*", &[]), 200);
+    assert_eq!(h2("GET", "*", &[]), 400);
+    assert_eq!(h2("GET", "http://a.test:abc/x", &[]), 400);
+    assert_eq!(h2("GET", "http://a.test:99999/x", &[]), 400);
+    assert_eq!(h2("GET", "/x", &["a.test:abc"]), 400);
+    assert_eq!(h2("GET", "/x", &["a.test", "a.test"]), 400);
+}

@@ -298,7 +298,14 @@ impl Gateway {
     async fn strict(&self, session: &mut Session, ctx: &mut Ctx) -> Option<Result<bool>> {
         session.set_write_timeout(Some(self.edge.send_timeout));
         if session.is_http2() {
-            return None;
+            let Err(refusal) = crate::edge::check_h2(session.req_header()) else {
+                return None;
+            };
+            self.count_refusal(&refusal.status.to_string(), refusal.reason);
+            return Some(
+                self.respond_with(session, ctx, refusal.status, b"400 bad request\n")
+                    .await,
+            );
         }
         let down = session.as_downstream_mut();
         if let Some(clock) = down
