@@ -137,6 +137,11 @@ pub struct EdgeConf {
     /// Longest wait for the next bytes of a request body; past it the request fails (408 if
     /// nothing was answered yet) and the connection is closed. Default: 10000.
     pub body_timeout_ms: u64,
+    /// Slowest request body accepted, in bytes per second: once `body_timeout_ms` has
+    /// passed since the request's start, each this many bytes received allows one more
+    /// second (Apache's mod_reqtimeout `MinRate`); slower, the request gets 408 (if nothing
+    /// was answered yet) and the connection is closed. 0: no minimum. Default: 500.
+    pub min_body_rate_bytes_per_second: u64,
     /// Longest wait to write the next bytes of a response to a client that does not read
     /// (nginx's `send_timeout`); past it the request (an HTTP/2 stream, or the HTTP/1
     /// connection) is ended and what was buffered for it is freed. Default: 60000.
@@ -181,6 +186,7 @@ impl Default for EdgeConf {
             max_body_bytes: 1 << 20,
             head_timeout_ms: 10_000,
             body_timeout_ms: 10_000,
+            min_body_rate_bytes_per_second: 500,
             send_timeout_ms: 60_000,
             tls_handshake_timeout_ms: 10_000,
             keepalive_timeout_seconds: 60,

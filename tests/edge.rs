@@ -1153,6 +1153,121 @@ async fn a_body_that_stops_arriving_is_cut_at_the_read_gap_and_counted() {
     .await;
 }
 
+/// A body that trickles in under the read gap (one byte per 200 ms) is cut once it falls
+/// below `min_body_rate_bytes_per_second` past the grace of `body_timeout_ms`: 408, the
+/// connection closed, counted, nothing complete at the pod. A slow but steady upload above
+/// the rate, lasting longer than the grace, is forwarded whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trickling_body_is_cut_below_the_minimum_rate() {
+    let edge =
+        Edge::start("  edge: {body_timeout_ms: 1500, min_body_rate_bytes_per_second: 100}\n").await;
+    edge.take_seen();
+    // Steady: 3,000 bytes in 300-byte pieces every 400 ms (750 B/s), about 4 s in all.
+    let mut s = tokio::net::TcpStream::connect(edge.gw.http).await.unwrap();
+    s.write_all(
+        format!("POST /ok HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: 3000\r\nConnection: close\r\n\r\n")
+            .as_bytes(),
+    )
+    .await
+    .unwrap();
+    for _ in 0..10 {
+        s.write_all(&[b'a'; 300]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    let mut answer = String::new();
+    let _ = tokio::time::timeout(Duration::from_secs(20), s.read_to_string(&mut answer)).await;
+    assert!(
+        answer.starts_with("HTTP/1.1 200"),
+        "steady upload: {answer}"
+    );
+    let seen = edge.take_seen();
+    assert!(
+        seen.len() == 1 && seen[0].body.len() == 3000,
+        "steady upload: pod saw {seen:?}"
+    );
+
+    // Trickle: one byte per 200 ms of a 100,000-byte body.
+    let started = std::time::Instant::now();
+    let mut s = tokio::net::TcpStream::connect(edge.gw.http).await.unwrap();
+    s.write_all(
+        format!("POST /ok HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: 100000\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut answer = Vec::new();
+    let closed = loop {
+        if started.elapsed() > Duration::from_secs(40) {
+            break false;
+        }
+        if s.write_all(b"x").await.is_err() {
+            break true;
+        }
+        let mut b = [0u8; 1024];
+        match tokio::time::timeout(Duration::from_millis(200), s.read(&mut b)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break true,
+            Ok(Ok(n)) => answer.extend_from_slice(&b[..n]),
+            Err(_) => {}
+        }
+    };
+    let took = started.elapsed();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(closed, "the trickle was never cut ({took:?})");
+    assert!(
+        took >= Duration::from_millis(1500),
+        "cut inside the grace: {took:?}"
+    );
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 408"),
+        "trickle answered: {answer}"
+    );
+    assert!(
+        edge.take_seen().is_empty(),
+        "the pod got the trickled request"
+    );
+    eventually("the slow body counted", || async {
+        (edge
+            .gw
+            .metric("pingress_downstream_closed_total{reason=\"body_rate\"}")
+            .await
+            == Some(1.0))
+        .then_some(())
+    })
+    .await;
+
+    // A WebSocket may idle: its messages after the grace are not a slow body.
+    use futures_util::{SinkExt, StreamExt};
+    let ws_pod = pod("ws-pod").await;
+    let gw = Gateway::start_with(
+        &[("ws.yaml", site("ws", "ws.test", &[ws_pod]))],
+        "  edge: {body_timeout_ms: 1000, min_body_rate_bytes_per_second: 100}\n",
+    )
+    .await;
+    gw.wait_for("ws.test", "/", "ws-pod").await;
+    let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+        format!("ws://{}/chat", gw.http),
+    )
+    .unwrap();
+    req.headers_mut().insert("host", "ws.test".parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    for i in 0..2 {
+        if i == 1 {
+            // Idle past the grace (a deliberate wait, not a synchronisation).
+            tokio::time::sleep(Duration::from_millis(2500)).await;
+        }
+        ws.send(tokio_tungstenite::tungstenite::Message::Text(format!(
+            "hello {i}"
+        )))
+        .await
+        .unwrap();
+        let reply = tokio::time::timeout(Duration::from_secs(20), ws.next())
+            .await
+            .expect("a reply")
+            .expect("the socket open")
+            .unwrap();
+        assert_eq!(reply.into_text().unwrap(), format!("ws-pod: hello {i}"));
+    }
+}
+
 /// TLS handshake deadline: connections that send nothing, or a ClientHello that never
 /// ends, are closed at `tls_handshake_timeout_ms` (Pingora's own limit is 60 s) and
 /// counted; a failed handshake is not held until the deadline; a finished handshake is

@@ -69,11 +69,15 @@ SCENARIOS = {
                           "http", "/?size=13", "keepalive", 50),
     # Tracing's cost: h1-small with OpenTelemetry on, exporting OTLP/HTTP to a collector
     # stand-in (an echo backend answering 200 to every export); compare with h1-small.
+    "slowloris": ("h1-small while 1,000 slowloris connections send a header byte per second and never end "
+                  "their head; head timeout 3 s on every proxy", "http", "/?size=13", "slowloris", 50),
     "tracing-1pct": ("h1-small with tracing on, sampling_ratio 0.01, OTLP export", "http", "/?size=13",
                      "keepalive", 50),
     "tracing-all": ("h1-small with tracing on, sampling_ratio 1.0, OTLP export", "http", "/?size=13",
                     "keepalive", 50),
 }
+# The slowloris scenario: attackers, their byte interval, and every proxy's head timeout.
+SLOWLORIS = {"connections": 1000, "interval_s": 1.0, "head_timeout_s": 3}
 # The tracing scenarios' sampling ratio.
 TRACING = {"tracing-1pct": 0.01, "tracing-all": 1.0}
 # Annotations of the policy scenarios, and the Authorization header the load sends.
@@ -96,6 +100,7 @@ CANNOT = {
     "tracing-1pct": _TRACING_ONLY,
     "tracing-all": _TRACING_ONLY,
     "churn": {"pingora-floor": "one fixed backend: cannot follow churn"},
+    "slowloris": {"pingora-floor": "no request-head timeout in plain Pingora: slow heads stay open"},
     "policy-allowlist": _POLICY_ONLY,
     "policy-limit": _POLICY_ONLY,
     "policy-basic-auth": _POLICY_ONLY,
@@ -287,10 +292,14 @@ def pingress_endpoints(d, backends):
     tmp.rename(d / "manifests" / "10-endpoints.yaml")
 
 
-def pingress_conf(d, http, https, admin, manifests, tracing=None):
+def pingress_conf(d, http, https, admin, manifests, tracing=None, scenario=None):
     """`tracing`: (sampling ratio, collector port) to turn OpenTelemetry on."""
     conf = d / "pingress.yaml"
     trace = ""
+    if scenario == "slowloris":
+        # Every attacker comes from 127.0.0.1, as the load does: no per-client limit.
+        trace += (f"  edge: {{head_timeout_ms: {SLOWLORIS['head_timeout_s'] * 1000}, "
+                  "max_connections_per_client: 0}\n")
     if tracing:
         trace = (f"  tracing: {{endpoint: \"http://127.0.0.1:{tracing[1]}/v1/traces\", "
                  f"sampling_ratio: {tracing[0]}}}\n")
@@ -330,6 +339,8 @@ def nginx_conf(d, http, https, routes, backends, crt, key, scenario=None):
         extra = (f"  map $http_x_canary $be_pick {{ always be_canary; default be; }}\n"
                  f"  upstream be_canary {{\n{ups}    keepalive 256;\n  }}\n")
         ups = "    hash $cookie_INGRESSCOOKIE consistent;\n" + ups
+    slow = (f"  client_header_timeout {SLOWLORIS['head_timeout_s']}s;\n"
+            if scenario == "slowloris" else "")
     conf = d / "nginx.conf"
     conf.write_text(f"""
 worker_processes 1;
@@ -348,7 +359,7 @@ http {{
   server_names_hash_bucket_size 128;
   server_names_hash_max_size 8192;
   keepalive_requests 100000;
-  ssl_certificate {crt};
+{slow}  ssl_certificate {crt};
   ssl_certificate_key {key};
   ssl_protocols TLSv1.2 TLSv1.3;
   ssl_session_tickets off;
@@ -375,10 +386,12 @@ http {{
     return conf
 
 
-def haproxy_conf(d, http, https, routes, backends, pem):
+def haproxy_conf(d, http, https, routes, backends, pem, scenario=None):
     lines = [f"{h}{p} be" for h, p in routes]
     (d / "routes.map").write_text("\n".join(lines) + "\n")
     servers = "".join(f"  server s{i} 127.0.0.1:{p}\n" for i, p in enumerate(backends))
+    slow = (f"  timeout http-request {SLOWLORIS['head_timeout_s']}s\n"
+            if scenario == "slowloris" else "")
     conf = d / "haproxy.cfg"
     conf.write_text(f"""
 global
@@ -392,7 +405,7 @@ defaults
   timeout connect 5s
   timeout client 60s
   timeout server 60s
-  option http-keep-alive
+{slow}  option http-keep-alive
   http-reuse always
 frontend fe
   bind 127.0.0.1:{http}
@@ -434,7 +447,7 @@ class Proxy:
             self.admin = free_port()
             m = pingress_manifests(d, self.routes, self.backends, self.crt, self.key, self.scenario)
             tracing = (TRACING[self.scenario], self.collector) if self.scenario in TRACING else None
-            conf = pingress_conf(d, self.http, self.https, self.admin, m, tracing)
+            conf = pingress_conf(d, self.http, self.https, self.admin, m, tracing, self.scenario)
             cmd = [str(BIN), "-c", str(conf)]
         elif self.name == "pingora-floor":
             # The gateway's config file (server section, listeners, timeouts); no routes.
@@ -448,7 +461,8 @@ class Proxy:
                               self.scenario)
             cmd = ["nginx", "-c", str(conf), "-p", str(d)]
         else:
-            conf = haproxy_conf(d, self.http, self.https, self.routes, self.backends, self.pem)
+            conf = haproxy_conf(d, self.http, self.https, self.routes, self.backends, self.pem,
+                                self.scenario)
             cmd = ["haproxy", "-W", "-db", "-f", str(conf)]
         self.conf = conf
         self.proc = subprocess.Popen(pinned(cmd, PROXY_CPU), stdout=subprocess.DEVNULL,
@@ -630,6 +644,8 @@ def measure(d, proxy, scenario, duration, backends, warmup):
             t.join()
     elif mode == "h2":
         r = run_h2load(d, proxy, scenario, duration, conns)
+    elif mode == "slowloris":
+        r = slowloris(d, proxy, scenario, duration, conns)
     else:
         r = run_wrk(d, proxy, scenario, duration, conns)
     c1 = cpu_ns(proxy.pid)
@@ -638,6 +654,72 @@ def measure(d, proxy, scenario, duration, backends, warmup):
     r["rss_peak_kib"] = rss_kib(proxy.pid)
     if mode == "churn":
         r["changes"] = churn_steps
+    return r
+
+
+def slowloris(d, proxy, scenario, duration, conns):
+    """The normal load (wrk) while SLOWLORIS['connections'] attackers each send a request
+    head one byte per interval, never ending it. The load runs at least the head timeout
+    plus 3 s, so every attacker must have been closed by the end; reported: how many were
+    closed and after how long, the normal client's success ratio, and the proxy's RSS
+    before the attack and at its worst (VmRSS, sampled)."""
+    import selectors
+    import threading
+    n, interval = SLOWLORIS["connections"], SLOWLORIS["interval_s"]
+    rss_before = rss_kib(proxy.pid, "VmRSS")
+    sel = selectors.DefaultSelector()
+    opened = {}
+    for _ in range(n):
+        s = socket.create_connection(("127.0.0.1", proxy.http))
+        s.sendall(f"GET /?size=13 HTTP/1.1\r\nHost: {HOST}\r\nX-Slow: ".encode())
+        s.setblocking(False)
+        opened[s] = time.monotonic()
+        sel.register(s, selectors.EVENT_READ)
+    closed_after = []
+    rss_max = [rss_before]
+    stop = threading.Event()
+
+    def attack():
+        next_tick = time.monotonic() + interval
+        while not stop.is_set() and opened:
+            for key, _ in sel.select(timeout=max(0.0, next_tick - time.monotonic())):
+                s = key.fileobj
+                try:
+                    data = s.recv(4096)
+                except OSError:
+                    data = b""
+                if not data:
+                    closed_after.append(time.monotonic() - opened.pop(s))
+                    sel.unregister(s)
+                    s.close()
+            if time.monotonic() >= next_tick:
+                next_tick += interval
+                rss_max[0] = max(rss_max[0], rss_kib(proxy.pid, "VmRSS"))
+                for s in list(opened):
+                    try:
+                        s.send(b"x")
+                    except OSError:
+                        closed_after.append(time.monotonic() - opened.pop(s))
+                        sel.unregister(s)
+                        s.close()
+    t = threading.Thread(target=attack)
+    t.start()
+    try:
+        r = run_wrk(d, proxy, scenario, max(duration, SLOWLORIS["head_timeout_s"] + 3), conns)
+    finally:
+        stop.set()
+        t.join()
+        for s in list(opened):
+            s.close()
+    closed_after.sort()
+    total = r["requests"] + r["errors"]
+    r.update({
+        "slow_opened": n, "slow_closed": len(closed_after),
+        "slow_close_p50_s": percentile(closed_after, 50) if closed_after else None,
+        "slow_close_max_s": closed_after[-1] if closed_after else None,
+        "normal_success_pct": 100.0 * (total - r["errors"]) / total if total else 0.0,
+        "rss_before_kib": rss_before, "rss_attack_max_kib": rss_max[0],
+    })
     return r
 
 
@@ -766,6 +848,12 @@ def main():
                 agg["requests"] = sum(r["requests"] for r in rs)
                 if "changes" in rs[0]:
                     agg["changes"] = sum(r["changes"] for r in rs)
+                if "slow_opened" in rs[0]:
+                    for k in ["slow_close_p50_s", "slow_close_max_s", "normal_success_pct",
+                              "rss_before_kib", "rss_attack_max_kib"]:
+                        agg[k] = median_of(rs, k)
+                    agg["slow_opened"] = sum(r["slow_opened"] for r in rs)
+                    agg["slow_closed"] = sum(r["slow_closed"] for r in rs)
                 agg["rounds"] = rs
                 results[s][p] = agg
         memory = idle_and_10k_rss(d, [backends[0]]) if "pingress" in proxies else {}
@@ -810,6 +898,11 @@ def markdown(rep):
     for s, by in rep["results"].items():
         for p, a in by.items():
             extra = f" ({a['changes']} changes)" if "changes" in a else ""
+            if "slow_opened" in a:
+                extra = (f" (slowloris: {a['slow_closed']} of {a['slow_opened']} closed, after "
+                         f"{a['slow_close_p50_s'] or 0:.1f} s median, {a['slow_close_max_s'] or 0:.1f} s max; "
+                         f"normal client {a['normal_success_pct']:.2f}% ok; RSS "
+                         f"{a['rss_before_kib'] / 1024:.1f} -> {a['rss_attack_max_kib'] / 1024:.1f} MiB)")
             lines.append(
                 f"| {s} | {p} | {a['rps']:.0f} | {a['p50_ms']:.2f} | {a['p99_ms']:.2f} | {a['p999_ms']:.2f} | "
                 f"{a['cpu_us_per_req']:.1f} | {a['rss_peak_kib'] / 1024:.1f} | {a['errors']}{extra} |")

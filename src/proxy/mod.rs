@@ -188,6 +188,8 @@ struct Edge {
     max_body: u64,
     /// Longest gap between body reads.
     body_timeout: Duration,
+    /// Slowest body accepted once `body_timeout` has passed, in bytes per second (0: any).
+    min_body_rate: u64,
     /// Longest wait to write to the client.
     send_timeout: Duration,
     /// HTTP/1 keep-alive idle, in seconds.
@@ -200,6 +202,7 @@ impl From<&crate::config::EdgeConf> for Edge {
             limits: c.head_limits(),
             max_body: c.max_body_bytes,
             body_timeout: Duration::from_millis(c.body_timeout_ms),
+            min_body_rate: c.min_body_rate_bytes_per_second,
             send_timeout: Duration::from_millis(c.send_timeout_ms),
             keepalive: c.keepalive_timeout_seconds,
         }
@@ -354,6 +357,20 @@ impl Gateway {
             .edge_refusals
             .with_label_values(&[status, reason])
             .inc();
+    }
+
+    /// A body that trickles (Apache's mod_reqtimeout `MinRate`): past `body_timeout` from
+    /// the request's start, each `min_body_rate` bytes received buys one more second.
+    /// HTTP/1 request bodies only: an upgraded connection (WebSocket) and HTTP/2 streams
+    /// (gRPC streaming; bounded by the stream limit and windows) may idle.
+    fn too_slow(&self, session: &Session, ctx: &Ctx) -> bool {
+        let rate = self.edge.min_body_rate;
+        if rate == 0 || session.is_http2() || session.was_upgraded() {
+            return false;
+        }
+        let allowed =
+            self.edge.body_timeout + Duration::from_secs_f64(ctx.body_seen as f64 / rate as f64);
+        ctx.start.elapsed() > allowed
     }
 
     /// The body limit of a route: its proxy-body-size, else the edge default (0: none).
@@ -1137,18 +1154,27 @@ impl ProxyHttp for Gateway {
 
     async fn request_body_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         body: &mut Option<Bytes>,
         _end_of_stream: bool,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        let Some(b) = body else {
+            return Ok(());
+        };
+        ctx.body_seen += b.len() as u64;
         let limit = self.body_limit(ctx.route.as_deref());
-        if let (true, Some(b)) = (limit > 0, body) {
-            ctx.body_seen += b.len() as u64;
-            if ctx.body_seen > limit {
-                self.count_refusal("413", BODY_OVER_LIMIT);
-                return Error::e_explain(HTTPStatus(413), "request body over the route's limit");
-            }
+        if limit > 0 && ctx.body_seen > limit {
+            self.count_refusal("413", BODY_OVER_LIMIT);
+            return Error::e_explain(HTTPStatus(413), "request body over the route's limit");
+        }
+        if self.too_slow(session, ctx) {
+            self.shared
+                .metrics
+                .downstream_closed
+                .with_label_values(&["body_rate"])
+                .inc();
+            return Error::e_explain(HTTPStatus(408), "request body slower than min_body_rate");
         }
         Ok(())
     }
@@ -1443,6 +1469,11 @@ impl ProxyHttp for Gateway {
         resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        if resp.status == http::StatusCode::SWITCHING_PROTOCOLS {
+            // An upgraded connection (WebSocket) may idle: the body read gap is for
+            // request bodies, not for the tunnel.
+            session.as_downstream_mut().set_read_timeout(None);
+        }
         if let Some(code) = ctx.intercept {
             // Handled in fail_to_proxy, before anything is written to the client.
             return Error::e_explain(
