@@ -1025,6 +1025,15 @@ async fn connections_over_the_limits_are_closed_and_counted() {
     }
 }
 
+/// Waits until `pingress_downstream_closed_total{reason}` reads `want`.
+async fn closes_counted(gw: &Gateway, reason: &str, want: f64) {
+    let series = format!("pingress_downstream_closed_total{{reason=\"{reason}\"}}");
+    eventually(&format!("{reason} closes counted ({want})"), || async {
+        (gw.metric(&series).await == Some(want)).then_some(())
+    })
+    .await;
+}
+
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap()
@@ -1103,13 +1112,7 @@ async fn http2_zero_window_stall_is_bounded_released_and_others_are_served() {
         }
     }
     assert_eq!(ended, 100, "stalled streams ended by the send timeout");
-    eventually("the send timeouts counted", || async {
-        let n = gw
-            .metric("pingress_downstream_closed_total{reason=\"send_timeout\"}")
-            .await;
-        (n == Some(100.0)).then_some(())
-    })
-    .await;
+    closes_counted(&gw, "send_timeout", 100.0).await;
     drop(client);
     conn.abort();
     eprintln!("zero-window stall: RSS grew by {grown} KiB for 100 streams x 8 MiB");
@@ -1142,15 +1145,7 @@ async fn a_body_that_stops_arriving_is_cut_at_the_read_gap_and_counted() {
         edge.take_seen().is_empty(),
         "the pod got the cut request: {text}"
     );
-    eventually("the body timeout counted", || async {
-        (edge
-            .gw
-            .metric("pingress_downstream_closed_total{reason=\"body_timeout\"}")
-            .await
-            == Some(1.0))
-        .then_some(())
-    })
-    .await;
+    closes_counted(&edge.gw, "body_timeout", 1.0).await;
 }
 
 /// A body that trickles in under the read gap (one byte per 200 ms) is cut once it falls
@@ -1224,15 +1219,7 @@ async fn a_trickling_body_is_cut_below_the_minimum_rate() {
         edge.take_seen().is_empty(),
         "the pod got the trickled request"
     );
-    eventually("the slow body counted", || async {
-        (edge
-            .gw
-            .metric("pingress_downstream_closed_total{reason=\"body_rate\"}")
-            .await
-            == Some(1.0))
-        .then_some(())
-    })
-    .await;
+    closes_counted(&edge.gw, "body_rate", 1.0).await;
 
     // A WebSocket may idle: its messages after the grace are not a slow body.
     use futures_util::{SinkExt, StreamExt};
