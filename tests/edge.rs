@@ -27,6 +27,8 @@ struct Seen {
     method: String,
     path: String,
     body: Vec<u8>,
+    /// Its Upgrade field, if any.
+    upgrade: Option<String>,
 }
 
 /// A pod that records each request it read completely, and answers 200 `pod`.
@@ -52,8 +54,17 @@ async fn recording_pod() -> (SocketAddr, Arc<Mutex<Vec<Seen>>>) {
                                 .path_and_query()
                                 .map(|p| p.to_string())
                                 .unwrap_or_default();
+                            let upgrade = req
+                                .headers()
+                                .get("upgrade")
+                                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
                             let body = req.into_body().collect().await?.to_bytes().to_vec();
-                            log.lock().unwrap().push(Seen { method, path, body });
+                            log.lock().unwrap().push(Seen {
+                                method,
+                                path,
+                                body,
+                                upgrade,
+                            });
                             Ok::<_, hyper::Error>(hyper::Response::new(Full::new(
                                 Bytes::from_static(b"pod"),
                             )))
@@ -575,6 +586,16 @@ fn corpus() -> Vec<Vector> {
         format!("\r\nGET /ok HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n"),
         Forwarded(b""),
     ));
+    // An h2c upgrade (RFC 7540 §3.2, removed in RFC 9113) is not taken up or tunnelled:
+    // the pod gets one ordinary HTTP/1.1 request, without the Upgrade.
+    c.push(v(
+        "h2c upgrade",
+        format!(
+            "GET /ok HTTP/1.1\r\n{host}Connection: Upgrade, HTTP2-Settings, close\r\n\
+             Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n"
+        ),
+        Forwarded(b""),
+    ));
     generated(&mut c);
     c
 }
@@ -742,6 +763,9 @@ fn check(
             }
             if statuses.first() != Some(&200) {
                 return Err(format!("want 200: {}", ctx()));
+            }
+            if seen[0].upgrade.is_some() {
+                return Err(format!("an h2c Upgrade reached the pod: {}", ctx()));
             }
         }
     }
