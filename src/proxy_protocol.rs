@@ -9,8 +9,9 @@
 //! command (load balancer health checks) keep the socket's own peer address.
 //!
 //! Pingora runs [`ProxyProtocol::read`] through two hooks: its pre-TLS callback on HTTPS
-//! listeners ([`PreTls`], which also starts the TLS handshake deadline), and the proxy app's `process_new` wrapper on plain ones. Bytes read past the
-//! header are handed back to the stream (Pingora's `rewind`), so nothing is lost.
+//! listeners ([`PreTls`], which also starts the TLS handshake deadline), and the proxy
+//! app's `process_new` wrapper on plain ones. Bytes read past the header are handed back to
+//! the stream (Pingora's `rewind`), so nothing is lost.
 
 use std::net::{IpAddr, SocketAddr};
 use std::os::unix::io::AsRawFd;

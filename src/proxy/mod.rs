@@ -304,11 +304,7 @@ impl Gateway {
             let Err(refusal) = crate::edge::check_h2(session.req_header()) else {
                 return None;
             };
-            self.count_refusal(&refusal.status.to_string(), refusal.reason);
-            return Some(
-                self.respond_with(session, ctx, refusal.status, b"400 bad request\n")
-                    .await,
-            );
+            return Some(self.refuse(session, ctx, refusal).await);
         }
         let down = session.as_downstream_mut();
         if let Some(clock) = down
@@ -335,19 +331,29 @@ impl Gateway {
             }
             return None;
         };
+        session.set_keepalive(None);
+        Some(self.refuse(session, ctx, refusal).await)
+    }
+
+    /// Answers a request the edge checks refused, and counts it.
+    async fn refuse(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        refusal: crate::edge::Refusal,
+    ) -> Result<bool> {
         self.count_refusal(&refusal.status.to_string(), refusal.reason);
         tracing::debug!(
             status = refusal.status,
             reason = refusal.reason,
             "request refused at the edge"
         );
-        session.set_keepalive(None);
         let body: &'static [u8] = match refusal.status {
             414 => b"414 URI too long\n",
             431 => b"431 request header fields too large\n",
             _ => b"400 bad request\n",
         };
-        Some(self.respond_with(session, ctx, refusal.status, body).await)
+        self.respond_with(session, ctx, refusal.status, body).await
     }
 
     /// Counts a request refused at the edge (`pingress_requests_refused_total`).
