@@ -59,6 +59,10 @@ pub struct PingressConf {
     /// Controller name: IngressClass objects whose `spec.controller` equals it are ours.
     /// Default: `pingress.dev/ingress-controller`.
     pub controller_name: String,
+    /// Gateway API controller name: GatewayClasses whose `spec.controllerName` equals it are
+    /// ours, and so are their Gateways and the routes attached to those.
+    /// Default: `pingress.dev/gateway-controller`.
+    pub gateway_controller_name: String,
     /// Claim Ingresses that name no class at all even when no default IngressClass of ours
     /// exists. Default: `false`.
     pub watch_ingress_without_class: bool,
@@ -316,6 +320,7 @@ impl Default for PingressConf {
             debug_listen: "127.0.0.1:10255".into(),
             ingress_class: "pingress".into(),
             controller_name: "pingress.dev/ingress-controller".into(),
+            gateway_controller_name: "pingress.dev/gateway-controller".into(),
             watch_ingress_without_class: false,
             source: SourceConf::default(),
             debounce_ms: 50,
@@ -844,6 +849,9 @@ impl Config {
         }
         if p.controller_name.is_empty() {
             return Err("pingress.controller_name: must not be empty".into());
+        }
+        if p.gateway_controller_name.is_empty() {
+            return Err("pingress.gateway_controller_name: must not be empty".into());
         }
         if p.source.kind == SourceKind::Manifests && p.source.manifests_dir.as_os_str().is_empty() {
             return Err("pingress.source.manifests_dir: must be set for kind manifests".into());

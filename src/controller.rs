@@ -46,6 +46,9 @@ impl Link<'_> {
                 (namespace.clone(), service.clone(), Action::Respond(503))
             }
             BackendSpec::NotFound => ("-".into(), "-".into(), Action::Respond(404)),
+            BackendSpec::Invalid { namespace, service } => {
+                (namespace.clone(), service.clone(), Action::Respond(500))
+            }
         };
         let limiter = match spec.policy.as_ref().and_then(|p| p.limits.as_ref()) {
             Some(l) => {

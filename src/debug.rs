@@ -367,6 +367,7 @@ pub fn explain(g: &Generation, state: Option<&DebugState>, q: &ExplainQuery) -> 
         query,
         method: &q.method,
         headers: Some(&headers),
+        listener: crate::routing::Listener::default(),
     };
     let trace = g.routes.trace(&req);
     let mut why = Vec::new();
@@ -519,6 +520,9 @@ fn host_reason(h: &HostMatch, asked: &str) -> String {
     match h {
         HostMatch::Exact(e) => format!("host {e} has rules"),
         HostMatch::Wildcard(w) => format!("host {asked} is covered by the wildcard rules of *.{w}"),
+        HostMatch::Suffix(w) => {
+            format!("host {asked} is covered by the Gateway API wildcard rules of *.{w}")
+        }
         HostMatch::Any => format!("no rule names host {asked}; the rules without host apply"),
     }
 }

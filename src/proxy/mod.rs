@@ -604,6 +604,7 @@ impl Gateway {
             404 => b"404 not found: no route for this host and path\n",
             413 => b"413 request entity too large: the body is over this route's limit\n",
             503 => b"503 service unavailable: no ready endpoints for this backend\n",
+            500 => b"500 internal server error: this route's backend cannot be used\n",
             _ => b"error\n",
         };
         self.respond_with(session, ctx, status, body).await
@@ -982,6 +983,13 @@ impl ProxyHttp for Gateway {
                 query: req.uri.query(),
                 method: req.method.as_str(),
                 headers: Some(&req.headers),
+                listener: crate::routing::Listener {
+                    tls: ctx.tls,
+                    port: session
+                        .server_addr()
+                        .and_then(|a| a.as_inet())
+                        .map_or(0, |a| a.port()),
+                },
             };
             generation.route_for(&view).clone()
         };
@@ -1126,6 +1134,14 @@ impl ProxyHttp for Gateway {
                     ctx.canary = true;
                     route = canary.clone();
                 }
+            }
+        }
+        if let Some(split) = route.policy.as_ref().and_then(|p| p.split.as_ref()) {
+            // Gateway API weights: one draw per request (a rule whose weights are all 0 has
+            // no split and answers 500 itself).
+            if let Some(r) = split.pick(fastrand::u32(0..split.total().max(1))) {
+                let r = r.clone();
+                route = r;
             }
         }
         let mut status = match &route.action {

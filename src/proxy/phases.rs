@@ -78,6 +78,31 @@ pub fn redirect_location(
                 None => format!("{scheme}://{to}{uri}"),
             }
         }
+        RedirectTo::Parts(p) => {
+            let scheme = p.scheme.as_deref().unwrap_or(scheme);
+            let to = p
+                .host
+                .as_deref()
+                .unwrap_or_else(|| crate::translate::template::host_without_port(host));
+            // A scheme alone means its own well-known port; otherwise the listener's.
+            let port = p.port.or(match p.scheme {
+                Some(_) => None,
+                None => p.listener_port.or(local_port),
+            });
+            let port = port.filter(|&n| !matches!((scheme, n), ("http", 80) | ("https", 443)));
+            let path = req.uri.path();
+            let path = p.path.as_ref().map(|c| c.apply(path));
+            let path = path.as_deref().unwrap_or(req.uri.path());
+            let mut out = match port {
+                Some(n) => format!("{scheme}://{to}:{n}{path}"),
+                None => format!("{scheme}://{to}{path}"),
+            };
+            if let Some(q) = req.uri.query() {
+                out.push('?');
+                out.push_str(q);
+            }
+            out
+        }
     }
 }
 
@@ -419,6 +444,49 @@ mod tests {
                 Some(80)
             ),
             "http://www.h.com:80/a"
+        );
+        let parts = |scheme: Option<&str>, host: Option<&str>, port, listener_port, path| {
+            to(RedirectTo::Parts(crate::translate::model::RedirectParts {
+                scheme: scheme.map(str::to_string),
+                host: host.map(str::to_string),
+                port,
+                listener_port,
+                path,
+            }))
+        };
+        let at = |r: &Redirect, tls| {
+            redirect_location(r, &req("/a/b?x=1", &[]), "h.com:8080", tls, Some(8080))
+        };
+        // Gateway API: hostname only, on a port-80 listener: no port in the Location.
+        assert_eq!(
+            at(&parts(None, Some("n.com"), None, Some(80), None), false),
+            "http://n.com/a/b?x=1"
+        );
+        // Listener port unknown: the local port.
+        assert_eq!(
+            at(&parts(None, None, None, None, None), false),
+            "http://h.com:8080/a/b?x=1"
+        );
+        // A scheme alone: its well-known port, left out.
+        assert_eq!(
+            at(&parts(Some("https"), None, None, Some(80), None), false),
+            "https://h.com/a/b?x=1"
+        );
+        assert_eq!(
+            at(&parts(Some("https"), None, Some(8443), None, None), false),
+            "https://h.com:8443/a/b?x=1"
+        );
+        assert_eq!(
+            at(&parts(None, None, Some(443), None, None), true),
+            "https://h.com/a/b?x=1"
+        );
+        let prefix = crate::translate::model::PathChange::Prefix {
+            matched: "/a".into(),
+            with: "/z".into(),
+        };
+        assert_eq!(
+            at(&parts(None, None, None, Some(80), Some(prefix)), false),
+            "http://h.com/z/b?x=1"
         );
     }
 

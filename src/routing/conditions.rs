@@ -16,6 +16,31 @@ pub struct Request<'a> {
     pub query: Option<&'a str>,
     pub method: &'a str,
     pub headers: Option<&'a HeaderMap>,
+    /// Which edge listener the request came in on (Gateway API rules are bound to listeners).
+    pub listener: Listener,
+}
+
+/// The edge listener of a request: TLS or not, and the local port number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct Listener {
+    pub tls: bool,
+    pub port: u16,
+}
+
+/// The listeners a Gateway API rule is served on: a Gateway listener on port 80 (HTTP) or
+/// 443 (HTTPS) means every plain or every TLS listener of pingress (`port` 0 here); any other
+/// port means the pingress listeners bound to that port number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ListenerMatch {
+    pub tls: bool,
+    /// 0: every listener of that kind.
+    pub port: u16,
+}
+
+impl ListenerMatch {
+    fn matches(&self, l: Listener) -> bool {
+        self.tls == l.tls && (self.port == 0 || self.port == l.port)
+    }
 }
 
 impl<'a> Request<'a> {
@@ -27,6 +52,7 @@ impl<'a> Request<'a> {
             query: None,
             method: "GET",
             headers: None,
+            listener: Listener::default(),
         }
     }
 }
@@ -77,6 +103,8 @@ pub struct Conditions {
     pub headers: Vec<(String, ValueMatch)>,
     pub query: Vec<(String, ValueMatch)>,
     pub cookies: Vec<(String, ValueMatch)>,
+    /// Non-empty: the rule is served only on these listeners (Gateway API attachment).
+    pub listeners: Vec<ListenerMatch>,
 }
 
 impl Conditions {
@@ -85,6 +113,7 @@ impl Conditions {
             && self.headers.is_empty()
             && self.query.is_empty()
             && self.cookies.is_empty()
+            && self.listeners.is_empty()
     }
 
     /// Gateway API precedence among rules of the same path: a method match first, then more
@@ -99,6 +128,9 @@ impl Conditions {
 
     /// Whether the request satisfies every condition.
     pub fn matches(&self, req: &Request) -> bool {
+        if !self.listeners.is_empty() && !self.listeners.iter().any(|l| l.matches(req.listener)) {
+            return false;
+        }
         if let Some(m) = &self.method {
             if req.method != m {
                 return false;

@@ -4,9 +4,11 @@
 //! Gateway API routes both translate into it.
 //!
 //! Lookup order for a request:
-//! 1. host: the exact host if any rule names it, else the wildcard `*.<rest>` covering its
-//!    first label, else the rules without a host. Hosts never fall through to one another
-//!    (as in nginx server blocks): a host with rules answers only from its own rules.
+//! 1. host: the exact host if any rule names it, else the Ingress wildcard `*.<rest>`
+//!    covering its first label, else the longest Gateway API wildcard suffix (`*.a.b` covers
+//!    any number of labels before `a.b`), else the rules without a host. Hosts never fall
+//!    through to one another (as in nginx server blocks): a host with rules answers only
+//!    from its own rules.
 //! 2. the host's root rule, for the path `/` only (ingress-nginx `app-root`).
 //! 3. path within that host: an Exact path equal to the request path, else the longest
 //!    Prefix that matches element-wise (`/foo` matches `/foo`, `/foo/`, `/foo/bar`, not
@@ -18,7 +20,7 @@
 //!    then the table's fallback (the `defaultBackend` of an Ingress without rules).
 //!
 //! Each path place (a "slot") holds its unconditional rule and, before it, rules with
-//! conditions on method, headers, query parameters or cookies, ordered at build time by
+//! conditions on the listener, method, headers, query parameters or cookies, ordered at build time by
 //! precedence (more conditions first). A slot whose rules' conditions all fail does not
 //! match, and the search goes on to the next shorter prefix or regex. A slot without
 //! conditional rules costs one branch.
@@ -35,7 +37,7 @@ use std::collections::HashMap;
 
 pub mod conditions;
 
-pub use conditions::{Conditions, Request, ValueMatch};
+pub use conditions::{Conditions, Listener, ListenerMatch, Request, ValueMatch};
 
 /// How a path rule matches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -56,6 +58,10 @@ pub enum HostMatch {
     Exact(String),
     /// `*.suffix`: any host with exactly one more label in front of `suffix` (lowercase).
     Wildcard(String),
+    /// Gateway API `*.suffix`: any host with one or more labels in front of `suffix`
+    /// (lowercase). Looked up after the exact host and the one-label wildcard, longest
+    /// suffix first.
+    Suffix(String),
     /// Rules without a host.
     Any,
 }
@@ -111,7 +117,7 @@ impl std::fmt::Display for HostMatch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             HostMatch::Exact(h) => f.write_str(h),
-            HostMatch::Wildcard(h) => write!(f, "*.{h}"),
+            HostMatch::Wildcard(h) | HostMatch::Suffix(h) => write!(f, "*.{h}"),
             HostMatch::Any => f.write_str("*"),
         }
     }
@@ -394,6 +400,7 @@ pub struct Occupied;
 pub struct RouteTable<T> {
     exact: HashMap<Box<str>, HostRoutes<T>>,
     wildcard: HashMap<Box<str>, HostRoutes<T>>,
+    suffix: HashMap<Box<str>, HostRoutes<T>>,
     any: Option<HostRoutes<T>>,
     fallback: Option<T>,
 }
@@ -403,6 +410,7 @@ impl<T> Default for RouteTable<T> {
         RouteTable {
             exact: HashMap::new(),
             wildcard: HashMap::new(),
+            suffix: HashMap::new(),
             any: None,
             fallback: None,
         }
@@ -414,6 +422,7 @@ impl<T> RouteTable<T> {
         match host {
             HostMatch::Exact(h) => self.exact.entry(h.as_str().into()).or_default(),
             HostMatch::Wildcard(h) => self.wildcard.entry(h.as_str().into()).or_default(),
+            HostMatch::Suffix(h) => self.suffix.entry(h.as_str().into()).or_default(),
             HostMatch::Any => self.any.get_or_insert_with(HostRoutes::default),
         }
     }
@@ -506,6 +515,7 @@ impl<T> RouteTable<T> {
             .iter_mut()
             .map(|(h, r)| (h.to_string(), r))
             .chain(self.wildcard.iter_mut().map(|(h, r)| (format!("*.{h}"), r)))
+            .chain(self.suffix.iter_mut().map(|(h, r)| (format!("*.{h}"), r)))
             .chain(self.any.iter_mut().map(|r| ("*".to_string(), r)));
         for (name, routes) in hosts {
             routes
@@ -541,15 +551,9 @@ impl<T> RouteTable<T> {
     pub fn trace(&self, req: &Request) -> Trace<'_, T> {
         let mut buf = [0u8; 256];
         let normalized = normalize_host(req.host, &mut buf).map(str::to_string);
-        let found = normalized.as_deref().and_then(|h| {
-            if let Some(r) = self.exact.get(h) {
-                return Some((HostMatch::Exact(h.to_string()), r));
-            }
-            let dot = h.find('.').filter(|d| *d > 0)?;
-            self.wildcard
-                .get(&h[dot + 1..])
-                .map(|r| (HostMatch::Wildcard(h[dot + 1..].to_string()), r))
-        });
+        let found = normalized
+            .as_deref()
+            .and_then(|h| self.host_entry(h).map(|(m, r)| (m.into_match(), r)));
         let found = found.or_else(|| self.any.as_ref().map(|r| (HostMatch::Any, r)));
         let (host, path_target, host_default) = match &found {
             Some((m, r)) => (Some(m.clone()), r.lookup_path(req), r.default.as_ref()),
@@ -565,18 +569,38 @@ impl<T> RouteTable<T> {
         }
     }
 
+    #[inline]
     fn host_routes(&self, host: &str) -> Option<&HostRoutes<T>> {
         if let Some(r) = self.exact.get(host) {
             return Some(r);
         }
-        if self.wildcard.is_empty() {
+        if self.wildcard.is_empty() && self.suffix.is_empty() {
             return None;
         }
-        let dot = host.find('.')?;
-        if dot == 0 {
+        self.host_entry(host).map(|(_, r)| r)
+    }
+
+    /// The host entry for a normalised host: exact, then the one-label wildcard, then the
+    /// longest multi-label suffix.
+    fn host_entry<'h>(&self, host: &'h str) -> Option<(Found<'h>, &HostRoutes<T>)> {
+        if let Some(r) = self.exact.get(host) {
+            return Some((Found::Exact(host), r));
+        }
+        let dot = host.find('.').filter(|d| *d > 0)?;
+        let rest = &host[dot + 1..];
+        if let Some(r) = self.wildcard.get(rest) {
+            return Some((Found::Wildcard(rest), r));
+        }
+        if self.suffix.is_empty() {
             return None;
         }
-        self.wildcard.get(&host[dot + 1..])
+        let mut rest = rest;
+        loop {
+            if let Some(r) = self.suffix.get(rest) {
+                return Some((Found::Suffix(rest), r));
+            }
+            rest = &rest[rest.find('.')? + 1..];
+        }
     }
 
     /// Every host of the table with its routes, sorted by host (for the debug view and
@@ -590,6 +614,11 @@ impl<T> RouteTable<T> {
                 self.wildcard
                     .iter()
                     .map(|(h, r)| (HostMatch::Wildcard(h.to_string()), r)),
+            )
+            .chain(
+                self.suffix
+                    .iter()
+                    .map(|(h, r)| (HostMatch::Suffix(h.to_string()), r)),
             )
             .chain(self.any.iter().map(|r| (HostMatch::Any, r)))
             .collect();
@@ -610,6 +639,11 @@ impl<T> RouteTable<T> {
                 .into_iter()
                 .map(|(k, v)| (k, v.map(&mut f)))
                 .collect(),
+            suffix: self
+                .suffix
+                .into_iter()
+                .map(|(k, v)| (k, v.map(&mut f)))
+                .collect(),
             any: self.any.map(|r| r.map(&mut f)),
             fallback: self.fallback.map(f),
         }
@@ -619,6 +653,7 @@ impl<T> RouteTable<T> {
     pub fn len(&self) -> usize {
         self.exact.values().map(HostRoutes::len).sum::<usize>()
             + self.wildcard.values().map(HostRoutes::len).sum::<usize>()
+            + self.suffix.values().map(HostRoutes::len).sum::<usize>()
             + self.any.as_ref().map_or(0, HostRoutes::len)
     }
 
@@ -634,11 +669,13 @@ impl<T: Clone> RouteTable<T> {
         let exists = match alias {
             HostMatch::Exact(h) => self.exact.contains_key(h.as_str()),
             HostMatch::Wildcard(h) => self.wildcard.contains_key(h.as_str()),
+            HostMatch::Suffix(h) => self.suffix.contains_key(h.as_str()),
             HostMatch::Any => true,
         };
         let from = match host {
             HostMatch::Exact(h) => self.exact.get(h.as_str()),
             HostMatch::Wildcard(h) => self.wildcard.get(h.as_str()),
+            HostMatch::Suffix(h) => self.suffix.get(h.as_str()),
             HostMatch::Any => self.any.as_ref(),
         };
         let Some(routes) = from.cloned().filter(|_| !exists) else {
@@ -656,6 +693,7 @@ impl<T> RouteTable<T> {
         let routes = match host {
             HostMatch::Exact(h) => self.exact.get_mut(h.as_str())?,
             HostMatch::Wildcard(h) => self.wildcard.get_mut(h.as_str())?,
+            HostMatch::Suffix(h) => self.suffix.get_mut(h.as_str())?,
             HostMatch::Any => self.any.as_mut()?,
         };
         let slot = match kind {
@@ -667,6 +705,23 @@ impl<T> RouteTable<T> {
             }
         };
         slot.plain.as_mut()
+    }
+}
+
+/// Which kind of host entry a lookup found, borrowing the looked-up host.
+enum Found<'h> {
+    Exact(&'h str),
+    Wildcard(&'h str),
+    Suffix(&'h str),
+}
+
+impl Found<'_> {
+    fn into_match(self) -> HostMatch {
+        match self {
+            Found::Exact(h) => HostMatch::Exact(h.into()),
+            Found::Wildcard(h) => HostMatch::Wildcard(h.into()),
+            Found::Suffix(h) => HostMatch::Suffix(h.into()),
+        }
     }
 }
 

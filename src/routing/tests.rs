@@ -310,6 +310,7 @@ fn conditional_rules_match_on_method_headers_query_and_cookies() {
         query,
         method,
         headers: Some(headers),
+        listener: Listener::default(),
     };
     let cases: &[(Request, &str)] = &[
         (req("/x", None, "GET", &none), "plain"),
@@ -354,4 +355,77 @@ fn an_invalid_regex_is_reported_by_finish() {
         .unwrap();
     let e = t.finish().unwrap_err();
     assert!(e.contains("host r.com"), "{e}");
+}
+
+#[test]
+fn a_gateway_wildcard_spans_several_labels_and_yields_to_exact_and_one_label_entries() {
+    let mut t = RouteTable::default();
+    let suffix = HostMatch::Suffix("wildcard.io".into());
+    t.insert_path(&suffix, Prefix, "/", "suffix").unwrap();
+    t.insert_path(
+        &HostMatch::Suffix("b.wildcard.io".into()),
+        Prefix,
+        "/",
+        "longer",
+    )
+    .unwrap();
+    t.insert_path(
+        &HostMatch::Wildcard("c.wildcard.io".into()),
+        Prefix,
+        "/",
+        "ingress-wildcard",
+    )
+    .unwrap();
+    t.insert_path(
+        &HostMatch::Exact("x.b.wildcard.io".into()),
+        Prefix,
+        "/",
+        "exact",
+    )
+    .unwrap();
+    let cases = [
+        ("foo.wildcard.io", Some("suffix")),
+        ("foo.bar.wildcard.io", Some("suffix")),
+        ("Foo.Bar.Wildcard.IO:8080", Some("suffix")),
+        // Not the bare suffix itself.
+        ("wildcard.io", None),
+        ("a.b.wildcard.io", Some("longer")),
+        ("z.a.b.wildcard.io", Some("longer")),
+        ("x.b.wildcard.io", Some("exact")),
+        ("y.c.wildcard.io", Some("ingress-wildcard")),
+        // One-label Ingress wildcards stay one label; the Gateway suffix catches deeper hosts.
+        ("z.y.c.wildcard.io", Some("suffix")),
+        ("other.io", None),
+    ];
+    for (host, want) in cases {
+        assert_eq!(t.lookup(host, "/p").copied(), want, "{host}");
+    }
+    let trace = t.trace(&Request::new("a.b.wildcard.io", "/"));
+    assert_eq!(trace.host, Some(HostMatch::Suffix("b.wildcard.io".into())));
+}
+
+#[test]
+fn rules_bound_to_listeners_answer_only_there() {
+    let h = HostMatch::Exact("l.com".into());
+    let mut t = RouteTable::default();
+    let on = |tls, port| Conditions {
+        listeners: vec![ListenerMatch { tls, port }],
+        ..Default::default()
+    };
+    t.insert_rule(&h, Prefix, "/", Some(on(false, 0)), "every-plain")
+        .unwrap();
+    t.insert_rule(&h, Prefix, "/", Some(on(true, 0)), "every-tls")
+        .unwrap();
+    t.insert_rule(&h, Prefix, "/x", Some(on(false, 8080)), "plain-8080")
+        .unwrap();
+    let at = |tls, port, path| {
+        let mut r = Request::new("l.com", path);
+        r.listener = Listener { tls, port };
+        t.lookup_request(&r).copied()
+    };
+    assert_eq!(at(false, 80, "/x"), Some("every-plain"));
+    assert_eq!(at(false, 8080, "/x"), Some("plain-8080"));
+    assert_eq!(at(false, 8080, "/y"), Some("every-plain"));
+    assert_eq!(at(true, 443, "/x"), Some("every-tls"));
+    assert_eq!(at(true, 8080, "/x"), Some("every-tls"));
 }

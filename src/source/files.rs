@@ -20,6 +20,10 @@ use tracing::{debug, info, warn};
 use super::{Object, Snapshot};
 use crate::metrics::Metrics;
 
+/// The Gateway API group's versions read from manifests (the v1.6 standard channel).
+const GATEWAY_V1: &str = "gateway.networking.k8s.io/v1";
+const GATEWAY_V1BETA1: &str = "gateway.networking.k8s.io/v1beta1";
+
 /// What one manifest text holds.
 #[derive(Debug, Default)]
 pub struct Parsed {
@@ -134,6 +138,25 @@ fn parse_value(
             }
             Object::Secret(Arc::new(secret))
         }
+        ("v1", "Namespace") => {
+            Object::Namespace(Arc::new(typed(value, text, origin, line, &what)?))
+        }
+        (GATEWAY_V1, "GatewayClass") => {
+            Object::GatewayClass(Arc::new(typed(value, text, origin, line, &what)?))
+        }
+        (GATEWAY_V1, "Gateway") => {
+            Object::Gateway(Arc::new(typed(value, text, origin, line, &what)?))
+        }
+        (GATEWAY_V1, "HTTPRoute") => {
+            Object::HttpRoute(Arc::new(typed(value, text, origin, line, &what)?))
+        }
+        (GATEWAY_V1, "GRPCRoute") => {
+            Object::GrpcRoute(Arc::new(typed(value, text, origin, line, &what)?))
+        }
+        // ReferenceGrant: v1beta1 is still the storage version; v1 is served since 1.5.
+        (GATEWAY_V1 | GATEWAY_V1BETA1, "ReferenceGrant") => {
+            Object::ReferenceGrant(Arc::new(typed(value, text, origin, line, &what)?))
+        }
         ("v1", "List") => {
             let items = match value.get("items") {
                 Some(serde_yaml::Value::Sequence(items)) => items.clone(),
@@ -145,7 +168,11 @@ fn parse_value(
             }
             return Ok(());
         }
-        (_, "Ingress" | "IngressClass" | "Service" | "EndpointSlice" | "Secret") => {
+        (
+            _,
+            "Ingress" | "IngressClass" | "Service" | "EndpointSlice" | "Secret" | "GatewayClass"
+            | "Gateway" | "HTTPRoute" | "GRPCRoute" | "ReferenceGrant",
+        ) => {
             let msg = format!(
                 "{origin}:{line}: {kind} {name}: apiVersion {api_version} is not supported, document skipped"
             );

@@ -11,7 +11,12 @@ pub mod legacy;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{Secret, Service};
+use gateway_api::gatewayclasses::GatewayClass;
+use gateway_api::gateways::Gateway;
+use gateway_api::grpcroutes::GrpcRoute;
+use gateway_api::httproutes::HttpRoute;
+use gateway_api::referencegrants::ReferenceGrant;
+use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 
@@ -45,6 +50,12 @@ pub enum Object {
     Service(Arc<Service>),
     EndpointSlice(Arc<EndpointSlice>),
     Secret(Arc<Secret>),
+    Namespace(Arc<Namespace>),
+    GatewayClass(Arc<GatewayClass>),
+    Gateway(Arc<Gateway>),
+    HttpRoute(Arc<HttpRoute>),
+    GrpcRoute(Arc<GrpcRoute>),
+    ReferenceGrant(Arc<ReferenceGrant>),
 }
 
 impl Object {
@@ -56,10 +67,24 @@ impl Object {
             Object::Service(o) => ("Service", &o.metadata),
             Object::EndpointSlice(o) => ("EndpointSlice", &o.metadata),
             Object::Secret(o) => ("Secret", &o.metadata),
+            Object::Namespace(o) => ("Namespace", &o.metadata),
+            Object::GatewayClass(o) => ("GatewayClass", &o.metadata),
+            Object::Gateway(o) => ("Gateway", &o.metadata),
+            Object::HttpRoute(o) => ("HTTPRoute", &o.metadata),
+            Object::GrpcRoute(o) => ("GRPCRoute", &o.metadata),
+            Object::ReferenceGrant(o) => ("ReferenceGrant", &o.metadata),
         };
         let name = meta.name.as_deref().unwrap_or("");
+        let cluster_scoped = matches!(kind, "IngressClass" | "GatewayClass" | "Namespace");
         match meta.namespace.as_deref() {
-            Some(ns) if kind != "IngressClass" => format!("{kind} {ns}/{name}"),
+            Some(ns) if !cluster_scoped => format!("{kind} {ns}/{name}"),
+            None if matches!(
+                kind,
+                "Gateway" | "HTTPRoute" | "GRPCRoute" | "ReferenceGrant"
+            ) =>
+            {
+                format!("{kind} default/{name}")
+            }
             _ => format!("{kind} {name}"),
         }
     }
@@ -76,6 +101,14 @@ pub struct Snapshot {
     /// `kubernetes.io/tls` Secrets, and the Opaque Secrets that hold basic-auth users
     /// (in-cluster: only those an Ingress's auth-secret names).
     pub secrets: BTreeMap<ObjKey, Arc<Secret>>,
+    /// Namespaces by name (their labels select routes for `allowedRoutes` selectors).
+    pub namespaces: BTreeMap<String, Arc<Namespace>>,
+    /// Gateway API: GatewayClasses by name.
+    pub gateway_classes: BTreeMap<String, Arc<GatewayClass>>,
+    pub gateways: BTreeMap<ObjKey, Arc<Gateway>>,
+    pub http_routes: BTreeMap<ObjKey, Arc<HttpRoute>>,
+    pub grpc_routes: BTreeMap<ObjKey, Arc<GrpcRoute>>,
+    pub reference_grants: BTreeMap<ObjKey, Arc<ReferenceGrant>>,
 }
 
 /// Secret types a source keeps: TLS, and Opaque (auth users; no type means Opaque).
@@ -102,7 +135,7 @@ impl Snapshot {
     /// Add an object; returns false (and keeps the existing one) when the same kind,
     /// namespace and name is already present.
     pub fn insert(&mut self, obj: Object) -> bool {
-        fn put<V>(map: &mut BTreeMap<ObjKey, V>, k: ObjKey, v: V) -> bool {
+        fn put<K: Ord, V>(map: &mut BTreeMap<K, V>, k: K, v: V) -> bool {
             if map.contains_key(&k) {
                 return false;
             }
@@ -116,12 +149,20 @@ impl Snapshot {
             Object::Secret(o) => put(&mut self.secrets, key_of(&o.metadata), o),
             Object::IngressClass(o) => {
                 let name = o.metadata.name.clone().unwrap_or_default();
-                if self.ingress_classes.contains_key(&name) {
-                    return false;
-                }
-                self.ingress_classes.insert(name, o);
-                true
+                put(&mut self.ingress_classes, name, o)
             }
+            Object::Namespace(o) => {
+                let name = o.metadata.name.clone().unwrap_or_default();
+                put(&mut self.namespaces, name, o)
+            }
+            Object::GatewayClass(o) => {
+                let name = o.metadata.name.clone().unwrap_or_default();
+                put(&mut self.gateway_classes, name, o)
+            }
+            Object::Gateway(o) => put(&mut self.gateways, key_of(&o.metadata), o),
+            Object::HttpRoute(o) => put(&mut self.http_routes, key_of(&o.metadata), o),
+            Object::GrpcRoute(o) => put(&mut self.grpc_routes, key_of(&o.metadata), o),
+            Object::ReferenceGrant(o) => put(&mut self.reference_grants, key_of(&o.metadata), o),
         }
     }
 
@@ -132,6 +173,12 @@ impl Snapshot {
             && same_map(&self.ingress_classes, &other.ingress_classes)
             && same_map(&self.services, &other.services)
             && same_map(&self.secrets, &other.secrets)
+            && same_map(&self.namespaces, &other.namespaces)
+            && same_map(&self.gateway_classes, &other.gateway_classes)
+            && same_map(&self.gateways, &other.gateways)
+            && same_map(&self.http_routes, &other.http_routes)
+            && same_map(&self.grpc_routes, &other.grpc_routes)
+            && same_map(&self.reference_grants, &other.reference_grants)
     }
 
     /// (namespace, service) of every EndpointSlice added, removed or changed between `self`

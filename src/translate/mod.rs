@@ -17,6 +17,7 @@
 
 pub mod annotations;
 mod diagnostics;
+pub mod gateway;
 pub mod model;
 pub mod template;
 #[cfg(test)]
@@ -58,6 +59,12 @@ pub struct TranslateConf {
     pub ssl_redirect: bool,
     /// Global default backend: (`namespace/name`, port); None for the built-in 404.
     pub default_backend: Option<(ObjKey, PortRef)>,
+    /// GatewayClasses with this `spec.controllerName` are ours.
+    pub gateway_controller: String,
+    /// Port numbers of the plain-HTTP and of the HTTPS listeners (Gateway listener ports
+    /// other than 80 and 443 are served where these match).
+    pub http_ports: Vec<u16>,
+    pub https_ports: Vec<u16>,
 }
 
 impl From<&PingressConf> for TranslateConf {
@@ -71,8 +78,19 @@ impl From<&PingressConf> for TranslateConf {
                 let (ns, name) = d.service.split_once('/').unwrap_or(("default", &d.service));
                 (ObjKey::new(ns, name), d.port.clone())
             }),
+            gateway_controller: c.gateway_controller_name.clone(),
+            http_ports: ports_of(&c.http_listen),
+            https_ports: ports_of(&c.https_listen),
         }
     }
+}
+
+fn ports_of(addrs: &[String]) -> Vec<u16> {
+    addrs
+        .iter()
+        .filter_map(|a| crate::config::parse_listen(a).ok())
+        .map(|a| a.port())
+        .collect()
 }
 
 /// One upstream pool: the pods behind one port of one Service.
@@ -103,6 +121,9 @@ pub enum BackendSpec {
     Unavailable { namespace: String, service: String },
     /// The built-in default backend: answer 404.
     NotFound,
+    /// A Gateway API backendRef that cannot be used (unknown kind, missing Service, not
+    /// permitted): its share of requests gets 500.
+    Invalid { namespace: String, service: String },
 }
 
 /// How the gateway talks to the pods of a backend.
@@ -198,6 +219,8 @@ pub struct Translation {
     /// Hosts (as rules write them; `*` for the catch-all) whose TLS handshakes ask for a
     /// client certificate.
     pub client_auth_hosts: Vec<String>,
+    /// Gateway API: the status of each GatewayClass, Gateway and route of ours.
+    pub gateway: gateway::Report,
 }
 
 /// Translate a snapshot. Pure: same input, same output.
@@ -315,6 +338,8 @@ pub fn translate_with(
             t.canary(key, ing, ann, c);
         }
     }
+    // 6. Gateway API routes, after every Ingress (Ingress wins on the same host and path).
+    let gateway = t.gateway_api();
     if let Err(e) = t.routes.finish() {
         t.diag(None, DiagKind::InvalidPath, e);
     }
@@ -335,6 +360,7 @@ pub fn translate_with(
         annotations,
         accepted,
         refused,
+        gateway,
     }
 }
 
@@ -916,7 +942,7 @@ impl Translator<'_> {
     /// Whether some Ingress of ours configures TLS for this rule host.
     fn is_tls_host(&self, host: &HostMatch) -> bool {
         match host {
-            HostMatch::Any => false,
+            HostMatch::Any | HostMatch::Suffix(_) => false,
             HostMatch::Wildcard(_) => self.tls_hosts.contains(&host.to_string()),
             HostMatch::Exact(h) => {
                 self.tls_hosts.contains(h)

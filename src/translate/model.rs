@@ -38,6 +38,76 @@ pub enum RedirectTo {
     /// `<scheme>://<host>:<port><request URI without one trailing slash>`, with the request's
     /// scheme and local port (`from-to-www-redirect`).
     Host(String),
+    /// Gateway API RequestRedirect: each part given replaces the request's own.
+    Parts(RedirectParts),
+}
+
+/// The parts of a Gateway API RequestRedirect. The query is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedirectParts {
+    /// None: the request's scheme.
+    pub scheme: Option<String>,
+    /// None: the request's host (without its port).
+    pub host: Option<String>,
+    /// None: the scheme's well-known port when a scheme is given, else `listener_port`.
+    pub port: Option<u16>,
+    /// The Gateway listener port of the rule when it has one; None: the local port.
+    pub listener_port: Option<u16>,
+    pub path: Option<PathChange>,
+}
+
+/// A new path for a request (Gateway API `HTTPPathModifier`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathChange {
+    /// The whole path becomes this.
+    Full(String),
+    /// The matched path prefix (whole elements) is replaced by this.
+    Prefix { matched: String, with: String },
+}
+
+impl PathChange {
+    /// The changed path. A prefix that does not match leaves the path as it is.
+    pub fn apply(&self, path: &str) -> String {
+        match self {
+            PathChange::Full(p) => p.clone(),
+            PathChange::Prefix { matched, with } => {
+                let matched = matched.trim_end_matches('/');
+                let rest = match path.strip_prefix(matched) {
+                    Some(r) if r.is_empty() || r.starts_with('/') => r,
+                    _ => return path.to_string(),
+                };
+                let mut out = String::with_capacity(with.len() + rest.len());
+                out.push_str(with.trim_end_matches('/'));
+                out.push_str(rest);
+                if out.is_empty() {
+                    out.push('/');
+                } else if !out.starts_with('/') {
+                    out.insert(0, '/');
+                }
+                out
+            }
+        }
+    }
+}
+
+/// Gateway API backendRefs with weights: each request goes to one of them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Split<R> {
+    /// (cumulative weight, backend) for the backends with a weight above 0; the last
+    /// cumulative weight is the total.
+    pub backends: Vec<(u32, R)>,
+}
+
+impl<R> Split<R> {
+    /// The sum of the weights.
+    pub fn total(&self) -> u32 {
+        self.backends.last().map_or(0, |(w, _)| *w)
+    }
+
+    /// The backend for a draw `n` in `0..total()`.
+    pub fn pick(&self, n: u32) -> Option<&R> {
+        self.backends.iter().find(|(w, _)| n < *w).map(|(_, r)| r)
+    }
 }
 
 /// How the path sent upstream is rewritten.
@@ -46,6 +116,8 @@ pub enum Rewrite {
     /// nginx `rewrite <pattern> <target> break`: when the pattern matches the path, the whole
     /// path becomes `target` with `$1`..`$9` replaced by the captures; the query is kept.
     Captures { pattern: Pattern, target: String },
+    /// Gateway API URLRewrite path.
+    Path(PathChange),
 }
 
 /// Header changes, applied in order: remove, set (replace), add (append).
@@ -254,6 +326,18 @@ pub struct Policy<R> {
     pub snippet: Option<std::sync::Arc<crate::translate::annotations::snippet::SnippetOps>>,
     /// auth-tls-*: the client certificates of the route's host.
     pub client_tls: Option<std::sync::Arc<ClientTls>>,
+    /// Gateway API weighted backendRefs: the request goes to one of these routes.
+    pub split: Option<Split<R>>,
+    /// Gateway API RequestMirror: copies of the request go to these routes, answers ignored.
+    pub mirrors: Vec<Mirror<R>>,
+}
+
+/// One RequestMirror filter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mirror<R> {
+    pub backend: R,
+    /// Share of requests mirrored, in millionths (1_000_000: all).
+    pub share: u32,
 }
 
 /// Which origins CORS allows.
@@ -464,6 +548,8 @@ impl<R> Default for Policy<R> {
             external_auth: None,
             snippet: None,
             client_tls: None,
+            split: None,
+            mirrors: Vec::new(),
         }
     }
 }
@@ -490,6 +576,8 @@ impl<R> Policy<R> {
             && self.external_auth.is_none()
             && self.snippet.is_none()
             && self.client_tls.is_none()
+            && self.split.is_none()
+            && self.mirrors.is_empty()
     }
 
     /// Convert the backends (canary, error pages, fallback) with `f`.
@@ -508,7 +596,7 @@ impl<R> Policy<R> {
                 codes: e.codes,
                 backend: f(e.backend),
             }),
-            fallback: self.fallback.map(f),
+            fallback: self.fallback.map(&mut f),
             denied: self.denied,
             access: self.access,
             limits: self.limits,
@@ -517,6 +605,17 @@ impl<R> Policy<R> {
             external_auth: self.external_auth,
             snippet: self.snippet,
             client_tls: self.client_tls,
+            split: self.split.map(|s| Split {
+                backends: s.backends.into_iter().map(|(w, r)| (w, f(r))).collect(),
+            }),
+            mirrors: self
+                .mirrors
+                .into_iter()
+                .map(|m| Mirror {
+                    backend: f(m.backend),
+                    share: m.share,
+                })
+                .collect(),
         }
     }
 }
@@ -550,6 +649,54 @@ impl Rewrite {
                 }
                 Some(out)
             }
+            Rewrite::Path(change) => Some(change.apply(path)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Gateway API's HTTPPathModifier table for ReplacePrefixMatch, row by row.
+    #[test]
+    fn replace_prefix_match_follows_the_gateway_api_table() {
+        let rows = [
+            ("/foo", "/foo/bar", "/xyz", "/xyz/bar"),
+            ("/foo", "/foo/bar", "/xyz/", "/xyz/bar"),
+            ("/foo/", "/foo/bar", "/xyz", "/xyz/bar"),
+            ("/foo/", "/foo/bar", "/xyz/", "/xyz/bar"),
+            ("/foo", "/foo", "/xyz", "/xyz"),
+            ("/foo", "/foo/", "/xyz", "/xyz/"),
+            ("/foo/", "/foo/", "/xyz", "/xyz/"),
+            ("/foo", "/foo", "", "/"),
+            ("/foo", "/foo/", "", "/"),
+            ("/foo/", "/foo/", "", "/"),
+            ("/foo", "/foo", "/", "/"),
+            ("/foo", "/foo/", "/", "/"),
+            ("/foo/", "/foo/", "/", "/"),
+            ("/", "/bar", "/xyz", "/xyz/bar"),
+        ];
+        for (matched, path, with, want) in rows {
+            let c = PathChange::Prefix {
+                matched: matched.into(),
+                with: with.into(),
+            };
+            assert_eq!(c.apply(path), want, "{matched} {path} {with}");
+        }
+        let full = PathChange::Full("/one".into());
+        assert_eq!(full.apply("/any/thing"), "/one");
+    }
+
+    #[test]
+    fn a_split_picks_by_cumulative_weight() {
+        let s = Split {
+            backends: vec![(1, "a"), (4, "b")],
+        };
+        assert_eq!(s.total(), 4);
+        assert_eq!(s.pick(0), Some(&"a"));
+        assert_eq!(s.pick(1), Some(&"b"));
+        assert_eq!(s.pick(3), Some(&"b"));
+        assert_eq!(s.pick(4), None);
     }
 }

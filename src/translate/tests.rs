@@ -16,6 +16,9 @@ fn conf() -> TranslateConf {
         watch_ingress_without_class: false,
         ssl_redirect: true,
         default_backend: None,
+        gateway_controller: "pingress.dev/gateway-controller".into(),
+        http_ports: vec![80],
+        https_ports: vec![443],
     }
 }
 
@@ -61,6 +64,7 @@ fn service_of(r: Option<&RouteSpec>) -> Option<String> {
         BackendSpec::Service(k) => Some(format!("{}:{}", k.service, k.port)),
         BackendSpec::Unavailable { service, .. } => Some(format!("{service}:unavailable")),
         BackendSpec::NotFound => Some("404".into()),
+        BackendSpec::Invalid { service, .. } => Some(format!("{service}:invalid")),
     }
 }
 
