@@ -37,6 +37,9 @@ pub struct Summary {
 #[derive(Debug, Serialize)]
 pub struct Report {
     pub ingresses: Vec<IngressReport>,
+    /// Gateway API: every status condition of our GatewayClasses, Gateways and routes, one
+    /// line each (`Kind ns/name ...: Type=Status (Reason): message`).
+    pub gateway_api: Vec<String>,
     pub summary: Summary,
 }
 
@@ -82,7 +85,11 @@ impl Report {
                 diagnostics: other.remove(key).unwrap_or_default(),
             });
         }
-        Report { ingresses, summary }
+        Report {
+            ingresses,
+            gateway_api: t.gateway.lines(),
+            summary,
+        }
     }
 
     /// Whether every annotation behaves as it does under ingress-nginx.
@@ -110,6 +117,9 @@ impl Report {
             for d in &i.diagnostics {
                 out.push_str(&format!("  note     {d}\n"));
             }
+        }
+        for line in &self.gateway_api {
+            out.push_str(&format!("gateway-api {line}\n"));
         }
         let s = &self.summary;
         out.push_str(&format!(

@@ -10,12 +10,14 @@
 //!    through to one another (as in nginx server blocks): a host with rules answers only
 //!    from its own rules.
 //! 2. the host's root rule, for the path `/` only (ingress-nginx `app-root`).
-//! 3. path within that host: an Exact path equal to the request path, else the longest
-//!    Prefix that matches element-wise (`/foo` matches `/foo`, `/foo/`, `/foo/bar`, not
-//!    `/foobar`). An Exact match is always at least as long as any matching prefix, so
-//!    "longest wins, Exact beats Prefix on a tie" reduces to "Exact first". Then the host's
+//! 3. path within that host: an Exact path equal to the request path, then the host's
 //!    regex rules, in their order: the first whose regex matches wins (one leftmost-first
-//!    multi-pattern search per request).
+//!    multi-pattern search per request), then the longest Prefix that matches element-wise
+//!    (`/foo` matches `/foo`, `/foo/`, `/foo/bar`, not `/foobar`). An Exact match is always
+//!    at least as long as any matching prefix, so "longest wins, Exact beats Prefix on a
+//!    tie" reduces to "Exact first". Ingress hosts never mix regex and prefix rules (a
+//!    regex-mode host has only regex rules), so the regex-before-prefix order is the
+//!    Gateway API one (as Contour's: Exact, RegularExpression, PathPrefix).
 //! 4. the host's own default (an Ingress `defaultBackend` for the hosts of that Ingress),
 //!    then the table's fallback (the `defaultBackend` of an Ingress without rules).
 //!
@@ -281,12 +283,13 @@ impl<T> HostRoutes<T> {
                 return Some(t);
             }
         }
-        if !self.prefix.is_empty() {
-            if let Some(t) = self.lookup_prefix(req) {
-                return Some(t);
-            }
+        if let Some(t) = self.regex.as_ref().and_then(|r| r.lookup(req)) {
+            return Some(t);
         }
-        self.regex.as_ref().and_then(|r| r.lookup(req))
+        if !self.prefix.is_empty() {
+            return self.lookup_prefix(req);
+        }
+        None
     }
 
     fn lookup_prefix(&self, req: &Request) -> Option<&T> {

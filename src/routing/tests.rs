@@ -232,14 +232,17 @@ fn the_same_regex_twice_is_occupied() {
 }
 
 #[test]
-fn exact_and_prefix_are_tried_before_regex_rules() {
+fn exact_then_regex_then_prefix_rules() {
     let mut t = RouteTable::default();
     let h = HostMatch::Exact("r.com".into());
-    t.insert_path(&h, PathKind::Regex, "^/.*", "regex").unwrap();
-    t.insert_path(&h, PathKind::Prefix, "/p", "prefix").unwrap();
+    t.insert_path(&h, PathKind::Regex, "^/r/[0-9]+$", "regex")
+        .unwrap();
+    t.insert_path(&h, PathKind::Prefix, "/", "prefix").unwrap();
+    t.insert_path(&h, PathKind::Exact, "/r/1", "exact").unwrap();
     t.finish().unwrap();
-    assert_eq!(t.lookup("r.com", "/p/x"), Some(&"prefix"));
-    assert_eq!(t.lookup("r.com", "/q"), Some(&"regex"));
+    assert_eq!(t.lookup("r.com", "/r/1"), Some(&"exact"));
+    assert_eq!(t.lookup("r.com", "/r/22"), Some(&"regex"));
+    assert_eq!(t.lookup("r.com", "/r/x"), Some(&"prefix"));
 }
 
 #[test]

@@ -1,0 +1,570 @@
+//! Gateway API end to end: the real gateway on a manifests directory holding a GatewayClass,
+//! Gateways and HTTPRoutes, echo pods on 127.0.0.1, and a real HTTP client. These restate
+//! the expectations of the upstream GATEWAY-HTTP conformance tests (named in each test's
+//! doc) as our own cases: what the client gets (status, pod, Location, headers) and what
+//! the pod sees (path, Host, headers). A self-check, not a conformance report.
+
+mod support;
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+
+use support::*;
+
+const GATEWAY_CLASS: &str = "---\napiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {name: pingress}\nspec: {controllerName: pingress.dev/gateway-controller}\n";
+
+/// A Gateway `gw` in namespace `gw-ns` with an HTTP listener `http` on port 80 (routes from
+/// all namespaces) plus `extra` listener YAML lines.
+fn gateway(extra: &str) -> String {
+    format!(
+        "---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: gw, namespace: gw-ns}}\nspec:\n  gatewayClassName: pingress\n  listeners:\n  - name: http\n    protocol: HTTP\n    port: 80\n    allowedRoutes: {{namespaces: {{from: All}}}}\n{extra}"
+    )
+}
+
+/// An HTTPRoute `name` in `ns` attached to gw-ns/gw, with `spec` lines after parentRefs.
+fn route(ns: &str, name: &str, spec: &str) -> String {
+    format!(
+        "---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  parentRefs: [{{name: gw, namespace: gw-ns}}]\n{spec}"
+    )
+}
+
+/// Services (port 8080 named `http`) with their pods, in `ns`.
+fn backends(ns: &str, list: &[(&str, SocketAddr)]) -> String {
+    let mut s = String::new();
+    for (svc, pod) in list {
+        s.push_str(&service(ns, svc, &[("http", 8080)]));
+        s.push_str(&slices(ns, svc, "http", &[*pod]));
+    }
+    s
+}
+
+async fn send(
+    gw: &Gateway,
+    method: &str,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> reqwest::Response {
+    let mut rb = gw
+        .client
+        .request(
+            method.parse().unwrap(),
+            format!("http://{}{}", gw.http, path),
+        )
+        .header("host", host);
+    for (k, v) in headers {
+        rb = rb.header(*k, *v);
+    }
+    rb.send().await.unwrap()
+}
+
+/// The pod that answered, or the status when not 200.
+async fn who(
+    gw: &Gateway,
+    method: &str,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> String {
+    let r = send(gw, method, host, path, headers).await;
+    let status = r.status().as_u16();
+    let body = r.text().await.unwrap();
+    if status != 200 {
+        return status.to_string();
+    }
+    serde_json::from_str::<Echo>(&body)
+        .map(|e| e.pod)
+        .unwrap_or(body)
+}
+
+async fn echo(gw: &Gateway, host: &str, path: &str, headers: &[(&str, &str)]) -> Echo {
+    let r = send(gw, "GET", host, path, headers).await;
+    let status = r.status();
+    let body = r.text().await.unwrap();
+    assert_eq!(status, 200, "{host}{path}: {body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+/// HTTPRouteSimpleSameNamespace, HTTPRouteExactPathMatching, HTTPRouteHeaderMatching,
+/// HTTPRouteMatching, HTTPRouteMatchingAcrossRoutes, HTTPRouteQueryParamMatching,
+/// HTTPRouteMethodMatching, HTTPRoutePathMatchOrder: matches and their precedence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn matches_follow_the_gateway_api_precedence() {
+    let (v1, v2, v3, v4) = (
+        pod("v1").await,
+        pod("v2").await,
+        pod("v3").await,
+        pod("v4").await,
+    );
+    let b = |s: &str| format!("    backendRefs: [{{name: {s}, port: 8080}}]\n");
+    let m1 = route(
+        "app",
+        "matching",
+        &format!(
+            "  hostnames: [example.com]\n  rules:\n  - matches: [{{path: {{type: PathPrefix, value: /}}}}]\n{}  - matches: [{{path: {{type: Exact, value: /exact}}}}]\n{}  - matches: [{{path: {{type: PathPrefix, value: /v2}}}}, {{headers: [{{name: version, value: two}}]}}]\n{}  - matches: [{{path: {{type: PathPrefix, value: /q}}, queryParams: [{{name: animal, value: whale}}]}}]\n{}",
+            b("v1"), b("v2"), b("v2"), b("v3")
+        ),
+    );
+    // A second route on the same host: a header-only match implies PathPrefix / and
+    // beats the bare `/` of the older route; a method match beats a header count.
+    let m2 = route(
+        "app",
+        "across",
+        &format!(
+            "  hostnames: [example.com]\n  rules:\n  - matches: [{{headers: [{{name: color, value: red}}]}}]\n{}  - matches: [{{path: {{value: /m}}, method: POST}}]\n{}  - matches: [{{path: {{value: /m}}, headers: [{{name: a, value: \"1\"}}, {{name: b, value: \"2\"}}]}}]\n{}  - matches: [{{path: {{type: RegularExpression, value: \"/re/[0-9]+\"}}}}]\n{}",
+            b("v4"), b("v3"), b("v2"), b("v3")
+        ),
+    );
+    let gw = Gateway::start(&[(
+        "gw.yaml",
+        format!(
+            "{GATEWAY_CLASS}{}{}{m1}{m2}",
+            gateway(""),
+            backends("app", &[("v1", v1), ("v2", v2), ("v3", v3), ("v4", v4)])
+        ),
+    )])
+    .await;
+    eventually("the routes are served", || async {
+        (who(&gw, "GET", "example.com", "/", &[]).await == "v1").then_some(())
+    })
+    .await;
+    type Case<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)], &'a str);
+    let cases: &[Case] = &[
+        ("GET", "/", &[], "v1"),
+        ("GET", "/exact", &[], "v2"),
+        // Exact is exact: a trailing slash falls back to the prefix.
+        ("GET", "/exact/", &[], "v1"),
+        ("GET", "/v2", &[], "v2"),
+        ("GET", "/v2/deeper", &[], "v2"),
+        // Whole elements only.
+        ("GET", "/v2example", &[], "v1"),
+        ("GET", "/anything", &[("version", "two")], "v2"),
+        ("GET", "/q?animal=whale", &[], "v3"),
+        ("GET", "/q?animal=dolphin", &[], "v1"),
+        ("GET", "/q/x?x=1&animal=whale", &[], "v3"),
+        ("GET", "/", &[("color", "red")], "v4"),
+        ("GET", "/other", &[("Color", "red")], "v4"),
+        ("GET", "/", &[("color", "blue")], "v1"),
+        ("POST", "/m", &[("a", "1"), ("b", "2")], "v3"),
+        ("GET", "/m", &[("a", "1"), ("b", "2")], "v2"),
+        ("GET", "/m", &[("a", "1")], "v1"),
+        ("GET", "/re/123", &[], "v3"),
+        ("GET", "/re/12a", &[], "v1"),
+        // Host header with a port still matches its hostname.
+    ];
+    for (method, path, headers, want) in cases {
+        assert_eq!(
+            who(&gw, method, "example.com", path, headers).await,
+            *want,
+            "{method} {path} {headers:?}"
+        );
+    }
+    assert_eq!(
+        who(&gw, "GET", "example.com:1234", "/exact", &[]).await,
+        "v2"
+    );
+    // No route for another host: 404.
+    assert_eq!(who(&gw, "GET", "other.com", "/", &[]).await, "404");
+}
+
+/// HTTPRouteHostnameIntersection and HTTPRouteListenerHostnameMatching: listener ∩ route
+/// hostnames, wildcards spanning several labels.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostnames_are_the_intersection_of_listener_and_route() {
+    let (a, b, c) = (pod("a").await, pod("b").await, pod("c").await);
+    let extra = "  - name: specific\n    protocol: HTTP\n    port: 80\n    hostname: very.specific.com\n    allowedRoutes: {namespaces: {from: All}}\n  - name: wild\n    protocol: HTTP\n    port: 80\n    hostname: \"*.wildcard.io\"\n    allowedRoutes: {namespaces: {from: All}}\n";
+    let at = |name: &str, section: &str, hosts: &str, svc: &str| {
+        format!(
+            "---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: {name}, namespace: app}}\nspec:\n  parentRefs: [{{name: gw, namespace: gw-ns, sectionName: {section}}}]\n  hostnames: {hosts}\n  rules:\n  - backendRefs: [{{name: {svc}, port: 8080}}]\n"
+        )
+    };
+    let files = format!(
+        "{GATEWAY_CLASS}{}{}{}{}{}",
+        gateway(extra),
+        backends("app", &[("a", a), ("b", b), ("c", c)]),
+        at("narrow", "specific", "[\"*.specific.com\"]", "a"),
+        at(
+            "deep",
+            "wild",
+            "[\"foo.bar.wildcard.io\", \"wildcard.io\", \"nomatch.com\"]",
+            "b"
+        ),
+        at("none", "specific", "[\"nomatch.org\"]", "c"),
+    );
+    let gw = Gateway::start(&[("gw.yaml", files)]).await;
+    eventually("the routes are served", || async {
+        (who(&gw, "GET", "very.specific.com", "/", &[]).await == "a").then_some(())
+    })
+    .await;
+    assert_eq!(who(&gw, "GET", "foo.specific.com", "/", &[]).await, "404");
+    assert_eq!(who(&gw, "GET", "foo.bar.wildcard.io", "/", &[]).await, "b");
+    assert_eq!(who(&gw, "GET", "wildcard.io", "/", &[]).await, "404");
+    assert_eq!(who(&gw, "GET", "nomatch.com", "/", &[]).await, "404");
+    assert_eq!(who(&gw, "GET", "nomatch.org", "/", &[]).await, "404");
+    // The status says why the last route is not served.
+    let check = pingress_ok(["check", "--manifests", gw.manifests().to_str().unwrap()]);
+    assert!(
+        check.contains("HTTPRoute app/none parent gw-ns/gw/specific: Accepted=False (NoMatchingListenerHostname)"),
+        "{check}"
+    );
+    assert!(
+        check.contains("HTTPRoute app/deep parent gw-ns/gw/wild: Accepted=True (Accepted)"),
+        "{check}"
+    );
+}
+
+/// HTTPRouteRequestHeaderModifier, HTTPRouteResponseHeaderModifier, HTTPRouteRewriteHost,
+/// HTTPRouteRewritePath.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_modifiers_and_url_rewrites_reach_the_pod() {
+    let a = pod("a").await;
+    let b = |p: &str, filters: &str| {
+        format!("  - matches: [{{path: {{type: PathPrefix, value: {p}}}}}]\n    filters:\n{filters}    backendRefs: [{{name: a, port: 8080}}]\n")
+    };
+    let spec = format!(
+        "  hostnames: [mod.example]\n  rules:\n{}{}{}{}{}",
+        b("/set", "    - type: RequestHeaderModifier\n      requestHeaderModifier:\n        set: [{name: X-Header-Set, value: set-overwrites-values}]\n        add: [{name: X-Header-Add, value: add-appends-values}]\n        remove: [X-Header-Remove]\n"),
+        b("/resp", "    - type: ResponseHeaderModifier\n      responseHeaderModifier:\n        set: [{name: X-Header-Set, value: set-value}]\n        add: [{name: X-Header-Add, value: add-value}]\n        remove: [content-type]\n"),
+        b("/prefix/one", "    - type: URLRewrite\n      urlRewrite:\n        hostname: rewritten.example\n        path: {type: ReplacePrefixMatch, replacePrefixMatch: /one}\n"),
+        b("/strip", "    - type: URLRewrite\n      urlRewrite:\n        path: {type: ReplacePrefixMatch, replacePrefixMatch: /}\n"),
+        b("/full", "    - type: URLRewrite\n      urlRewrite:\n        path: {type: ReplaceFullPath, replaceFullPath: /one}\n"),
+    );
+    let gw = Gateway::start(&[(
+        "gw.yaml",
+        format!(
+            "{GATEWAY_CLASS}{}{}{}",
+            gateway(""),
+            backends("app", &[("a", a)]),
+            route("app", "mod", &spec)
+        ),
+    )])
+    .await;
+    eventually("the route is served", || async {
+        (who(&gw, "GET", "mod.example", "/set", &[]).await == "a").then_some(())
+    })
+    .await;
+    let e = echo(
+        &gw,
+        "mod.example",
+        "/set",
+        &[
+            ("X-Header-Set", "some-other-value"),
+            ("X-Header-Add", "some-other-value"),
+            ("X-Header-Remove", "gone"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        e.headers.get("x-header-set").map(String::as_str),
+        Some("set-overwrites-values")
+    );
+    assert_eq!(
+        e.headers.get("x-header-add").map(String::as_str),
+        Some("some-other-value, add-appends-values")
+    );
+    assert!(
+        !e.headers.contains_key("x-header-remove"),
+        "{:?}",
+        e.headers
+    );
+
+    let r = send(&gw, "GET", "mod.example", "/resp", &[]).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers().get("x-header-set").unwrap(), "set-value");
+    assert_eq!(r.headers().get("x-header-add").unwrap(), "add-value");
+    assert!(
+        r.headers().get("content-type").is_none(),
+        "{:?}",
+        r.headers()
+    );
+
+    let e = echo(&gw, "mod.example", "/prefix/one/two?k=v", &[]).await;
+    assert_eq!(e.path, "/one/two");
+    assert_eq!(e.query, "k=v");
+    assert_eq!(
+        e.headers.get("host").map(String::as_str),
+        Some("rewritten.example")
+    );
+    assert_eq!(
+        echo(&gw, "mod.example", "/strip/x/y", &[]).await.path,
+        "/x/y"
+    );
+    assert_eq!(echo(&gw, "mod.example", "/strip", &[]).await.path, "/");
+    assert_eq!(
+        echo(&gw, "mod.example", "/full/any/thing", &[]).await.path,
+        "/one"
+    );
+}
+
+/// HTTPRouteRedirectHostAndStatus, HTTPRouteRedirectScheme, HTTPRouteRedirectPort,
+/// HTTPRouteRedirectPath, HTTPRoute303/307/308Redirect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redirects_build_their_location_from_the_parts_given() {
+    let r = |p: &str, redirect: &str| {
+        format!("  - matches: [{{path: {{type: PathPrefix, value: {p}}}}}]\n    filters:\n    - type: RequestRedirect\n      requestRedirect: {redirect}\n")
+    };
+    let spec = format!(
+        "  hostnames: [redir.example]\n  rules:\n{}{}{}{}{}{}",
+        r("/host", "{hostname: example.org}"),
+        r("/moved", "{hostname: example.org, statusCode: 301}"),
+        r("/scheme", "{scheme: https}"),
+        r("/port", "{port: 8083}"),
+        r("/path", "{path: {type: ReplacePrefixMatch, replacePrefixMatch: /replacement}, statusCode: 308}"),
+        r("/full", "{scheme: https, hostname: example.org, port: 8443, path: {type: ReplaceFullPath, replaceFullPath: /one}, statusCode: 307}"),
+    );
+    let gw = Gateway::start(&[(
+        "gw.yaml",
+        format!(
+            "{GATEWAY_CLASS}{}{}",
+            gateway(""),
+            route("app", "redir", &spec)
+        ),
+    )])
+    .await;
+    let location = |path: &'static str| {
+        let gw = &gw;
+        async move {
+            let r = send(gw, "GET", "redir.example", path, &[]).await;
+            let loc = r
+                .headers()
+                .get("location")
+                .map(|v| v.to_str().unwrap().to_string());
+            (r.status().as_u16(), loc.unwrap_or_default())
+        }
+    };
+    eventually("the route is served", || async {
+        (location("/host").await.0 == 302).then_some(())
+    })
+    .await;
+    // The listener is port 80: the Location leaves the port out.
+    assert_eq!(
+        location("/host/a?x=1").await,
+        (302, "http://example.org/host/a?x=1".into())
+    );
+    assert_eq!(
+        location("/moved").await,
+        (301, "http://example.org/moved".into())
+    );
+    assert_eq!(
+        location("/scheme/s").await,
+        (302, "https://redir.example/scheme/s".into())
+    );
+    assert_eq!(
+        location("/port").await,
+        (302, "http://redir.example:8083/port".into())
+    );
+    assert_eq!(
+        location("/path/x").await,
+        (308, "http://redir.example/replacement/x".into())
+    );
+    assert_eq!(
+        location("/full/x").await,
+        (307, "https://example.org:8443/one".into())
+    );
+}
+
+/// HTTPRouteWeight, HTTPRouteNoBackendRefs, HTTPRouteInvalidNonExistentBackendRef,
+/// HTTPRouteInvalidBackendRefUnknownKind, HTTPRouteInvalidCrossNamespaceBackendRef,
+/// HTTPRouteReferenceGrant, HTTPRoutePartiallyInvalidViaInvalidReferenceGrant.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weights_split_traffic_and_invalid_refs_answer_500() {
+    let (a, b, c, other) = (
+        pod("a").await,
+        pod("b").await,
+        pod("c").await,
+        pod("other").await,
+    );
+    let mut spec = String::from("  hostnames: [w.example]\n  rules:\n");
+    let rule = |p: &str, refs: &str| {
+        format!(
+            "  - matches: [{{path: {{type: PathPrefix, value: {p}}}}}]\n    backendRefs: {refs}\n"
+        )
+    };
+    spec.push_str(&rule("/split", "[{name: a, port: 8080, weight: 70}, {name: b, port: 8080, weight: 30}, {name: c, port: 8080, weight: 0}]"));
+    spec.push_str(&rule(
+        "/half-invalid",
+        "[{name: a, port: 8080}, {name: missing, port: 8080}]",
+    ));
+    spec.push_str(&rule(
+        "/unknown-kind",
+        "[{group: example.com, kind: Thing, name: a, port: 8080}]",
+    ));
+    spec.push_str(&rule(
+        "/no-grant",
+        "[{name: other, namespace: elsewhere, port: 8080}]",
+    ));
+    spec.push_str(&rule(
+        "/granted",
+        "[{name: other, namespace: granting, port: 8080}]",
+    ));
+    spec.push_str("  - matches: [{path: {type: PathPrefix, value: /none}}]\n");
+    let grant = "---\napiVersion: gateway.networking.k8s.io/v1beta1\nkind: ReferenceGrant\nmetadata: {name: g, namespace: granting}\nspec:\n  from: [{group: gateway.networking.k8s.io, kind: HTTPRoute, namespace: app}]\n  to: [{group: \"\", kind: Service}]\n";
+    let files = format!(
+        "{GATEWAY_CLASS}{}{}{}{}{grant}{}",
+        gateway(""),
+        backends("app", &[("a", a), ("b", b), ("c", c)]),
+        backends("elsewhere", &[("other", other)]),
+        backends("granting", &[("other", other)]),
+        route("app", "weights", &spec),
+    );
+    let gw = Gateway::start(&[("gw.yaml", files)]).await;
+    eventually("the route is served", || async {
+        (who(&gw, "GET", "w.example", "/granted", &[]).await == "other").then_some(())
+    })
+    .await;
+    let mut counts = std::collections::BTreeMap::<String, u32>::new();
+    for _ in 0..500 {
+        *counts
+            .entry(who(&gw, "GET", "w.example", "/split", &[]).await)
+            .or_default() += 1;
+    }
+    let (na, nb) = (
+        counts.get("a").copied().unwrap_or(0),
+        counts.get("b").copied().unwrap_or(0),
+    );
+    assert_eq!(na + nb, 500, "{counts:?}");
+    // 70/30 within ±5 % of 500 requests, as the conformance test allows.
+    assert!((325..=375).contains(&na), "{counts:?}");
+    assert!(
+        !counts.contains_key("c"),
+        "weight 0 got traffic: {counts:?}"
+    );
+    let mut half = std::collections::BTreeMap::<String, u32>::new();
+    for _ in 0..200 {
+        *half
+            .entry(who(&gw, "GET", "w.example", "/half-invalid", &[]).await)
+            .or_default() += 1;
+    }
+    assert_eq!(
+        half.keys().cloned().collect::<Vec<_>>(),
+        ["500", "a"],
+        "{half:?}"
+    );
+    for path in ["/unknown-kind", "/no-grant", "/none"] {
+        assert_eq!(
+            who(&gw, "GET", "w.example", path, &[]).await,
+            "500",
+            "{path}"
+        );
+    }
+    let check = pingress_ok(["check", "--manifests", gw.manifests().to_str().unwrap()]);
+    assert!(
+        check.contains("HTTPRoute app/weights parent gw-ns/gw: ResolvedRefs=False"),
+        "{check}"
+    );
+    // Revoking the grant cuts the access off.
+    let files = std::fs::read_to_string(gw.manifests().join("gw.yaml")).unwrap();
+    gw.write("gw.yaml", &files.replace(grant, ""));
+    eventually("the revoked grant answers 500", || async {
+        (who(&gw, "GET", "w.example", "/granted", &[]).await == "500").then_some(())
+    })
+    .await;
+}
+
+/// Listeners are edge ports: a route attached only to the HTTPS listener is not served on
+/// plain HTTP, and one attached to the HTTP listener not on HTTPS (HTTPRouteHTTPSListener,
+/// GatewayHTTPListenerIsolation's spirit); a listener on a port pingress does not bind is
+/// PortUnavailable. An Ingress on the same host and path wins over an HTTPRoute.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_are_bound_to_their_listeners_and_ingress_wins_a_shared_path() {
+    let (plain, secure, ing) = (pod("plain").await, pod("secure").await, pod("ing").await);
+    let ca = support::tls::Ca::new();
+    let pem = ca.issue(&["secure.example"], "gw");
+    let extra = "  - name: https\n    protocol: HTTPS\n    port: 443\n    hostname: secure.example\n    tls: {certificateRefs: [{name: cert}]}\n    allowedRoutes: {namespaces: {from: All}}\n  - name: odd\n    protocol: HTTP\n    port: 9999\n";
+    let attach = |name: &str, section: &str, svc: &str| {
+        format!(
+            "---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: {name}, namespace: app}}\nspec:\n  parentRefs: [{{name: gw, namespace: gw-ns, sectionName: {section}}}]\n  hostnames: [secure.example]\n  rules:\n  - backendRefs: [{{name: {svc}, port: 8080}}]\n"
+        )
+    };
+    let mut files = format!(
+        "{GATEWAY_CLASS}{}{}{}{}{}",
+        gateway(extra),
+        support::tls::tls_secret("gw-ns", "cert", &pem),
+        backends("app", &[("plain", plain), ("secure", secure), ("ing", ing)]),
+        attach("on-http", "http", "plain"),
+        attach("on-https", "https", "secure"),
+    );
+    // An Ingress claims shared.example/ ; an HTTPRoute on the same host and path loses.
+    files.push_str("---\n");
+    files.push_str(CLASS);
+    files.push_str(&ingress(
+        "app",
+        "ing",
+        &[("shared.example", "Prefix", "/", "ing", "http")],
+        None,
+    ));
+    files.push_str(&route(
+        "app",
+        "loser",
+        "  hostnames: [shared.example]\n  rules:\n  - matches: [{path: {type: PathPrefix, value: /}}]\n    backendRefs: [{name: plain, port: 8080}]\n  - matches: [{path: {type: PathPrefix, value: /only-route}}]\n    backendRefs: [{name: plain, port: 8080}]\n",
+    ));
+    let gw = Gateway::start(&[("gw.yaml", files)]).await;
+    eventually("the plain route is served", || async {
+        (who(&gw, "GET", "secure.example", "/", &[]).await == "plain").then_some(())
+    })
+    .await;
+    eventually("the TLS route is served", || async {
+        (gw.who_https("secure.example", "/").await == "secure").then_some(())
+    })
+    .await;
+    let subject = support::tls::served_subject(gw.https, Some("secure.example"));
+    assert!(
+        subject.contains("gw"),
+        "the listener's certificate is served: {subject}"
+    );
+    assert_eq!(who(&gw, "GET", "shared.example", "/", &[]).await, "ing");
+    assert_eq!(
+        who(&gw, "GET", "shared.example", "/only-route/x", &[]).await,
+        "plain"
+    );
+    let check = pingress_ok(["check", "--manifests", gw.manifests().to_str().unwrap()]);
+    for want in [
+        "Gateway gw-ns/gw listener odd: Accepted=False (PortUnavailable)",
+        "Gateway gw-ns/gw listener https: Programmed=True (Programmed)",
+        "Gateway gw-ns/gw: Accepted=True (ListenersNotValid)",
+        "HTTPRoute app/loser parent gw-ns/gw: PartiallyInvalid=True",
+        "is served by an Ingress, which wins",
+        "Gateway gw-ns/gw listener http: attachedRoutes=2",
+    ] {
+        assert!(check.contains(want), "missing {want:?} in:\n{check}");
+    }
+}
+
+/// Directory mode checks what the API server's CEL rules would: a route that breaks them
+/// is not served, its status names the field, and the other routes are unaffected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_breaking_the_crd_rules_is_refused_alone() {
+    let a = pod("a").await;
+    let bad = route(
+        "app",
+        "bad",
+        "  hostnames: [bad.example]\n  rules:\n  - filters:\n    - {type: RequestRedirect, requestRedirect: {hostname: x.example}}\n    - {type: URLRewrite, urlRewrite: {hostname: y.example}}\n",
+    );
+    let good = route(
+        "app",
+        "good",
+        "  hostnames: [good.example]\n  rules:\n  - backendRefs: [{name: a, port: 8080}]\n",
+    );
+    let gw = Gateway::start(&[(
+        "gw.yaml",
+        format!(
+            "{GATEWAY_CLASS}{}{}{bad}{good}",
+            gateway(""),
+            backends("app", &[("a", a)])
+        ),
+    )])
+    .await;
+    eventually("the good route is served", || async {
+        (who(&gw, "GET", "good.example", "/", &[]).await == "a").then_some(())
+    })
+    .await;
+    assert_eq!(who(&gw, "GET", "bad.example", "/", &[]).await, "404");
+    let check = pingress_ok(["check", "--manifests", gw.manifests().to_str().unwrap()]);
+    assert!(
+        check.contains("HTTPRoute app/bad parent gw-ns/gw: Accepted=False (UnsupportedValue): spec.rules[0].filters: RequestRedirect and URLRewrite cannot be combined"),
+        "{check}"
+    );
+    let mut s = String::new();
+    writeln!(s, "{check}").unwrap();
+    assert!(s.contains("GatewayClass pingress: Accepted=True"), "{s}");
+}
