@@ -2,7 +2,8 @@
 //! rules (exact hosts, wildcard hosts, prefix paths, mixed), translation of 100 to 10,000
 //! Ingresses, an endpoint-set update of a 1,000-pod Service, and the latency distribution
 //! (p50/p99/p99.9, each lookup timed on its own) of lookups in the table translated from
-//! 10,000 Ingresses, and of lookups among 1,000 regex rules on one host.
+//! 10,000 Ingresses, and of lookups among 1,000 regex rules on one host; and the same 1,000
+//! hosts as Ingresses and as Gateway API HTTPRoutes, looked up side by side.
 //!
 //! Run: `cargo bench --bench routing` (add `-- --quick` for a fast, rough run).
 
@@ -13,7 +14,7 @@ use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use pingress::config::PingressConf;
-use pingress::routing::{HostMatch, PathKind, RouteTable};
+use pingress::routing::{HostMatch, Listener, PathKind, Request, RouteTable};
 use pingress::source::files::parse_manifests;
 use pingress::source::Snapshot;
 use pingress::translate::{translate, TranslateConf, UpstreamKey};
@@ -243,9 +244,63 @@ fn lookup_1k_regex_rules(c: &mut Criterion) {
     });
 }
 
+/// 1,000 hosts with two paths each, once as Ingresses and once as HTTPRoutes on one Gateway
+/// (HTTP listener, port 80): the same random host+path lookups in both tables. Gateway API
+/// rules are bound to their listener, so each is a conditional rule checked per request.
+fn lookup_1000_hosts_ingress_vs_gateway(c: &mut Criterion) {
+    let conf = TranslateConf::from(&PingressConf::default());
+    let ing = translate(&snapshot(1_000), &conf);
+    let mut yaml = String::from("---\napiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {name: pingress}\nspec: {controllerName: pingress.dev/gateway-controller}\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: gw, namespace: bench}\nspec:\n  gatewayClassName: pingress\n  listeners: [{name: http, protocol: HTTP, port: 80}]\n");
+    for i in 0..1_000 {
+        yaml.push_str(&format!(
+            "---\napiVersion: v1\nkind: Service\nmetadata: {{name: s{i}, namespace: bench}}\nspec:\n  ports: [{{name: http, port: 80}}]\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: r{i}, namespace: bench}}\nspec:\n  parentRefs: [{{name: gw}}]\n  hostnames: [h{i}.example.com]\n  rules:\n  - matches: [{{path: {{type: PathPrefix, value: /}}}}]\n    backendRefs: [{{name: s{i}, port: 80}}]\n  - matches: [{{path: {{type: PathPrefix, value: /api}}}}]\n    backendRefs: [{{name: s{i}, port: 80}}]\n"
+        ));
+    }
+    let mut snap = Snapshot::default();
+    for o in parse_manifests(&yaml, "bench").unwrap().objects {
+        snap.insert(o);
+    }
+    let gw = translate(&snap, &conf);
+    assert_eq!(gw.routes.len(), ing.routes.len());
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let requests: Vec<(String, &str)> = (0..4096)
+        .map(|_| {
+            let host = format!("h{}.example.com", next() % 1_000);
+            let path = ["/", "/api/v1/items", "/other/page"][(next() % 3) as usize];
+            (host, path)
+        })
+        .collect();
+    let mut g = c.benchmark_group("route_lookup/1000-hosts");
+    for (name, table) in [("ingress", &ing.routes), ("gateway-api", &gw.routes)] {
+        let mut i = 0;
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                let (h, p) = &requests[i % requests.len()];
+                i += 1;
+                let mut r = Request::new(h, p);
+                r.listener = Listener {
+                    tls: false,
+                    port: 8080,
+                };
+                let found = table.lookup_request(black_box(&r));
+                debug_assert!(found.is_some());
+                black_box(found)
+            })
+        });
+    }
+    g.finish();
+}
+
 criterion_group!(
     benches,
     lookup,
+    lookup_1000_hosts_ingress_vs_gateway,
     lookup_1k_regex_rules,
     lookup_10k_ingresses,
     translation,
