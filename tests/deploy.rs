@@ -289,8 +289,21 @@ fn every_kustomization_renders_and_each_overlay_changes_what_it_says() {
         .as_sequence()
         .unwrap()
         .clone();
-    assert_eq!(rules.len(), 1);
-    assert_eq!(rules[0]["resources"][0], "ingressclasses");
+    // Only cluster-scoped kinds: IngressClasses, GatewayClasses (and their status), Namespaces.
+    let resources: Vec<&str> = rules
+        .iter()
+        .flat_map(|r| r["resources"].as_sequence().unwrap().iter())
+        .map(|r| r.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        resources,
+        [
+            "ingressclasses",
+            "gatewayclasses",
+            "gatewayclasses/status",
+            "namespaces"
+        ]
+    );
     assert!(ns
         .iter()
         .any(|o| o["kind"] == "Role" && o["metadata"]["namespace"] == "apps"));

@@ -427,3 +427,71 @@ async fn tls_secrets_from_the_api_are_served_rotated_and_kept_when_deleted() {
     assert!(served_subject(gw.https, Some("k.example.com")).contains("O=gen-2"));
     assert_eq!(gw.who_https("k.example.com", "/").await, "a");
 }
+
+const GATEWAY_API: &str = "---\napiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {name: pingress}\nspec: {controllerName: pingress.dev/gateway-controller}\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: gw, namespace: shop}\nspec:\n  gatewayClassName: pingress\n  listeners: [{name: http, protocol: HTTP, port: 80}]\n";
+
+fn http_route(name: &str, host: &str, filter_type: &str) -> String {
+    format!("---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: {name}, namespace: shop}}\nspec:\n  parentRefs: [{{name: gw}}]\n  hostnames: [{host}]\n  rules:\n  - filters: [{{type: {filter_type}, requestHeaderModifier: {{set: [{{name: x-route, value: {name}}}]}}}}]\n    backendRefs: [{{name: web, port: 80}}]\n")
+}
+
+/// HTTPRoutes from the API are served; one that does not decode into the standard types (an
+/// experimental filter type) is reported alone and keeps its last good version, without
+/// stalling the watch for the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_api_routes_from_the_api_and_one_undecodable_route_alone() {
+    let api = FakeApi::start().await;
+    let a = pod("a").await;
+    api.apply_yaml(&format!(
+        "{GATEWAY_API}{}{}{}",
+        service("shop", "web", &[("http", 80)]),
+        http_route("one", "one.example.com", "RequestHeaderModifier"),
+        http_route("two", "two.example.com", "RequestHeaderModifier"),
+    ));
+    api.apply_yaml(&slices("shop", "web", "http", &[a]));
+    let gw = Gateway::start_kube(&api, "t", FAST_LEASE).await;
+    gw.wait_for("one.example.com", "/", "a").await;
+    assert_eq!(
+        gw.echo("two.example.com", "/")
+            .await
+            .headers
+            .get("x-route")
+            .map(String::as_str),
+        Some("two")
+    );
+    // `two` turns into something the standard types cannot read, and a third route is
+    // added after it: `two` keeps its last good version, `three` is served.
+    api.apply_yaml(&http_route("two", "two.example.com", "ExternalAuth"));
+    api.apply_yaml(&http_route(
+        "three",
+        "three.example.com",
+        "RequestHeaderModifier",
+    ));
+    gw.wait_for("three.example.com", "/", "a").await;
+    assert_eq!(gw.who("two.example.com", "/").await, "a");
+    eventually("the undecodable route is logged", || async {
+        let e = gw.stderr();
+        (e.contains("does not decode") && e.contains("shop/two")).then_some(())
+    })
+    .await;
+}
+
+/// Without the Gateway API CRDs (their lists answer 404) the gateway still becomes ready
+/// and serves Ingresses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_gateway_api_crds_ingress_is_served() {
+    let api = FakeApi::start().await;
+    for kind in [
+        "GatewayClass",
+        "Gateway",
+        "HTTPRoute",
+        "GRPCRoute",
+        "ReferenceGrant",
+    ] {
+        api.hide(kind);
+    }
+    let a = pod("a").await;
+    site_on_api(&api, &[a]).await;
+    let gw = Gateway::start_kube(&api, "t", FAST_LEASE).await;
+    gw.wait_for("k.example.com", "/", "a").await;
+    assert!(gw.stderr().contains("CRD not installed"), "{}", gw.stderr());
+}

@@ -1,5 +1,14 @@
 //! The in-cluster source: kube-rs watchers (with backoff) for Ingress, IngressClass, Service,
-//! EndpointSlice and `kubernetes.io/tls` Secrets, in all namespaces or a configured list.
+//! EndpointSlice and `kubernetes.io/tls` Secrets, in all namespaces or a configured list;
+//! Namespaces; and the Gateway API kinds (GatewayClass, Gateway, HTTPRoute, GRPCRoute,
+//! ReferenceGrant).
+//!
+//! Gateway API objects are watched untyped and decoded one by one, so an object that does
+//! not decode into the standard-channel types (an experimental filter, a newer enum value)
+//! is reported on its own ([`Object::Undecodable`]) and keeps its last good version, instead
+//! of failing the whole list. When the Gateway API CRDs are not installed, their lists
+//! answer 404: those watchers count as synced with no objects (and keep retrying), so
+//! Ingress keeps working on clusters without Gateway API.
 //! Other Secrets are not listed: each Secret an Ingress names in `auth-secret` gets its own
 //! watch (a field selector on its name), started when the first Ingress names it and
 //! stopped when the last one stops, so only those Secrets are ever held in memory.
@@ -21,6 +30,7 @@ use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::watcher::{self, watcher, Event};
 use kube::runtime::WatchStreamExt;
@@ -29,8 +39,35 @@ use serde::de::DeserializeOwned;
 use tokio::sync::{watch, Notify};
 use tracing::{info, warn};
 
-use super::{Object, Snapshot};
+use super::{ObjKey, Object, Snapshot, Undecodable};
 use crate::metrics::Metrics;
+
+const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
+
+/// Decode one untyped Gateway API object into its type; one that does not decode becomes
+/// [`Object::Undecodable`] naming the object and the error.
+fn decode<T: DeserializeOwned>(
+    o: DynamicObject,
+    kind: &'static str,
+    wrap: fn(Arc<T>) -> Object,
+) -> Option<Object> {
+    let key = ObjKey::new(
+        o.metadata.namespace.clone().unwrap_or_default(),
+        o.metadata.name.clone().unwrap_or_default(),
+    );
+    let decoded = serde_json::to_value(&o).and_then(serde_json::from_value::<T>);
+    Some(match decoded {
+        Ok(t) => wrap(Arc::new(t)),
+        Err(e) => {
+            warn!(kind, object = %key, error = %e, "Gateway API object does not decode; its last good version (if any) stays in force");
+            Object::Undecodable(Arc::new(Undecodable {
+                kind,
+                key,
+                error: e.to_string(),
+            }))
+        }
+    })
+}
 
 /// How to reach the API server and what to watch.
 #[derive(Debug, Clone, Default)]
@@ -86,8 +123,16 @@ pub async fn client(conf: &KubeSourceConf) -> Result<Client, String> {
 struct WatcherState {
     name: String,
     objects: BTreeMap<(String, String), Object>,
-    /// Objects of a relist in progress.
+    /// Objects that did not decode (their last good version, if any, stays in `objects`).
+    broken: BTreeMap<(String, String), Object>,
+    /// Objects of a relist in progress, and the undecodable ones among them.
     relist: Option<BTreeMap<(String, String), Object>>,
+    relist_broken: BTreeMap<(String, String), Object>,
+    /// Told once that the kind is not served (404: CRD not installed) or not permitted.
+    absent: bool,
+    /// A watch the gateway can run without (Gateway API kinds, Namespaces): a 404 or 403 on
+    /// its first list counts as synced with no objects.
+    optional: bool,
     synced: bool,
     /// An auth Secret watch started at this time: it holds snapshots back for at most
     /// [`AUTH_WATCH_WAIT`] (a Secret that cannot be listed must not stop every update;
@@ -136,19 +181,36 @@ async fn run_watcher<K>(
         let changed = match event {
             Ok(Event::Init) => {
                 state.relist = Some(BTreeMap::new());
+                state.relist_broken.clear();
                 false
             }
             Ok(Event::InitApply(o)) => {
                 let k = key_of(&o);
-                if let (Some(obj), Some(buf)) = (wrap(o), state.relist.as_mut()) {
-                    buf.insert(k, obj);
+                match wrap(o) {
+                    Some(obj @ Object::Undecodable(_)) => {
+                        // Keep the last good version through the relist.
+                        if let (Some(prev), Some(buf)) =
+                            (state.objects.get(&k), state.relist.as_mut())
+                        {
+                            buf.insert(k.clone(), prev.clone());
+                        }
+                        state.relist_broken.insert(k, obj);
+                    }
+                    Some(obj) => {
+                        if let Some(buf) = state.relist.as_mut() {
+                            buf.insert(k, obj);
+                        }
+                    }
+                    None => {}
                 }
                 false
             }
             Ok(Event::InitDone) => {
                 if let Some(buf) = state.relist.take() {
                     state.objects = buf;
+                    state.broken = std::mem::take(&mut state.relist_broken);
                 }
+                state.absent = false;
                 if !state.synced {
                     info!(watch = %state.name, objects = state.objects.len(), "initial list complete");
                 }
@@ -161,12 +223,37 @@ async fn run_watcher<K>(
             Ok(Event::Apply(o)) => {
                 let k = key_of(&o);
                 match wrap(o) {
-                    Some(obj) => state.objects.insert(k, obj),
-                    None => state.objects.remove(&k),
+                    Some(obj @ Object::Undecodable(_)) => {
+                        state.broken.insert(k, obj);
+                    }
+                    Some(obj) => {
+                        state.broken.remove(&k);
+                        state.objects.insert(k, obj);
+                    }
+                    None => {
+                        state.broken.remove(&k);
+                        state.objects.remove(&k);
+                    }
                 };
                 true
             }
-            Ok(Event::Delete(o)) => state.objects.remove(&key_of(&o)).is_some(),
+            Ok(Event::Delete(o)) => {
+                let k = key_of(&o);
+                let was_broken = state.broken.remove(&k).is_some();
+                state.objects.remove(&k).is_some() || was_broken
+            }
+            Err(watcher::Error::InitialListFailed(kube::Error::Api(s)))
+                if state.optional && matches!(s.code, 403 | 404) && !state.synced =>
+            {
+                // The kind is not served (its CRD is not installed) or the RBAC rules do not
+                // cover it: nothing to watch yet, and the rest of the gateway goes on.
+                if !state.absent {
+                    warn!(watch = %state.name, code = s.code, "cannot list (CRD not installed or not permitted by RBAC); treated as empty, retrying");
+                }
+                state.absent = true;
+                state.synced = true;
+                true
+            }
             Err(e) => {
                 metrics.source_errors.inc();
                 let msg = e.to_string();
@@ -236,10 +323,41 @@ fn spawn_watcher<K>(
 where
     K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
+    spawn_watcher_opt(shared, metrics, name, api, config, wrap, false)
+}
+
+/// [`spawn_watcher`] for a watch the gateway can run without (see `WatcherState::optional`).
+fn spawn_optional<K>(
+    shared: &Shared,
+    metrics: &Arc<Metrics>,
+    name: String,
+    api: Api<K>,
+    config: watcher::Config,
+    wrap: fn(K) -> Option<Object>,
+) -> tokio::task::JoinHandle<()>
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    spawn_watcher_opt(shared, metrics, name, api, config, wrap, true)
+}
+
+fn spawn_watcher_opt<K>(
+    shared: &Shared,
+    metrics: &Arc<Metrics>,
+    name: String,
+    api: Api<K>,
+    config: watcher::Config,
+    wrap: fn(K) -> Option<Object>,
+    optional: bool,
+) -> tokio::task::JoinHandle<()>
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
     let slot = {
         let mut states = shared.0.lock().unwrap_or_else(|e| e.into_inner());
         states.push(WatcherState {
             name,
+            optional,
             ..Default::default()
         });
         states.len() - 1
@@ -318,6 +436,67 @@ pub async fn run(
             },
         ));
     }
+    for ns in &scopes {
+        let scope = ns.as_deref().unwrap_or("all namespaces");
+        let gw = |kind: &str, version: &str| {
+            let ar = ApiResource::from_gvk(&GroupVersionKind::gvk(GATEWAY_GROUP, version, kind));
+            match ns {
+                Some(ns) => Api::<DynamicObject>::namespaced_with(client.clone(), ns, &ar),
+                None => Api::<DynamicObject>::all_with(client.clone(), &ar),
+            }
+        };
+        tasks.push(spawn_optional(
+            &shared,
+            &metrics,
+            format!("gateways in {scope}"),
+            gw("Gateway", "v1"),
+            cfg(),
+            |o| decode(o, "Gateway", Object::Gateway),
+        ));
+        tasks.push(spawn_optional(
+            &shared,
+            &metrics,
+            format!("httproutes in {scope}"),
+            gw("HTTPRoute", "v1"),
+            cfg(),
+            |o| decode(o, "HTTPRoute", Object::HttpRoute),
+        ));
+        tasks.push(spawn_optional(
+            &shared,
+            &metrics,
+            format!("grpcroutes in {scope}"),
+            gw("GRPCRoute", "v1"),
+            cfg(),
+            |o| decode(o, "GRPCRoute", Object::GrpcRoute),
+        ));
+        // v1beta1: every Gateway API release since 0.6 serves it (v1 only since 1.5).
+        tasks.push(spawn_optional(
+            &shared,
+            &metrics,
+            format!("referencegrants in {scope}"),
+            gw("ReferenceGrant", "v1beta1"),
+            cfg(),
+            |o| decode(o, "ReferenceGrant", Object::ReferenceGrant),
+        ));
+    }
+    let classes =
+        ApiResource::from_gvk(&GroupVersionKind::gvk(GATEWAY_GROUP, "v1", "GatewayClass"));
+    tasks.push(spawn_optional(
+        &shared,
+        &metrics,
+        "gatewayclasses".into(),
+        Api::<DynamicObject>::all_with(client.clone(), &classes),
+        cfg(),
+        |o| decode(o, "GatewayClass", Object::GatewayClass),
+    ));
+    tasks.push(spawn_optional::<k8s_openapi::api::core::v1::Namespace>(
+        &shared,
+        &metrics,
+        "namespaces".into(),
+        Api::all(client.clone()),
+        cfg(),
+        |o| Some(Object::Namespace(Arc::new(o))),
+    ));
     tasks.push(spawn_watcher::<IngressClass>(
         &shared,
         &metrics,
@@ -358,7 +537,7 @@ pub async fn run(
             }
             let mut snap = Snapshot::default();
             for s in states.iter() {
-                for obj in s.objects.values() {
+                for obj in s.objects.values().chain(s.broken.values()) {
                     snap.insert(obj.clone());
                 }
             }

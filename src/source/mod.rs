@@ -56,6 +56,17 @@ pub enum Object {
     HttpRoute(Arc<HttpRoute>),
     GrpcRoute(Arc<GrpcRoute>),
     ReferenceGrant(Arc<ReferenceGrant>),
+    /// A Gateway API object from the API that does not decode into the standard-channel
+    /// types (an experimental field, a newer enum value): reported on that object alone.
+    Undecodable(Arc<Undecodable>),
+}
+
+/// An object that could not be decoded, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Undecodable {
+    pub kind: &'static str,
+    pub key: ObjKey,
+    pub error: String,
 }
 
 impl Object {
@@ -73,6 +84,7 @@ impl Object {
             Object::HttpRoute(o) => ("HTTPRoute", &o.metadata),
             Object::GrpcRoute(o) => ("GRPCRoute", &o.metadata),
             Object::ReferenceGrant(o) => ("ReferenceGrant", &o.metadata),
+            Object::Undecodable(u) => return format!("{} {}", u.kind, u.key),
         };
         let name = meta.name.as_deref().unwrap_or("");
         let cluster_scoped = matches!(kind, "IngressClass" | "GatewayClass" | "Namespace");
@@ -109,6 +121,9 @@ pub struct Snapshot {
     pub http_routes: BTreeMap<ObjKey, Arc<HttpRoute>>,
     pub grpc_routes: BTreeMap<ObjKey, Arc<GrpcRoute>>,
     pub reference_grants: BTreeMap<ObjKey, Arc<ReferenceGrant>>,
+    /// Objects that did not decode, by `Kind namespace/name`. A decoded version of the same
+    /// object, when there was one, stays in its map (its last good state).
+    pub undecodable: BTreeMap<String, Arc<Undecodable>>,
 }
 
 /// Secret types a source keeps: TLS, and Opaque (auth users; no type means Opaque).
@@ -163,6 +178,10 @@ impl Snapshot {
             Object::HttpRoute(o) => put(&mut self.http_routes, key_of(&o.metadata), o),
             Object::GrpcRoute(o) => put(&mut self.grpc_routes, key_of(&o.metadata), o),
             Object::ReferenceGrant(o) => put(&mut self.reference_grants, key_of(&o.metadata), o),
+            Object::Undecodable(u) => {
+                let k = format!("{} {}", u.kind, u.key);
+                put(&mut self.undecodable, k, u)
+            }
         }
     }
 
@@ -179,6 +198,7 @@ impl Snapshot {
             && same_map(&self.http_routes, &other.http_routes)
             && same_map(&self.grpc_routes, &other.grpc_routes)
             && same_map(&self.reference_grants, &other.reference_grants)
+            && same_map(&self.undecodable, &other.undecodable)
     }
 
     /// (namespace, service) of every EndpointSlice added, removed or changed between `self`

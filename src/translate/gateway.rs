@@ -120,12 +120,18 @@ pub struct Report {
     pub classes: BTreeMap<String, (Option<i64>, Vec<Cond>)>,
     pub gateways: BTreeMap<ObjKey, GatewayState>,
     pub http_routes: BTreeMap<ObjKey, RouteState>,
+    /// Objects from the API that did not decode: `Kind ns/name: error`.
+    pub undecodable: Vec<String>,
 }
 
 impl Report {
     /// Every condition as one line, `Kind ns/name[/listener]: Type=Status (Reason): message`.
     pub fn lines(&self) -> Vec<String> {
-        let mut out = Vec::new();
+        let mut out: Vec<String> = self
+            .undecodable
+            .iter()
+            .map(|u| format!("{u} (not served; a decoded earlier version, if any, is)"))
+            .collect();
         for (name, (_, conds)) in &self.classes {
             out.extend(conds.iter().map(|c| format!("GatewayClass {name}: {c}")));
         }
@@ -196,7 +202,15 @@ struct Compiled {
 impl Translator<'_> {
     /// Translate the Gateway API objects of our GatewayClasses into the table.
     pub(super) fn gateway_api(&mut self) -> Report {
-        let mut report = Report::default();
+        let mut report = Report {
+            undecodable: self
+                .snap
+                .undecodable
+                .iter()
+                .map(|(what, u)| format!("{what}: does not decode: {}", u.error))
+                .collect(),
+            ..Report::default()
+        };
         for (name, class) in &self.snap.gateway_classes {
             if class.spec.controller_name != self.conf.gateway_controller {
                 continue;

@@ -2,8 +2,9 @@
 //! uses: JSON lists with a resourceVersion, `?watch=true` event streams (ADDED, MODIFIED,
 //! DELETED, BOOKMARK), an in-stream 410 Expired for a compacted resourceVersion, create /
 //! replace (with resourceVersion conflicts) / merge-patch (including the status subresource)
-//! / delete, for Ingresses, IngressClasses, Services, EndpointSlices, Secrets, Events and
-//! Leases. It can be stopped (listener closed, every connection dropped) and started again
+//! / delete, for Ingresses, IngressClasses, Services, EndpointSlices, Secrets, Events,
+//! Leases, Namespaces and the Gateway API kinds (which [`FakeApi::hide`] can make answer 404,
+//! as a cluster without their CRDs does). It can be stopped (listener closed, every connection dropped) and started again
 //! on the same port, and it records every request with its bearer token.
 #![allow(dead_code)]
 
@@ -44,6 +45,37 @@ const RESOURCES: &[(&str, &str, &str, bool)] = &[
     ("api/v1", "secrets", "Secret", true),
     ("api/v1", "events", "Event", true),
     ("apis/coordination.k8s.io/v1", "leases", "Lease", true),
+    ("api/v1", "namespaces", "Namespace", false),
+    (
+        "apis/gateway.networking.k8s.io/v1",
+        "gatewayclasses",
+        "GatewayClass",
+        false,
+    ),
+    (
+        "apis/gateway.networking.k8s.io/v1",
+        "gateways",
+        "Gateway",
+        true,
+    ),
+    (
+        "apis/gateway.networking.k8s.io/v1",
+        "httproutes",
+        "HTTPRoute",
+        true,
+    ),
+    (
+        "apis/gateway.networking.k8s.io/v1",
+        "grpcroutes",
+        "GRPCRoute",
+        true,
+    ),
+    (
+        "apis/gateway.networking.k8s.io/v1beta1",
+        "referencegrants",
+        "ReferenceGrant",
+        true,
+    ),
 ];
 
 fn api_version(prefix: &str) -> &str {
@@ -86,6 +118,8 @@ struct Inner {
     /// Bumped to drop every open connection.
     epoch: watch::Sender<u64>,
     running: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Kinds answered 404 (not installed).
+    hidden: Mutex<Vec<String>>,
 }
 
 /// The fake API server.
@@ -110,6 +144,7 @@ impl FakeApi {
                 requests: Mutex::new(Vec::new()),
                 epoch: watch::channel(0).0,
                 running: Mutex::new(None),
+                hidden: Mutex::new(Vec::new()),
             }),
             addr,
         };
@@ -140,6 +175,11 @@ impl FakeApi {
             }
         });
         *self.inner.running.lock().unwrap() = Some(task);
+    }
+
+    /// Answer 404 for this kind from now on, as an API server without its CRD.
+    pub fn hide(&self, kind: &str) {
+        self.inner.hidden.lock().unwrap().push(kind.to_string());
     }
 
     /// Stop: close the listener and drop every connection (watches included).
@@ -423,6 +463,16 @@ async fn handle(inner: Arc<Inner>, req: Request<Incoming>) -> Result<Response<Bo
     let Some(t) = parse_path(&path) else {
         return Ok(full(404, status_obj(404, "NotFound", "unknown path")));
     };
+    if inner.hidden.lock().unwrap().iter().any(|k| k == t.kind) {
+        return Ok(full(
+            404,
+            status_obj(
+                404,
+                "NotFound",
+                "the server could not find the requested resource",
+            ),
+        ));
+    }
     let body = req
         .into_body()
         .collect()
