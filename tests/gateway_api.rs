@@ -568,3 +568,161 @@ async fn a_route_breaking_the_crd_rules_is_refused_alone() {
     writeln!(s, "{check}").unwrap();
     assert!(s.contains("GatewayClass pingress: Accepted=True"), "{s}");
 }
+
+/// An h2c gRPC "pod" that answers every call with grpc-status 0 and its name in `x-pod`,
+/// and echoes the `x-seen` request header it got (to show header filters).
+async fn grpc_named_pod(name: &'static str) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((io, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let Ok(mut conn) = h2::server::handshake(io).await else {
+                    return;
+                };
+                while let Some(Ok((req, mut respond))) = conn.accept().await {
+                    let seen = req
+                        .headers()
+                        .get("x-seen")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("")
+                        .to_string();
+                    let resp = http::Response::builder()
+                        .status(200)
+                        .header("content-type", "application/grpc")
+                        .header("x-pod", name)
+                        .header("x-seen", seen)
+                        .header("x-path", req.uri().path())
+                        .body(())
+                        .unwrap();
+                    if let Ok(mut send) = respond.send_response(resp, false) {
+                        let mut t = http::HeaderMap::new();
+                        t.insert("grpc-status", "0".parse().unwrap());
+                        let _ = send.send_trailers(t);
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// One gRPC call over h2c (prior knowledge) to the gateway: (HTTP status, x-pod, x-seen).
+async fn grpc_call(
+    gw: &Gateway,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, String, String) {
+    let io = tokio::net::TcpStream::connect(gw.http).await.unwrap();
+    let (mut client, conn) = h2::client::handshake(io).await.unwrap();
+    tokio::spawn(conn);
+    let mut rb = http::Request::builder()
+        .method("POST")
+        .uri(format!("http://{host}{path}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers");
+    for (k, v) in headers {
+        rb = rb.header(*k, *v);
+    }
+    let (resp, mut send) = client.send_request(rb.body(()).unwrap(), false).unwrap();
+    send.send_data(bytes::Bytes::from_static(&[0, 0, 0, 0, 0]), true)
+        .unwrap();
+    let resp = resp.await.unwrap();
+    let h = |n: &str| {
+        resp.headers()
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string()
+    };
+    (resp.status().as_u16(), h("x-pod"), h("x-seen"))
+}
+
+/// GRPCExactMethodMatching, GRPCRouteHeaderMatching, GRPCRouteListenerHostnameMatching (in
+/// part): service/method matches, header matches, a header filter, h2c to the pods.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_routes_match_service_method_and_headers() {
+    let (exact, svc, hdr, any) = (
+        grpc_named_pod("exact").await,
+        grpc_named_pod("svc").await,
+        grpc_named_pod("hdr").await,
+        grpc_named_pod("any").await,
+    );
+    let b = |s: &str| format!("    backendRefs: [{{name: {s}, port: 8080}}]\n");
+    let spec = format!(
+        "  hostnames: [grpc.example]\n  rules:\n  - matches: [{{method: {{service: test.Echo, method: Hello}}}}]\n    filters: [{{type: RequestHeaderModifier, requestHeaderModifier: {{set: [{{name: x-seen, value: filtered}}]}}}}]\n{}  - matches: [{{method: {{service: test.Other}}}}]\n{}  - matches: [{{headers: [{{name: x-pick, value: hdr}}]}}]\n{}  - {}",
+        b("exact"), b("svc"), b("hdr"), b("any").trim_start()
+    );
+    let grpc_route = format!(
+        "---\napiVersion: gateway.networking.k8s.io/v1\nkind: GRPCRoute\nmetadata: {{name: grpc, namespace: app}}\nspec:\n  parentRefs: [{{name: gw, namespace: gw-ns}}]\n{spec}"
+    );
+    let gw = Gateway::start_with(
+        &[(
+            "gw.yaml",
+            format!(
+                "{GATEWAY_CLASS}{}{}{grpc_route}",
+                gateway(""),
+                backends(
+                    "app",
+                    &[("exact", exact), ("svc", svc), ("hdr", hdr), ("any", any)]
+                )
+            ),
+        )],
+        "  h2c: true\n",
+    )
+    .await;
+    eventually("the GRPCRoute is served", || async {
+        (grpc_call(&gw, "grpc.example", "/test.Echo/Hello", &[])
+            .await
+            .1
+            == "exact")
+            .then_some(())
+    })
+    .await;
+    assert_eq!(
+        grpc_call(&gw, "grpc.example", "/test.Echo/Hello", &[]).await,
+        (200, "exact".into(), "filtered".into())
+    );
+    assert_eq!(
+        grpc_call(&gw, "grpc.example", "/test.Other/Any", &[])
+            .await
+            .1,
+        "svc"
+    );
+    assert_eq!(
+        grpc_call(&gw, "grpc.example", "/test.Echo/Bye", &[("x-pick", "hdr")])
+            .await
+            .1,
+        "hdr"
+    );
+    assert_eq!(
+        grpc_call(&gw, "grpc.example", "/test.Echo/Bye", &[])
+            .await
+            .1,
+        "any"
+    );
+    assert_eq!(
+        grpc_call(
+            &gw,
+            "grpc.example",
+            "/test.Echo/Hello",
+            &[("x-pick", "hdr")]
+        )
+        .await
+        .1,
+        "exact"
+    );
+    let check = pingress_ok(["check", "--manifests", gw.manifests().to_str().unwrap()]);
+    assert!(
+        check.contains("GRPCRoute app/grpc parent gw-ns/gw: Accepted=True (Accepted)"),
+        "{check}"
+    );
+    assert!(
+        check.contains("supportedKinds=[GRPCRoute,HTTPRoute]"),
+        "{check}"
+    );
+}

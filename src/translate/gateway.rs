@@ -25,6 +25,10 @@ use gateway_api::gateways::{
     Gateway, GatewayListeners, GatewayListenersAllowedRoutesNamespacesFrom as From,
     GatewayListenersAllowedRoutesNamespacesSelector as Selector, GatewayListenersTlsMode,
 };
+use gateway_api::grpcroutes::{
+    GrpcRoute, GrpcRouteRules, GrpcRouteRulesFiltersType as GrpcFilterType,
+    GrpcRouteRulesMatchesHeadersType, GrpcRouteRulesMatchesMethodType,
+};
 use gateway_api::httproutes::{
     HttpRoute, HttpRouteRules, HttpRouteRulesFilters, HttpRouteRulesFiltersRequestRedirectScheme,
     HttpRouteRulesFiltersType as FilterType, HttpRouteRulesMatches,
@@ -120,6 +124,7 @@ pub struct Report {
     pub classes: BTreeMap<String, (Option<i64>, Vec<Cond>)>,
     pub gateways: BTreeMap<ObjKey, GatewayState>,
     pub http_routes: BTreeMap<ObjKey, RouteState>,
+    pub grpc_routes: BTreeMap<ObjKey, RouteState>,
     /// Objects from the API that did not decode: `Kind ns/name: error`.
     pub undecodable: Vec<String>,
 }
@@ -151,7 +156,12 @@ impl Report {
                 ));
             }
         }
-        for (key, r) in &self.http_routes {
+        let routes = self
+            .http_routes
+            .iter()
+            .map(|(k, r)| ("HTTPRoute", k, r))
+            .chain(self.grpc_routes.iter().map(|(k, r)| ("GRPCRoute", k, r)));
+        for (kind, key, r) in routes {
             for p in &r.parents {
                 let section = p
                     .section_name
@@ -161,7 +171,7 @@ impl Report {
                 out.extend(
                     p.conditions
                         .iter()
-                        .map(|c| format!("HTTPRoute {key} parent {}{section}: {c}", p.gateway)),
+                        .map(|c| format!("{kind} {key} parent {}{section}: {c}", p.gateway)),
                 );
             }
         }
@@ -187,10 +197,53 @@ struct Lis {
     /// Where it is served; None when it is not programmed (routes cannot attach).
     at: Option<ListenerMatch>,
     ns: AllowNs,
-    http_routes: bool,
+    /// The route kinds it takes (`supportedKinds`).
+    kinds: Vec<&'static str>,
 }
 
-/// The outcome of compiling one HTTPRoute rule.
+/// A parentRef of a route, as written.
+struct ParentIn<'a> {
+    group: Option<&'a str>,
+    kind: Option<&'a str>,
+    namespace: Option<&'a str>,
+    name: &'a str,
+    section_name: Option<&'a str>,
+    port: Option<i32>,
+}
+
+/// A parentRef to a Gateway of ours: (Gateway, sectionName, port, its listeners).
+type Parent<'g> = (ObjKey, Option<String>, Option<i32>, &'g Vec<Lis>);
+
+/// The parentRefs of a route (in namespace `key.namespace`) that name Gateways of ours.
+fn our_parents<'a, 'g>(
+    key: &ObjKey,
+    refs: impl Iterator<Item = ParentIn<'a>>,
+    gateways: &'g BTreeMap<ObjKey, Vec<Lis>>,
+) -> Vec<Parent<'g>> {
+    let mut out = Vec::new();
+    for p in refs {
+        if p.group.unwrap_or(GROUP) != GROUP || p.kind.unwrap_or("Gateway") != "Gateway" {
+            continue;
+        }
+        let gw = ObjKey::new(p.namespace.unwrap_or(&key.namespace), p.name);
+        if let Some(listeners) = gateways.get(&gw) {
+            out.push((gw, p.section_name.map(str::to_string), p.port, listeners));
+        }
+    }
+    out
+}
+
+/// A backendRef of a rule, as written.
+struct BackendIn<'a> {
+    group: Option<&'a str>,
+    kind: Option<&'a str>,
+    namespace: Option<&'a str>,
+    name: &'a str,
+    port: Option<i32>,
+    weight: Option<i32>,
+}
+
+/// The outcome of compiling one route rule.
 struct Compiled {
     /// (path kind, path or pattern, conditions) per match.
     matches: Vec<(PathKind, String, Conditions)>,
@@ -243,6 +296,22 @@ impl Translator<'_> {
         for (key, route) in routes {
             if let Some(state) = self.http_route(key, route, &gateways, &mut report.gateways) {
                 report.http_routes.insert(key.clone(), state);
+            }
+        }
+        let mut grpc: Vec<(&ObjKey, &GrpcRoute)> = self
+            .snap
+            .grpc_routes
+            .iter()
+            .map(|(k, r)| (k, &**r))
+            .collect();
+        grpc.sort_by(|(ka, a), (kb, b)| {
+            let ta = a.metadata.creation_timestamp.as_ref().map(|t| &t.0);
+            let tb = b.metadata.creation_timestamp.as_ref().map(|t| &t.0);
+            ta.cmp(&tb).then_with(|| ka.cmp(kb))
+        });
+        for (key, route) in grpc {
+            if let Some(state) = self.grpc_route(key, route, &gateways, &mut report.gateways) {
+                report.grpc_routes.insert(key.clone(), state);
             }
         }
         report
@@ -350,13 +419,16 @@ impl Translator<'_> {
         // Kinds.
         let mut supported = Vec::new();
         match l.allowed_routes.as_ref().and_then(|a| a.kinds.as_ref()) {
-            None => supported.push("HTTPRoute"),
+            None => supported.extend(["GRPCRoute", "HTTPRoute"]),
             Some(kinds) => {
                 for k in kinds {
                     let group = k.group.as_deref().unwrap_or(GROUP);
-                    if group == GROUP && k.kind == "HTTPRoute" {
-                        if !supported.contains(&"HTTPRoute") {
-                            supported.push("HTTPRoute");
+                    let known = ["GRPCRoute", "HTTPRoute"]
+                        .into_iter()
+                        .find(|n| *n == k.kind);
+                    if let (GROUP, Some(name)) = (group, known) {
+                        if !supported.contains(&name) {
+                            supported.push(name);
                         }
                     } else {
                         resolved = resolved.and(Err((
@@ -437,7 +509,7 @@ impl Translator<'_> {
             hostname,
             at: at.filter(|_| programmed),
             ns,
-            http_routes: supported.contains(&"HTTPRoute"),
+            kinds: supported.clone(),
         };
         (state, lis)
     }
@@ -591,26 +663,57 @@ impl Translator<'_> {
         gateways: &BTreeMap<ObjKey, Vec<Lis>>,
         states: &mut BTreeMap<ObjKey, GatewayState>,
     ) -> Option<RouteState> {
-        let mut state = RouteState {
-            generation: route.metadata.generation,
-            parents: Vec::new(),
-        };
-        // Our parents: Gateways of ours this route names.
-        let mut parents = Vec::new();
-        for p in route.spec.parent_refs.iter().flatten() {
-            let group = p.group.as_deref().unwrap_or(GROUP);
-            let kind = p.kind.as_deref().unwrap_or("Gateway");
-            if group != GROUP || kind != "Gateway" {
-                continue;
-            }
-            let gw = ObjKey::new(p.namespace.as_deref().unwrap_or(&key.namespace), &p.name);
-            if let Some(listeners) = gateways.get(&gw) {
-                parents.push((gw, p.section_name.clone(), p.port, listeners));
-            }
-        }
+        let refs = route.spec.parent_refs.iter().flatten().map(|p| ParentIn {
+            group: p.group.as_deref(),
+            kind: p.kind.as_deref(),
+            namespace: p.namespace.as_deref(),
+            name: &p.name,
+            section_name: p.section_name.as_deref(),
+            port: p.port,
+        });
+        let parents = our_parents(key, refs, gateways);
         if parents.is_empty() {
             return None;
         }
+        let rules = validate_http_route(route).map(|()| {
+            route
+                .spec
+                .rules
+                .iter()
+                .flatten()
+                .enumerate()
+                .map(|(i, r)| self.compile_rule(key, i, r))
+                .collect()
+        });
+        let hosts = route.spec.hostnames.as_deref().unwrap_or_default();
+        Some(self.attach(
+            key,
+            "HTTPRoute",
+            route.metadata.generation,
+            parents,
+            hosts,
+            rules,
+            states,
+        ))
+    }
+
+    /// Attach a route's compiled rules to the listeners its parentRefs select, and compute
+    /// its status per parent. `rules` is Err when the route breaks the CRD rules.
+    #[allow(clippy::too_many_arguments)]
+    fn attach(
+        &mut self,
+        key: &ObjKey,
+        kind: &'static str,
+        generation: Option<i64>,
+        parents: Vec<Parent<'_>>,
+        hostnames: &[String],
+        rules: Result<Vec<Compiled>, String>,
+        states: &mut BTreeMap<ObjKey, GatewayState>,
+    ) -> RouteState {
+        let mut state = RouteState {
+            generation,
+            parents: Vec::new(),
+        };
         let parent_state =
             |gw: &ObjKey, section: &Option<String>, port: Option<i32>, conds| ParentState {
                 gateway: gw.clone(),
@@ -618,35 +721,24 @@ impl Translator<'_> {
                 port,
                 conditions: conds,
             };
-        if let Err(e) = validate_http_route(route) {
-            for (gw, section, port, _) in &parents {
-                state.parents.push(parent_state(
-                    gw,
-                    section,
-                    *port,
-                    vec![
-                        Cond::new("Accepted", false, "UnsupportedValue", e.clone()),
-                        Cond::new("ResolvedRefs", true, "ResolvedRefs", ""),
-                    ],
-                ));
+        let rules = match rules {
+            Ok(r) => r,
+            Err(e) => {
+                for (gw, section, port, _) in &parents {
+                    state.parents.push(parent_state(
+                        gw,
+                        section,
+                        *port,
+                        vec![
+                            Cond::new("Accepted", false, "UnsupportedValue", e.clone()),
+                            Cond::new("ResolvedRefs", true, "ResolvedRefs", ""),
+                        ],
+                    ));
+                }
+                return state;
             }
-            return Some(state);
-        }
-        let route_hosts: Vec<String> = route
-            .spec
-            .hostnames
-            .iter()
-            .flatten()
-            .map(|h| h.to_ascii_lowercase())
-            .collect();
-        let rules: Vec<Compiled> = route
-            .spec
-            .rules
-            .iter()
-            .flatten()
-            .enumerate()
-            .map(|(i, r)| self.compile_rule(key, i, r))
-            .collect();
+        };
+        let route_hosts: Vec<String> = hostnames.iter().map(|h| h.to_ascii_lowercase()).collect();
         let unresolved = rules.iter().find_map(|r| r.unresolved.clone());
         let mut dropped: Vec<String> = Vec::new();
         for (gw, section, port, listeners) in parents {
@@ -664,7 +756,9 @@ impl Translator<'_> {
             } else {
                 let allowed: Vec<(usize, &Lis)> = candidates
                     .into_iter()
-                    .filter(|(_, l)| l.http_routes && self.ns_allowed(l, &gw, &key.namespace))
+                    .filter(|(_, l)| {
+                        l.kinds.contains(&kind) && self.ns_allowed(l, &gw, &key.namespace)
+                    })
                     .collect();
                 if allowed.is_empty() {
                     Err((
@@ -738,7 +832,159 @@ impl Translator<'_> {
                 ));
             }
         }
-        Some(state)
+        state
+    }
+
+    fn grpc_route(
+        &mut self,
+        key: &ObjKey,
+        route: &GrpcRoute,
+        gateways: &BTreeMap<ObjKey, Vec<Lis>>,
+        states: &mut BTreeMap<ObjKey, GatewayState>,
+    ) -> Option<RouteState> {
+        let refs = route.spec.parent_refs.iter().flatten().map(|p| ParentIn {
+            group: p.group.as_deref(),
+            kind: p.kind.as_deref(),
+            namespace: p.namespace.as_deref(),
+            name: &p.name,
+            section_name: p.section_name.as_deref(),
+            port: p.port,
+        });
+        let parents = our_parents(key, refs, gateways);
+        if parents.is_empty() {
+            return None;
+        }
+        let rules = validate_grpc_route(route).map(|()| {
+            route
+                .spec
+                .rules
+                .iter()
+                .flatten()
+                .enumerate()
+                .map(|(i, r)| self.compile_grpc_rule(key, i, r))
+                .collect()
+        });
+        let hosts = route.spec.hostnames.as_deref().unwrap_or_default();
+        Some(self.attach(
+            key,
+            "GRPCRoute",
+            route.metadata.generation,
+            parents,
+            hosts,
+            rules,
+            states,
+        ))
+    }
+
+    /// A GRPCRoute rule: a method match is a path (`/service/method` Exact, `/service`
+    /// Prefix, a regex for method-only and RegularExpression matches).
+    fn compile_grpc_rule(&mut self, key: &ObjKey, index: usize, rule: &GrpcRouteRules) -> Compiled {
+        let mut matches = Vec::new();
+        let default = gateway_api::grpcroutes::GrpcRouteRulesMatches::default();
+        let list: Vec<&gateway_api::grpcroutes::GrpcRouteRulesMatches> =
+            match rule.matches.as_deref() {
+                None | Some([]) => vec![&default],
+                Some(m) => m.iter().collect(),
+            };
+        for m in list {
+            let (kind, path) = match &m.method {
+                None => (PathKind::Prefix, "/".to_string()),
+                Some(mm) => {
+                    let (svc, meth) = (mm.service.as_deref(), mm.method.as_deref());
+                    match (mm.r#type.as_ref(), svc, meth) {
+                        (Some(GrpcRouteRulesMatchesMethodType::RegularExpression), _, _) => (
+                            PathKind::Regex,
+                            format!(
+                                "^/(?:{})/(?:{})$",
+                                svc.unwrap_or("[^/]+"),
+                                meth.unwrap_or("[^/]+")
+                            ),
+                        ),
+                        (_, Some(s), Some(m)) => (PathKind::Exact, format!("/{s}/{m}")),
+                        (_, Some(s), None) => (PathKind::Prefix, format!("/{s}")),
+                        (_, None, Some(m)) => {
+                            (PathKind::Regex, format!("^/[^/]+/{}$", regex::escape(m)))
+                        }
+                        (_, None, None) => (PathKind::Prefix, "/".to_string()),
+                    }
+                }
+            };
+            let mut cond = Conditions::default();
+            let mut seen = HashSet::new();
+            for h in m.headers.iter().flatten() {
+                let name = h.name.to_ascii_lowercase();
+                if !seen.insert(name.clone()) {
+                    continue;
+                }
+                let v = match h.r#type {
+                    Some(GrpcRouteRulesMatchesHeadersType::RegularExpression) => {
+                        full_regex(&h.value)
+                    }
+                    _ => ValueMatch::Exact(h.value.clone()),
+                };
+                cond.headers.push((name, v));
+            }
+            matches.push((kind, path, cond));
+        }
+        let mut policy: Policy<RouteSpec> = Policy::default();
+        let mut error: Option<String> = None;
+        for f in rule.filters.iter().flatten() {
+            let r = match f.r#type {
+                GrpcFilterType::RequestHeaderModifier => f
+                    .request_header_modifier
+                    .as_ref()
+                    .ok_or_else(|| "RequestHeaderModifier without its settings".to_string())
+                    .and_then(|m| {
+                        header_ops(
+                            m.set
+                                .iter()
+                                .flatten()
+                                .map(|h| (h.name.clone(), h.value.clone())),
+                            m.add
+                                .iter()
+                                .flatten()
+                                .map(|h| (h.name.clone(), h.value.clone())),
+                            m.remove.as_deref().unwrap_or_default(),
+                        )
+                    })
+                    .map(|ops| merge_ops(&mut policy.request_headers, ops)),
+                GrpcFilterType::ResponseHeaderModifier => f
+                    .response_header_modifier
+                    .as_ref()
+                    .ok_or_else(|| "ResponseHeaderModifier without its settings".to_string())
+                    .and_then(|m| {
+                        header_ops(
+                            m.set
+                                .iter()
+                                .flatten()
+                                .map(|h| (h.name.clone(), h.value.clone())),
+                            m.add
+                                .iter()
+                                .flatten()
+                                .map(|h| (h.name.clone(), h.value.clone())),
+                            m.remove.as_deref().unwrap_or_default(),
+                        )
+                    })
+                    .map(|ops| merge_ops(&mut policy.response_headers, ops)),
+                GrpcFilterType::RequestMirror => Err("RequestMirror is not supported yet".into()),
+                GrpcFilterType::ExtensionRef => {
+                    Err("ExtensionRef: pingress has no extension filters".into())
+                }
+            };
+            if let Err(e) = r {
+                error.get_or_insert(e);
+            }
+        }
+        let backends = rule.backend_refs.iter().flatten().map(|b| BackendIn {
+            group: b.group.as_deref(),
+            kind: b.kind.as_deref(),
+            namespace: b.namespace.as_deref(),
+            name: &b.name,
+            port: b.port,
+            weight: b.weight,
+        });
+        let what = format!("GRPCRoute {key} rule {index}");
+        self.finish_rule(key, "GRPCRoute", &what, matches, policy, error, backends)
     }
 
     fn ns_allowed(&self, l: &Lis, gw: &ObjKey, route_ns: &str) -> bool {
@@ -844,7 +1090,6 @@ impl Translator<'_> {
             })
             .map(|p| p.value.clone().unwrap_or_else(|| "/".into()))
             .unwrap_or_else(|| "/".into());
-        let what = format!("HTTPRoute {key} rule {index}");
         let mut policy: Policy<RouteSpec> = Policy::default();
         let mut error: Option<String> = None;
         for f in rule.filters.iter().flatten() {
@@ -852,42 +1097,62 @@ impl Translator<'_> {
                 error.get_or_insert(e);
             }
         }
+        let backends = rule.backend_refs.iter().flatten().map(|b| BackendIn {
+            group: b.group.as_deref(),
+            kind: b.kind.as_deref(),
+            namespace: b.namespace.as_deref(),
+            name: &b.name,
+            port: b.port,
+            weight: b.weight,
+        });
+        let what = format!("HTTPRoute {key} rule {index}");
+        self.finish_rule(key, "HTTPRoute", &what, matches, policy, error, backends)
+    }
+
+    /// The target of a rule from its policy and backendRefs; `kind` is the route's kind
+    /// (GRPCRoute backends speak HTTP/2).
+    #[allow(clippy::too_many_arguments)]
+    fn finish_rule<'a>(
+        &mut self,
+        key: &ObjKey,
+        kind: &'static str,
+        what: &str,
+        matches: Vec<(PathKind, String, Conditions)>,
+        policy: Policy<RouteSpec>,
+        error: Option<String>,
+        backends_in: impl Iterator<Item = BackendIn<'a>>,
+    ) -> Compiled {
         let mut unresolved = None;
         // Backends: resolved targets with their weights.
         let mut backends: Vec<(u32, RouteSpec)> = Vec::new();
-        for b in rule.backend_refs.iter().flatten() {
+        for b in backends_in {
             let weight = u32::try_from(b.weight.unwrap_or(1)).unwrap_or(0);
-            let spec = match self.gateway_backend(
-                key,
-                b.group.as_deref(),
-                b.kind.as_deref(),
-                b.namespace.as_deref(),
-                &b.name,
-                b.port,
-            ) {
-                Ok((up, protocol)) => RouteSpec {
-                    ingress: Some(key.clone()),
-                    backend: BackendSpec::Service(up),
-                    protocol,
-                    https_redirect: false,
-                    tls_host: false,
-                    policy: None,
-                },
-                Err((reason, msg)) => {
-                    unresolved.get_or_insert((reason, format!("{what}: {msg}")));
-                    RouteSpec {
+            let spec =
+                match self.gateway_backend(key, kind, b.group, b.kind, b.namespace, b.name, b.port)
+                {
+                    Ok((up, protocol)) => RouteSpec {
                         ingress: Some(key.clone()),
-                        backend: BackendSpec::Invalid {
-                            namespace: b.namespace.clone().unwrap_or_else(|| key.namespace.clone()),
-                            service: b.name.clone(),
-                        },
-                        protocol: Protocol::Http1,
+                        backend: BackendSpec::Service(up),
+                        protocol,
                         https_redirect: false,
                         tls_host: false,
                         policy: None,
+                    },
+                    Err((reason, msg)) => {
+                        unresolved.get_or_insert((reason, format!("{what}: {msg}")));
+                        RouteSpec {
+                            ingress: Some(key.clone()),
+                            backend: BackendSpec::Invalid {
+                                namespace: b.namespace.unwrap_or(&key.namespace).to_string(),
+                                service: b.name.to_string(),
+                            },
+                            protocol: Protocol::Http1,
+                            https_redirect: false,
+                            tls_host: false,
+                            policy: None,
+                        }
                     }
-                }
-            };
+                };
             if weight > 0 {
                 backends.push((weight, spec));
             }
@@ -942,9 +1207,11 @@ impl Translator<'_> {
     }
 
     /// Resolve a backendRef to a Service port.
+    #[allow(clippy::too_many_arguments)]
     fn gateway_backend(
         &self,
         route: &ObjKey,
+        route_kind: &'static str,
         group: Option<&str>,
         kind: Option<&str>,
         namespace: Option<&str>,
@@ -964,7 +1231,7 @@ impl Translator<'_> {
         if ns != route.namespace
             && !self.granted(
                 ns,
-                (GROUP, "HTTPRoute", &route.namespace),
+                (GROUP, route_kind, &route.namespace),
                 ("", "Service", name),
             )
         {
@@ -1003,6 +1270,12 @@ impl Translator<'_> {
                     format!("Service {svc_key} port {port}: appProtocol {other} is not supported"),
                 ))
             }
+        };
+        // gRPC is HTTP/2: cleartext unless the port says TLS.
+        let protocol = match (route_kind, protocol) {
+            ("GRPCRoute", Protocol::Https) => Protocol::H2Tls,
+            ("GRPCRoute", Protocol::Http1) => Protocol::H2c,
+            (_, p) => p,
         };
         Ok((
             UpstreamKey {
@@ -1510,6 +1783,129 @@ pub fn validate_http_route(route: &HttpRoute) -> Result<(), String> {
     Ok(())
 }
 
+/// The CRD and CEL rules of a GRPCRoute (directory mode; see [`validate_http_route`]).
+pub fn validate_grpc_route(route: &GrpcRoute) -> Result<(), String> {
+    let spec = &route.spec;
+    let hostnames = spec.hostnames.as_deref().unwrap_or_default();
+    if hostnames.len() > 16 {
+        return Err("spec.hostnames: at most 16".into());
+    }
+    for (i, h) in hostnames.iter().enumerate() {
+        check_hostname(h).map_err(|e| format!("spec.hostnames[{i}]: {e}"))?;
+    }
+    let rules = spec.rules.as_deref().unwrap_or_default();
+    if rules.len() > 16 {
+        return Err("spec.rules: at most 16".into());
+    }
+    let service_ok = |s: &str| {
+        let s = s.strip_prefix('.').unwrap_or(s);
+        !s.is_empty()
+            && s.split('.').all(|p| {
+                p.chars()
+                    .next()
+                    .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                    && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            })
+    };
+    let method_ok = |m: &str| {
+        m.chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && m.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    };
+    for (i, r) in rules.iter().enumerate() {
+        let at = format!("spec.rules[{i}]");
+        let matches = r.matches.as_deref().unwrap_or_default();
+        if matches.len() > 64 {
+            return Err(format!("{at}.matches: at most 64"));
+        }
+        for (j, m) in matches.iter().enumerate() {
+            let at = format!("{at}.matches[{j}]");
+            if let Some(mm) = &m.method {
+                if mm.service.is_none() && mm.method.is_none() {
+                    return Err(format!(
+                        "{at}.method: one or both of service and method are required"
+                    ));
+                }
+                let regex = matches!(
+                    mm.r#type,
+                    Some(GrpcRouteRulesMatchesMethodType::RegularExpression)
+                );
+                for (field, v, ok) in [
+                    ("service", &mm.service, service_ok as fn(&str) -> bool),
+                    ("method", &mm.method, method_ok),
+                ] {
+                    let Some(v) = v else { continue };
+                    if regex {
+                        regex::Regex::new(v).map_err(|e| format!("{at}.method.{field}: {e}"))?;
+                    } else if !ok(v) {
+                        return Err(format!(
+                            "{at}.method.{field}: `{v}` is not a valid gRPC {field} name"
+                        ));
+                    }
+                }
+            }
+            for (k, h) in m.headers.iter().flatten().enumerate() {
+                HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| {
+                    format!("{at}.headers[{k}].name: `{}` is not a header name", h.name)
+                })?;
+                if matches!(
+                    h.r#type,
+                    Some(GrpcRouteRulesMatchesHeadersType::RegularExpression)
+                ) {
+                    regex::Regex::new(&h.value)
+                        .map_err(|e| format!("{at}.headers[{k}].value: {e}"))?;
+                }
+            }
+        }
+        let mut seen: Vec<&GrpcFilterType> = Vec::new();
+        for (k, f) in r.filters.iter().flatten().enumerate() {
+            let repeatable = matches!(
+                f.r#type,
+                GrpcFilterType::RequestMirror | GrpcFilterType::ExtensionRef
+            );
+            if !repeatable && seen.contains(&&f.r#type) {
+                return Err(format!(
+                    "{at}.filters[{k}]: {:?} may appear only once",
+                    f.r#type
+                ));
+            }
+            seen.push(&f.r#type);
+            if let Some(m) = &f.request_header_modifier {
+                unique_names(
+                    m.set.iter().flatten().map(|h| &h.name),
+                    m.add.iter().flatten().map(|h| &h.name),
+                    m.remove.iter().flatten(),
+                )
+                .map_err(|e| format!("{at}.filters[{k}].requestHeaderModifier: {e}"))?;
+            }
+            if let Some(m) = &f.response_header_modifier {
+                unique_names(
+                    m.set.iter().flatten().map(|h| &h.name),
+                    m.add.iter().flatten().map(|h| &h.name),
+                    m.remove.iter().flatten(),
+                )
+                .map_err(|e| format!("{at}.filters[{k}].responseHeaderModifier: {e}"))?;
+            }
+        }
+        for (k, b) in r.backend_refs.iter().flatten().enumerate() {
+            if b.weight.is_some_and(|w| !(0..=1_000_000).contains(&w)) {
+                return Err(format!(
+                    "{at}.backendRefs[{k}].weight: not within 0..1000000"
+                ));
+            }
+            let core = b.group.as_deref().unwrap_or("").is_empty()
+                && b.kind.as_deref().unwrap_or("Service") == "Service";
+            if core && b.port.is_none() {
+                return Err(format!(
+                    "{at}.backendRefs[{k}].port: required for a Service"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// One action per header name (case-insensitive) in a header modifier.
 fn unique_names<'a>(
     set: impl Iterator<Item = &'a String>,
@@ -1595,5 +1991,35 @@ mod tests {
         }
         let good = "  hostnames: [\"*.example.com\"]\n  rules:\n  - matches: [{path: {type: PathPrefix, value: /a}}]\n    filters:\n    - {type: URLRewrite, urlRewrite: {path: {type: ReplacePrefixMatch, replacePrefixMatch: /b}}}\n    backendRefs: [{name: s, port: 80}]\n";
         validate_http_route(&route(&format!("{HEAD}{good}"))).unwrap();
+    }
+
+    #[test]
+    fn grpc_routes_are_checked_too() {
+        let g = |body: &str| -> GrpcRoute {
+            serde_yaml::from_str(&format!("apiVersion: gateway.networking.k8s.io/v1\nkind: GRPCRoute\nmetadata: {{name: g, namespace: ns}}\nspec:\n  parentRefs: [{{name: gw}}]\n{body}")).unwrap()
+        };
+        let bad = [
+            (
+                "  rules:\n  - matches: [{method: {type: Exact}}]\n",
+                "one or both",
+            ),
+            (
+                "  rules:\n  - matches: [{method: {service: \"bad/name\", method: M}}]\n",
+                "not a valid gRPC service",
+            ),
+            (
+                "  rules:\n  - matches: [{method: {type: RegularExpression, method: \"(\"}}]\n",
+                "method.method",
+            ),
+            (
+                "  rules:\n  - backendRefs: [{name: s}]\n",
+                "required for a Service",
+            ),
+        ];
+        for (body, want) in bad {
+            let e = validate_grpc_route(&g(body)).unwrap_err();
+            assert!(e.contains(want), "{body}: {e}");
+        }
+        validate_grpc_route(&g("  rules:\n  - matches: [{method: {service: pkg.v1.Svc, method: Get}}]\n    backendRefs: [{name: s, port: 9000}]\n")).unwrap();
     }
 }
