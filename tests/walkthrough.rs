@@ -219,6 +219,59 @@ async fn deploy_examples_route_as_documented() {
     );
 }
 
+/// deploy/examples/gateway-api serves the walkthrough's apps as the Ingresses do: the same
+/// statuses and pods for the same requests (the Ingresses themselves left out).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploy_examples_as_gateway_api_answer_as_the_ingresses_do() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy");
+    let without_ingresses = |text: String| {
+        text.split("\n---\n")
+            .filter(|doc| !doc.contains("kind: Ingress"))
+            .collect::<Vec<_>>()
+            .join("\n---\n")
+    };
+    let read = |f: &str| std::fs::read_to_string(format!("{dir}/{f}")).unwrap();
+    let myapp = pod("myapp-pod").await;
+    let tomcat = pod("tomcat-pod").await;
+    let ca = support::tls::Ca::new();
+    let pem = ca.issue(&["tomcat.lucky.com"], "walkthrough");
+    let files = vec![
+        ("myapp.yaml", without_ingresses(read("examples/myapp.yaml"))),
+        (
+            "tomcat.yaml",
+            without_ingresses(read("examples/tomcat.yaml")),
+        ),
+        ("class.yaml", read("gateway-api/gatewayclass.yaml")),
+        ("gateway.yaml", read("examples/gateway-api/gateway.yaml")),
+        ("routes.yaml", read("examples/gateway-api/routes.yaml")),
+        (
+            "endpoints.yaml",
+            format!(
+                "{}{}{}",
+                slices("default", "myapp", "http", &[myapp]),
+                slices("default", "tomcat", "http", &[tomcat]),
+                support::tls::tls_secret("default", "tomcat-ingress-secret", &pem)
+            ),
+        ),
+    ];
+    assert!(!files[0].1.contains("kind: Ingress") && files[0].1.contains("kind: Service"));
+    let gw = Gateway::start(&files).await;
+    eventually("the Gateway API routes are served", || async {
+        (gw.who("tomcat.lucky6.com", "/").await == "tomcat-pod").then_some(())
+    })
+    .await;
+    // The same answers as deploy_examples_route_as_documented.
+    assert_eq!(gw.who("tomcat.lucky.com", "/").await, "308");
+    assert_eq!(gw.who_https("tomcat.lucky.com", "/").await, "myapp-pod");
+    assert_eq!(
+        gw.who_https("tomcat.lucky.com", "/tomcat/x").await,
+        "tomcat-pod"
+    );
+    assert_eq!(gw.who("tomcat.lucky6.com", "/").await, "tomcat-pod");
+    let served = support::tls::served_subject(gw.https, Some("tomcat.lucky.com"));
+    assert!(served.contains("walkthrough"), "{served}");
+}
+
 /// The README's quickstart, as a new user runs it: `.ci/quickstart` (with the binary this
 /// suite built, instead of building one), then every `curl` line of the README's try-it
 /// block, word for word, with what its comment promises.
