@@ -201,6 +201,52 @@ struct Lis {
     kinds: Vec<&'static str>,
 }
 
+/// A [`ParentIn`] from any generated parentRef type (HTTPRoute's and GRPCRoute's have the
+/// same fields under different names).
+macro_rules! parent_in {
+    ($p:expr) => {
+        ParentIn {
+            group: $p.group.as_deref(),
+            kind: $p.kind.as_deref(),
+            namespace: $p.namespace.as_deref(),
+            name: &$p.name,
+            section_name: $p.section_name.as_deref(),
+            port: $p.port,
+        }
+    };
+}
+
+/// A [`BackendIn`] from any generated backendRef type.
+macro_rules! backend_in {
+    ($b:expr) => {
+        BackendIn {
+            group: $b.group.as_deref(),
+            kind: $b.kind.as_deref(),
+            namespace: $b.namespace.as_deref(),
+            name: &$b.name,
+            port: $b.port,
+            weight: $b.weight,
+        }
+    };
+}
+
+/// The [`HeaderOps`] of any generated header modifier type.
+macro_rules! modifier_ops {
+    ($m:expr) => {
+        header_ops(
+            $m.set
+                .iter()
+                .flatten()
+                .map(|h| (h.name.clone(), h.value.clone())),
+            $m.add
+                .iter()
+                .flatten()
+                .map(|h| (h.name.clone(), h.value.clone())),
+            $m.remove.as_deref().unwrap_or_default(),
+        )
+    };
+}
+
 /// A parentRef of a route, as written.
 struct ParentIn<'a> {
     group: Option<&'a str>,
@@ -282,34 +328,12 @@ impl Translator<'_> {
             report.gateways.insert(key.clone(), state);
             gateways.insert(key.clone(), listeners);
         }
-        let mut routes: Vec<(&ObjKey, &HttpRoute)> = self
-            .snap
-            .http_routes
-            .iter()
-            .map(|(k, r)| (k, &**r))
-            .collect();
-        routes.sort_by(|(ka, a), (kb, b)| {
-            let ta = a.metadata.creation_timestamp.as_ref().map(|t| &t.0);
-            let tb = b.metadata.creation_timestamp.as_ref().map(|t| &t.0);
-            ta.cmp(&tb).then_with(|| ka.cmp(kb))
-        });
-        for (key, route) in routes {
+        for (key, route) in oldest_first(&self.snap.http_routes) {
             if let Some(state) = self.http_route(key, route, &gateways, &mut report.gateways) {
                 report.http_routes.insert(key.clone(), state);
             }
         }
-        let mut grpc: Vec<(&ObjKey, &GrpcRoute)> = self
-            .snap
-            .grpc_routes
-            .iter()
-            .map(|(k, r)| (k, &**r))
-            .collect();
-        grpc.sort_by(|(ka, a), (kb, b)| {
-            let ta = a.metadata.creation_timestamp.as_ref().map(|t| &t.0);
-            let tb = b.metadata.creation_timestamp.as_ref().map(|t| &t.0);
-            ta.cmp(&tb).then_with(|| ka.cmp(kb))
-        });
-        for (key, route) in grpc {
+        for (key, route) in oldest_first(&self.snap.grpc_routes) {
             if let Some(state) = self.grpc_route(key, route, &gateways, &mut report.gateways) {
                 report.grpc_routes.insert(key.clone(), state);
             }
@@ -663,14 +687,12 @@ impl Translator<'_> {
         gateways: &BTreeMap<ObjKey, Vec<Lis>>,
         states: &mut BTreeMap<ObjKey, GatewayState>,
     ) -> Option<RouteState> {
-        let refs = route.spec.parent_refs.iter().flatten().map(|p| ParentIn {
-            group: p.group.as_deref(),
-            kind: p.kind.as_deref(),
-            namespace: p.namespace.as_deref(),
-            name: &p.name,
-            section_name: p.section_name.as_deref(),
-            port: p.port,
-        });
+        let refs = route
+            .spec
+            .parent_refs
+            .iter()
+            .flatten()
+            .map(|p| parent_in!(p));
         let parents = our_parents(key, refs, gateways);
         if parents.is_empty() {
             return None;
@@ -842,14 +864,12 @@ impl Translator<'_> {
         gateways: &BTreeMap<ObjKey, Vec<Lis>>,
         states: &mut BTreeMap<ObjKey, GatewayState>,
     ) -> Option<RouteState> {
-        let refs = route.spec.parent_refs.iter().flatten().map(|p| ParentIn {
-            group: p.group.as_deref(),
-            kind: p.kind.as_deref(),
-            namespace: p.namespace.as_deref(),
-            name: &p.name,
-            section_name: p.section_name.as_deref(),
-            port: p.port,
-        });
+        let refs = route
+            .spec
+            .parent_refs
+            .iter()
+            .flatten()
+            .map(|p| parent_in!(p));
         let parents = our_parents(key, refs, gateways);
         if parents.is_empty() {
             return None;
@@ -934,37 +954,13 @@ impl Translator<'_> {
                     .request_header_modifier
                     .as_ref()
                     .ok_or_else(|| "RequestHeaderModifier without its settings".to_string())
-                    .and_then(|m| {
-                        header_ops(
-                            m.set
-                                .iter()
-                                .flatten()
-                                .map(|h| (h.name.clone(), h.value.clone())),
-                            m.add
-                                .iter()
-                                .flatten()
-                                .map(|h| (h.name.clone(), h.value.clone())),
-                            m.remove.as_deref().unwrap_or_default(),
-                        )
-                    })
+                    .and_then(|m| modifier_ops!(m))
                     .map(|ops| merge_ops(&mut policy.request_headers, ops)),
                 GrpcFilterType::ResponseHeaderModifier => f
                     .response_header_modifier
                     .as_ref()
                     .ok_or_else(|| "ResponseHeaderModifier without its settings".to_string())
-                    .and_then(|m| {
-                        header_ops(
-                            m.set
-                                .iter()
-                                .flatten()
-                                .map(|h| (h.name.clone(), h.value.clone())),
-                            m.add
-                                .iter()
-                                .flatten()
-                                .map(|h| (h.name.clone(), h.value.clone())),
-                            m.remove.as_deref().unwrap_or_default(),
-                        )
-                    })
+                    .and_then(|m| modifier_ops!(m))
                     .map(|ops| merge_ops(&mut policy.response_headers, ops)),
                 GrpcFilterType::RequestMirror => Err("RequestMirror is not supported yet".into()),
                 GrpcFilterType::ExtensionRef => {
@@ -975,14 +971,7 @@ impl Translator<'_> {
                 error.get_or_insert(e);
             }
         }
-        let backends = rule.backend_refs.iter().flatten().map(|b| BackendIn {
-            group: b.group.as_deref(),
-            kind: b.kind.as_deref(),
-            namespace: b.namespace.as_deref(),
-            name: &b.name,
-            port: b.port,
-            weight: b.weight,
-        });
+        let backends = rule.backend_refs.iter().flatten().map(|b| backend_in!(b));
         let what = format!("GRPCRoute {key} rule {index}");
         self.finish_rule(key, "GRPCRoute", &what, matches, policy, error, backends)
     }
@@ -1097,14 +1086,7 @@ impl Translator<'_> {
                 error.get_or_insert(e);
             }
         }
-        let backends = rule.backend_refs.iter().flatten().map(|b| BackendIn {
-            group: b.group.as_deref(),
-            kind: b.kind.as_deref(),
-            namespace: b.namespace.as_deref(),
-            name: &b.name,
-            port: b.port,
-            weight: b.weight,
-        });
+        let backends = rule.backend_refs.iter().flatten().map(|b| backend_in!(b));
         let what = format!("HTTPRoute {key} rule {index}");
         self.finish_rule(key, "HTTPRoute", &what, matches, policy, error, backends)
     }
@@ -1290,6 +1272,19 @@ impl Translator<'_> {
     }
 }
 
+/// Routes in precedence order for ties: oldest `creationTimestamp`, then `namespace/name`.
+fn oldest_first<T: kube::Resource>(
+    map: &BTreeMap<ObjKey, std::sync::Arc<T>>,
+) -> Vec<(&ObjKey, &T)> {
+    let mut v: Vec<(&ObjKey, &T)> = map.iter().map(|(k, r)| (k, &**r)).collect();
+    v.sort_by(|(ka, a), (kb, b)| {
+        let ta = a.meta().creation_timestamp.as_ref().map(|t| &t.0);
+        let tb = b.meta().creation_timestamp.as_ref().map(|t| &t.0);
+        ta.cmp(&tb).then_with(|| ka.cmp(kb))
+    });
+    v
+}
+
 /// Set the redirect's listener port in a target and its split alternatives.
 fn set_listener_port(target: &mut RouteSpec, port: Option<u16>) {
     if let Some(p) = target.policy.as_mut() {
@@ -1435,17 +1430,7 @@ fn apply_filter(
                 .request_header_modifier
                 .as_ref()
                 .ok_or("RequestHeaderModifier without its settings")?;
-            let ops = header_ops(
-                m.set
-                    .iter()
-                    .flatten()
-                    .map(|h| (h.name.clone(), h.value.clone())),
-                m.add
-                    .iter()
-                    .flatten()
-                    .map(|h| (h.name.clone(), h.value.clone())),
-                m.remove.as_deref().unwrap_or_default(),
-            )?;
+            let ops = modifier_ops!(m)?;
             merge_ops(&mut p.request_headers, ops);
         }
         FilterType::ResponseHeaderModifier => {
@@ -1453,17 +1438,7 @@ fn apply_filter(
                 .response_header_modifier
                 .as_ref()
                 .ok_or("ResponseHeaderModifier without its settings")?;
-            let ops = header_ops(
-                m.set
-                    .iter()
-                    .flatten()
-                    .map(|h| (h.name.clone(), h.value.clone())),
-                m.add
-                    .iter()
-                    .flatten()
-                    .map(|h| (h.name.clone(), h.value.clone())),
-                m.remove.as_deref().unwrap_or_default(),
-            )?;
+            let ops = modifier_ops!(m)?;
             merge_ops(&mut p.response_headers, ops);
         }
         FilterType::RequestRedirect => {
