@@ -247,6 +247,49 @@ macro_rules! modifier_ops {
     };
 }
 
+/// One HTTPRoute or GRPCRoute: its parentRefs to Gateways of ours (None when it has none),
+/// the CRD rules, its rules compiled with `$compile`, then attachment and status.
+macro_rules! translate_route {
+    ($t:ident, $key:expr, $route:expr, $kind:literal, $validate:path, $compile:ident, $gateways:expr, $states:expr) => {{
+        let refs = $route
+            .spec
+            .parent_refs
+            .iter()
+            .flatten()
+            .map(|p| parent_in!(p));
+        let parents = our_parents($key, refs, $gateways);
+        if parents.is_empty() {
+            None
+        } else {
+            let rules = $validate($route).map(|()| {
+                let rules = $route.spec.rules.iter().flatten().enumerate();
+                rules.map(|(i, r)| $t.$compile($key, i, r)).collect()
+            });
+            let hosts = $route.spec.hostnames.as_deref().unwrap_or_default();
+            let generation = $route.metadata.generation;
+            Some($t.attach($key, $kind, generation, parents, hosts, rules, $states))
+        }
+    }};
+}
+
+/// One action per header name in a filter's request and response header modifiers.
+macro_rules! check_modifiers {
+    ($f:expr, $at:expr, $k:expr) => {
+        check_modifiers!(@one $f.request_header_modifier, "requestHeaderModifier", $at, $k);
+        check_modifiers!(@one $f.response_header_modifier, "responseHeaderModifier", $at, $k);
+    };
+    (@one $m:expr, $field:literal, $at:expr, $k:expr) => {
+        if let Some(m) = &$m {
+            unique_names(
+                m.set.iter().flatten().map(|h| &h.name),
+                m.add.iter().flatten().map(|h| &h.name),
+                m.remove.iter().flatten(),
+            )
+            .map_err(|e| format!("{}.filters[{}].{}: {e}", $at, $k, $field))?;
+        }
+    };
+}
+
 /// A parentRef of a route, as written.
 struct ParentIn<'a> {
     group: Option<&'a str>,
@@ -329,12 +372,32 @@ impl Translator<'_> {
             gateways.insert(key.clone(), listeners);
         }
         for (key, route) in oldest_first(&self.snap.http_routes) {
-            if let Some(state) = self.http_route(key, route, &gateways, &mut report.gateways) {
+            let state = translate_route!(
+                self,
+                key,
+                route,
+                "HTTPRoute",
+                validate_http_route,
+                compile_rule,
+                &gateways,
+                &mut report.gateways
+            );
+            if let Some(state) = state {
                 report.http_routes.insert(key.clone(), state);
             }
         }
         for (key, route) in oldest_first(&self.snap.grpc_routes) {
-            if let Some(state) = self.grpc_route(key, route, &gateways, &mut report.gateways) {
+            let state = translate_route!(
+                self,
+                key,
+                route,
+                "GRPCRoute",
+                validate_grpc_route,
+                compile_grpc_rule,
+                &gateways,
+                &mut report.gateways
+            );
+            if let Some(state) = state {
                 report.grpc_routes.insert(key.clone(), state);
             }
         }
@@ -680,45 +743,6 @@ impl Translator<'_> {
         labels_ok && exprs_ok
     }
 
-    fn http_route(
-        &mut self,
-        key: &ObjKey,
-        route: &HttpRoute,
-        gateways: &BTreeMap<ObjKey, Vec<Lis>>,
-        states: &mut BTreeMap<ObjKey, GatewayState>,
-    ) -> Option<RouteState> {
-        let refs = route
-            .spec
-            .parent_refs
-            .iter()
-            .flatten()
-            .map(|p| parent_in!(p));
-        let parents = our_parents(key, refs, gateways);
-        if parents.is_empty() {
-            return None;
-        }
-        let rules = validate_http_route(route).map(|()| {
-            route
-                .spec
-                .rules
-                .iter()
-                .flatten()
-                .enumerate()
-                .map(|(i, r)| self.compile_rule(key, i, r))
-                .collect()
-        });
-        let hosts = route.spec.hostnames.as_deref().unwrap_or_default();
-        Some(self.attach(
-            key,
-            "HTTPRoute",
-            route.metadata.generation,
-            parents,
-            hosts,
-            rules,
-            states,
-        ))
-    }
-
     /// Attach a route's compiled rules to the listeners its parentRefs select, and compute
     /// its status per parent. `rules` is Err when the route breaks the CRD rules.
     #[allow(clippy::too_many_arguments)]
@@ -855,45 +879,6 @@ impl Translator<'_> {
             }
         }
         state
-    }
-
-    fn grpc_route(
-        &mut self,
-        key: &ObjKey,
-        route: &GrpcRoute,
-        gateways: &BTreeMap<ObjKey, Vec<Lis>>,
-        states: &mut BTreeMap<ObjKey, GatewayState>,
-    ) -> Option<RouteState> {
-        let refs = route
-            .spec
-            .parent_refs
-            .iter()
-            .flatten()
-            .map(|p| parent_in!(p));
-        let parents = our_parents(key, refs, gateways);
-        if parents.is_empty() {
-            return None;
-        }
-        let rules = validate_grpc_route(route).map(|()| {
-            route
-                .spec
-                .rules
-                .iter()
-                .flatten()
-                .enumerate()
-                .map(|(i, r)| self.compile_grpc_rule(key, i, r))
-                .collect()
-        });
-        let hosts = route.spec.hostnames.as_deref().unwrap_or_default();
-        Some(self.attach(
-            key,
-            "GRPCRoute",
-            route.metadata.generation,
-            parents,
-            hosts,
-            rules,
-            states,
-        ))
     }
 
     /// A GRPCRoute rule: a method match is a path (`/service/method` Exact, `/service`
@@ -1637,22 +1622,7 @@ pub fn validate_http_route(route: &HttpRoute) -> Result<(), String> {
                     f.r#type
                 ));
             }
-            if let Some(m) = &f.request_header_modifier {
-                unique_names(
-                    m.set.iter().flatten().map(|h| &h.name),
-                    m.add.iter().flatten().map(|h| &h.name),
-                    m.remove.iter().flatten(),
-                )
-                .map_err(|e| format!("{at}.filters[{k}].requestHeaderModifier: {e}"))?;
-            }
-            if let Some(m) = &f.response_header_modifier {
-                unique_names(
-                    m.set.iter().flatten().map(|h| &h.name),
-                    m.add.iter().flatten().map(|h| &h.name),
-                    m.remove.iter().flatten(),
-                )
-                .map_err(|e| format!("{at}.filters[{k}].responseHeaderModifier: {e}"))?;
-            }
+            check_modifiers!(f, at, k);
             if let Some(rr) = &f.request_redirect {
                 if let Some(c) = rr.status_code {
                     if ![301, 302, 303, 307, 308].contains(&c) {
@@ -1846,22 +1816,7 @@ pub fn validate_grpc_route(route: &GrpcRoute) -> Result<(), String> {
                 ));
             }
             seen.push(&f.r#type);
-            if let Some(m) = &f.request_header_modifier {
-                unique_names(
-                    m.set.iter().flatten().map(|h| &h.name),
-                    m.add.iter().flatten().map(|h| &h.name),
-                    m.remove.iter().flatten(),
-                )
-                .map_err(|e| format!("{at}.filters[{k}].requestHeaderModifier: {e}"))?;
-            }
-            if let Some(m) = &f.response_header_modifier {
-                unique_names(
-                    m.set.iter().flatten().map(|h| &h.name),
-                    m.add.iter().flatten().map(|h| &h.name),
-                    m.remove.iter().flatten(),
-                )
-                .map_err(|e| format!("{at}.filters[{k}].responseHeaderModifier: {e}"))?;
-            }
+            check_modifiers!(f, at, k);
         }
         for (k, b) in r.backend_refs.iter().flatten().enumerate() {
             if b.weight.is_some_and(|w| !(0..=1_000_000).contains(&w)) {
