@@ -185,6 +185,8 @@ impl Controller {
                     snapshot: snap.clone(),
                     ours: t.ingresses.clone(),
                     diagnostics: t.diagnostics.clone(),
+                    gateway: Arc::new(t.gateway.clone()),
+                    gateway_controller: self.conf.gateway_controller.clone(),
                 })));
             }
             self.shared

@@ -27,6 +27,8 @@ use crate::proxy::new_request_id;
 use crate::source::{ObjKey, Snapshot};
 use crate::translate::{DiagKind, Diagnostic};
 
+pub mod gateway;
+
 /// What the controller tells the writer after each generation.
 #[derive(Debug, Clone)]
 pub struct Report {
@@ -34,6 +36,9 @@ pub struct Report {
     /// Ingresses of our class.
     pub ours: Vec<ObjKey>,
     pub diagnostics: Vec<Diagnostic>,
+    /// Gateway API status as translation computed it, and our controllerName.
+    pub gateway: Arc<crate::translate::gateway::Report>,
+    pub gateway_controller: String,
 }
 
 /// This replica's identity: `$POD_NAME`, else hostname-pid.
@@ -213,6 +218,8 @@ pub struct Writer {
     /// Status we wrote, by Ingress and the resourceVersion it had then: not written again
     /// until the watch shows a newer version.
     written: HashMap<ObjKey, (Option<String>, Vec<LbEntry>)>,
+    /// Gateway API status we wrote, by kind and object, with the resourceVersion it had.
+    gateway_written: HashMap<(&'static str, ObjKey), (Option<String>, serde_json::Value)>,
     warned_no_address: bool,
 }
 
@@ -231,6 +238,7 @@ impl Writer {
             metrics,
             emitted: HashSet::new(),
             written: HashMap::new(),
+            gateway_written: HashMap::new(),
             warned_no_address: false,
         }
     }
@@ -260,12 +268,14 @@ impl Writer {
             if !leader {
                 self.emitted.clear();
                 self.written.clear();
+                self.gateway_written.clear();
                 continue;
             }
             let report = rx.borrow_and_update().clone();
             if let Some(report) = report {
                 if self.status.enabled {
                     self.sync_status(&report).await;
+                    self.sync_gateway_status(&report).await;
                 }
                 self.sync_events(&report).await;
             }
@@ -359,6 +369,56 @@ impl Writer {
                 Err(e) => {
                     self.count_write("status", false);
                     warn!(ingress = %key, error = %e, "cannot write Ingress status");
+                }
+            }
+        }
+    }
+
+    /// Bring the status of our GatewayClasses, Gateways and routes in line with the report.
+    async fn sync_gateway_status(&mut self, report: &Report) {
+        if report.gateway.classes.is_empty() {
+            return;
+        }
+        let addresses = self.addresses().await;
+        let now = Time(Timestamp::now());
+        let changes = gateway::changes(
+            &report.snapshot,
+            &report.gateway,
+            &report.gateway_controller,
+            &addresses,
+            &now,
+        );
+        for c in changes {
+            let key = (c.kind, c.key.clone());
+            if self.gateway_written.get(&key)
+                == Some(&(c.resource_version.clone(), c.status.clone()))
+            {
+                continue; // written already; the watch has not caught up yet
+            }
+            let ar = kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(
+                crate::translate::gateway::GROUP,
+                c.version,
+                c.kind,
+            ));
+            let api: Api<kube::api::DynamicObject> = if c.kind == "GatewayClass" {
+                Api::all_with(self.client.clone(), &ar)
+            } else {
+                Api::namespaced_with(self.client.clone(), &c.key.namespace, &ar)
+            };
+            let patch = json!({ "status": c.status });
+            match api
+                .patch_status(&c.key.name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                Ok(_) => {
+                    debug!(kind = c.kind, object = %c.key, "Gateway API status written");
+                    self.count_write("status", true);
+                    self.gateway_written
+                        .insert(key, (c.resource_version, c.status));
+                }
+                Err(e) => {
+                    self.count_write("status", false);
+                    warn!(kind = c.kind, object = %c.key, error = %e, "cannot write Gateway API status");
                 }
             }
         }

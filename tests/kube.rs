@@ -495,3 +495,53 @@ async fn without_gateway_api_crds_ingress_is_served() {
     gw.wait_for("k.example.com", "/", "a").await;
     assert!(gw.stderr().contains("CRD not installed"), "{}", gw.stderr());
 }
+
+/// The leader writes Gateway API status: the GatewayClass, the Gateway (conditions with
+/// observedGeneration, listeners, addresses) and the route's parent entry next to another
+/// controller's, which stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leader_writes_gateway_api_status_next_to_other_controllers() {
+    let api = FakeApi::start().await;
+    let a = pod("a").await;
+    let route = http_route("one", "one.example.com", "RequestHeaderModifier").replace(
+        "metadata: {name: one, namespace: shop}",
+        "metadata: {name: one, namespace: shop, generation: 4}",
+    );
+    let route = format!("{route}status:\n  parents:\n  - parentRef: {{name: elsewhere}}\n    controllerName: example.com/other\n    conditions: []\n");
+    api.apply_yaml(&format!(
+        "{GATEWAY_API}{}{route}",
+        service("shop", "web", &[("http", 80)])
+    ));
+    api.apply_yaml(&slices("shop", "web", "http", &[a]));
+    let _gw = Gateway::start_kube(&api, "t", FAST_LEASE).await;
+    let parents = eventually("the route's status has our parent entry", || async {
+        let r = api.get("HTTPRoute", "shop", "one")?;
+        let parents = r["status"]["parents"].as_array()?.clone();
+        (parents.len() == 2).then_some(parents)
+    })
+    .await;
+    assert_eq!(parents[0]["controllerName"], "example.com/other");
+    assert_eq!(
+        parents[1]["controllerName"],
+        "pingress.dev/gateway-controller"
+    );
+    let accepted = parents[1]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Accepted")
+        .unwrap()
+        .clone();
+    assert_eq!(accepted["status"], "True");
+    assert_eq!(accepted["observedGeneration"], 4);
+    let gw = eventually("the Gateway's status is written", || async {
+        let g = api.get("Gateway", "shop", "gw")?;
+        g["status"]["listeners"].is_array().then_some(g)
+    })
+    .await;
+    assert_eq!(gw["status"]["addresses"][0]["value"], "203.0.113.10");
+    assert_eq!(gw["status"]["listeners"][0]["attachedRoutes"], 1);
+    assert_eq!(gw["status"]["conditions"][1]["type"], "Programmed");
+    let class = api.get("GatewayClass", "", "pingress").unwrap();
+    assert_eq!(class["status"]["conditions"][0]["reason"], "Accepted");
+}
