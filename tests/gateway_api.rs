@@ -726,3 +726,42 @@ async fn grpc_routes_match_service_method_and_headers() {
         "{check}"
     );
 }
+
+/// HTTPRouteRequestTimeout, HTTPRouteBackendTimeout: a pod slower than the rule's timeout
+/// gets the client a 504; a quick one answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rule_timeouts_answer_504_for_a_slow_pod() {
+    let a = pod("a").await;
+    let spec = "  hostnames: [slow.example]\n  rules:\n  - matches: [{path: {type: PathPrefix, value: /request}}]\n    timeouts: {request: 1s}\n    backendRefs: [{name: a, port: 8080}]\n  - matches: [{path: {type: PathPrefix, value: /backend}}]\n    timeouts: {request: 10s, backendRequest: 1s}\n    backendRefs: [{name: a, port: 8080}]\n";
+    let gw = Gateway::start(&[(
+        "gw.yaml",
+        format!(
+            "{GATEWAY_CLASS}{}{}{}",
+            gateway(""),
+            backends("app", &[("a", a)]),
+            route("app", "slow", spec)
+        ),
+    )])
+    .await;
+    eventually("the route is served", || async {
+        (who(&gw, "GET", "slow.example", "/request", &[]).await == "a").then_some(())
+    })
+    .await;
+    for path in ["/request?delay_ms=4000", "/backend?delay_ms=4000"] {
+        let started = std::time::Instant::now();
+        assert_eq!(
+            who(&gw, "GET", "slow.example", path, &[]).await,
+            "504",
+            "{path}"
+        );
+        assert!(
+            started.elapsed() < std::time::Duration::from_millis(3900),
+            "{path}: {:?}",
+            started.elapsed()
+        );
+    }
+    assert_eq!(
+        who(&gw, "GET", "slow.example", "/backend?delay_ms=10", &[]).await,
+        "a"
+    );
+}

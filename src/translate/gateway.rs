@@ -1071,6 +1071,21 @@ impl Translator<'_> {
                 error.get_or_insert(e);
             }
         }
+        if let Some(t) = &rule.timeouts {
+            // Validated before: both parse. The wait for the pod (connect, and each read of
+            // its answer) is bounded by the shorter of the two; 0s means no limit.
+            let limit = [t.request.as_deref(), t.backend_request.as_deref()]
+                .into_iter()
+                .flatten()
+                .filter_map(|d| parse_duration(d).ok())
+                .map(|d| if d.is_zero() { NO_LIMIT } else { d })
+                .min();
+            if let Some(d) = limit {
+                policy.timeouts.read = Some(d);
+                policy.timeouts.send = Some(d);
+                policy.timeouts.connect = Some(d.min(policy.timeouts.connect.unwrap_or(d)));
+            }
+        }
         let backends = rule.backend_refs.iter().flatten().map(|b| backend_in!(b));
         let what = format!("HTTPRoute {key} rule {index}");
         self.finish_rule(key, "HTTPRoute", &what, matches, policy, error, backends)
@@ -1268,6 +1283,44 @@ fn oldest_first<T: kube::Resource>(
         ta.cmp(&tb).then_with(|| ka.cmp(kb))
     });
     v
+}
+
+/// A "no limit" timeout (Gateway API `0s`).
+const NO_LIMIT: std::time::Duration = std::time::Duration::from_secs(365 * 24 * 3600);
+
+/// A Gateway API duration (GEP-2257): one to four `<number><unit>` parts, units `h`, `m`,
+/// `s`, `ms`, numbers of at most 5 digits (`1h30m`, `500ms`, `0s`).
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let bad = || format!("`{text}` is not a duration like 10s, 500ms or 1h30m");
+    let mut rest = text;
+    let mut total = std::time::Duration::ZERO;
+    let mut parts = 0;
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 || digits > 5 {
+            return Err(bad());
+        }
+        let n: u64 = rest[..digits].parse().map_err(|_| bad())?;
+        rest = &rest[digits..];
+        let (unit, len) = if rest.starts_with("ms") {
+            (std::time::Duration::from_millis(1), 2)
+        } else if rest.starts_with('h') {
+            (std::time::Duration::from_secs(3600), 1)
+        } else if rest.starts_with('m') {
+            (std::time::Duration::from_secs(60), 1)
+        } else if rest.starts_with('s') {
+            (std::time::Duration::from_secs(1), 1)
+        } else {
+            return Err(bad());
+        };
+        rest = &rest[len..];
+        total += unit * u32::try_from(n).map_err(|_| bad())?;
+        parts += 1;
+    }
+    if parts == 0 || parts > 4 {
+        return Err(bad());
+    }
+    Ok(total)
 }
 
 /// Set the redirect's listener port in a target and its split alternatives.
@@ -1700,6 +1753,27 @@ pub fn validate_http_route(route: &HttpRoute) -> Result<(), String> {
             ));
         }
         let backends = r.backend_refs.as_deref().unwrap_or_default();
+        if let Some(t) = &r.timeouts {
+            let request = t
+                .request
+                .as_deref()
+                .map(|d| parse_duration(d).map_err(|e| format!("{at}.timeouts.request: {e}")))
+                .transpose()?;
+            let backend = t
+                .backend_request
+                .as_deref()
+                .map(|d| {
+                    parse_duration(d).map_err(|e| format!("{at}.timeouts.backendRequest: {e}"))
+                })
+                .transpose()?;
+            if let (Some(req), Some(b)) = (request, backend) {
+                if !req.is_zero() && (b.is_zero() || b > req) {
+                    return Err(format!(
+                        "{at}.timeouts: backendRequest must not be longer than request"
+                    ));
+                }
+            }
+        }
         if has(FilterType::RequestRedirect) && !backends.is_empty() {
             return Err(format!(
                 "{at}: RequestRedirect cannot be combined with backendRefs"
@@ -1951,5 +2025,30 @@ mod tests {
             assert!(e.contains(want), "{body}: {e}");
         }
         validate_grpc_route(&g("  rules:\n  - matches: [{method: {service: pkg.v1.Svc, method: Get}}]\n    backendRefs: [{name: s, port: 9000}]\n")).unwrap();
+    }
+
+    #[test]
+    fn durations_follow_gep_2257() {
+        use std::time::Duration as D;
+        assert_eq!(parse_duration("10s"), Ok(D::from_secs(10)));
+        assert_eq!(parse_duration("500ms"), Ok(D::from_millis(500)));
+        assert_eq!(parse_duration("1h30m"), Ok(D::from_secs(5400)));
+        assert_eq!(parse_duration("1h1m1s1ms"), Ok(D::from_millis(3_661_001)));
+        assert_eq!(parse_duration("0s"), Ok(D::ZERO));
+        for bad in ["", "10", "1.5s", "s", "123456s", "1h1m1s1ms1s", "-1s", "1d"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+        let r = route(&format!(
+            "{HEAD}  rules:\n  - timeouts: {{request: 1s, backendRequest: 2s}}\n"
+        ));
+        assert!(validate_http_route(&r)
+            .unwrap_err()
+            .contains("backendRequest must not be longer"));
+        let r = route(&format!(
+            "{HEAD}  rules:\n  - timeouts: {{request: soon}}\n"
+        ));
+        assert!(validate_http_route(&r)
+            .unwrap_err()
+            .contains("timeouts.request"));
     }
 }
