@@ -765,3 +765,36 @@ async fn rule_timeouts_answer_504_for_a_slow_pod() {
         "a"
     );
 }
+
+/// HTTPRouteRequestMirror, HTTPRouteRequestMultipleMirrors: every request also reaches each
+/// mirror backend, and the client's answer comes from the real backend without waiting for
+/// the mirrors (here they hold their answers until the end of the test).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mirrors_get_a_copy_and_never_delay_the_answer() {
+    let a = pod("a").await;
+    let (m1, m2) = (HeldPod::start().await, HeldPod::start().await);
+    let spec = "  hostnames: [mirror.example]\n  rules:\n  - filters:\n    - {type: RequestMirror, requestMirror: {backendRef: {name: m1, port: 8080}}}\n    - {type: RequestMirror, requestMirror: {backendRef: {name: m2, port: 8080}, percent: 100}}\n    backendRefs: [{name: a, port: 8080}]\n";
+    let gw = Gateway::start(&[(
+        "gw.yaml",
+        format!(
+            "{GATEWAY_CLASS}{}{}{}",
+            gateway(""),
+            backends("app", &[("a", a), ("m1", m1.addr), ("m2", m2.addr)]),
+            route("app", "mirror", spec)
+        ),
+    )])
+    .await;
+    eventually("the route is served", || async {
+        (who(&gw, "GET", "mirror.example", "/hold/x", &[]).await == "a").then_some(())
+    })
+    .await;
+    // Answered while both mirrors still hold their copies.
+    assert_eq!(
+        who(&gw, "GET", "mirror.example", "/hold/y?q=1", &[]).await,
+        "a"
+    );
+    m1.wait_arrived(2).await;
+    m2.wait_arrived(2).await;
+    m1.release();
+    m2.release();
+}

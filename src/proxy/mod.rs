@@ -20,6 +20,7 @@
 
 mod error_pages;
 mod ext_auth;
+mod mirror;
 pub mod phases;
 mod request_id;
 
@@ -172,6 +173,8 @@ pub struct Gateway {
     >,
     /// External auth sub-requests and their cache.
     ext_auth: ext_auth::Checker,
+    /// Gateway API RequestMirror copies.
+    mirrors: mirror::Mirrors,
     /// OpenTelemetry spans; None while tracing is off.
     tracing: Option<crate::trace::Tracing>,
     /// Client-facing limits (`pingress.edge`).
@@ -270,6 +273,7 @@ impl Gateway {
             auth_keys: Default::default(),
             auth_pending: Default::default(),
             ext_auth: ext_auth::Checker::new(Duration::from_millis(upstream.connect_timeout_ms)),
+            mirrors: mirror::Mirrors::new(Duration::from_millis(upstream.connect_timeout_ms)),
             ports: listen_ports
                 .iter()
                 .map(|p| (*p, HeaderValue::from(*p)))
@@ -1133,6 +1137,15 @@ impl ProxyHttp for Gateway {
                 if pinned.unwrap_or_else(|| phases::canary_wanted(rule, req)) {
                     ctx.canary = true;
                     route = canary.clone();
+                }
+            }
+        }
+        if let Some(policy) = &route.policy {
+            // Gateway API RequestMirror: copies go out now, whatever answers the client.
+            for m in &policy.mirrors {
+                if m.share >= 1_000_000 || fastrand::u32(0..1_000_000) < m.share {
+                    let req = session.req_header();
+                    self.mirrors.send(&m.backend, req, request_host(req));
                 }
             }
         }

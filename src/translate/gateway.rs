@@ -228,6 +228,17 @@ macro_rules! backend_in {
             weight: $b.weight,
         }
     };
+    // A mirror's backendRef: no weight.
+    (mirror $b:expr) => {
+        BackendIn {
+            group: $b.group.as_deref(),
+            kind: $b.kind.as_deref(),
+            namespace: $b.namespace.as_deref(),
+            name: &$b.name,
+            port: $b.port,
+            weight: None,
+        }
+    };
 }
 
 /// The [`HeaderOps`] of any generated header modifier type.
@@ -933,6 +944,7 @@ impl Translator<'_> {
         }
         let mut policy: Policy<RouteSpec> = Policy::default();
         let mut error: Option<String> = None;
+        let mut mirror_error: Option<String> = None;
         for f in rule.filters.iter().flatten() {
             let r = match f.r#type {
                 GrpcFilterType::RequestHeaderModifier => f
@@ -947,7 +959,23 @@ impl Translator<'_> {
                     .ok_or_else(|| "ResponseHeaderModifier without its settings".to_string())
                     .and_then(|m| modifier_ops!(m))
                     .map(|ops| merge_ops(&mut policy.response_headers, ops)),
-                GrpcFilterType::RequestMirror => Err("RequestMirror is not supported yet".into()),
+                GrpcFilterType::RequestMirror => {
+                    if let Some(m) = &f.request_mirror {
+                        let share = mirror_share(
+                            m.percent,
+                            m.fraction.as_ref().map(|f| (f.numerator, f.denominator)),
+                        );
+                        self.mirror(
+                            key,
+                            "GRPCRoute",
+                            backend_in!(mirror m.backend_ref),
+                            share,
+                            &mut policy,
+                            &mut mirror_error,
+                        );
+                    }
+                    Ok(())
+                }
                 GrpcFilterType::ExtensionRef => {
                     Err("ExtensionRef: pingress has no extension filters".into())
                 }
@@ -958,7 +986,12 @@ impl Translator<'_> {
         }
         let backends = rule.backend_refs.iter().flatten().map(|b| backend_in!(b));
         let what = format!("GRPCRoute {key} rule {index}");
-        self.finish_rule(key, "GRPCRoute", &what, matches, policy, error, backends)
+        let mut c = self.finish_rule(key, "GRPCRoute", &what, matches, policy, error, backends);
+        if let Some(e) = mirror_error {
+            c.unresolved
+                .get_or_insert(("BackendNotFound", format!("{what}: {e}")));
+        }
+        c
     }
 
     fn ns_allowed(&self, l: &Lis, gw: &ObjKey, route_ns: &str) -> bool {
@@ -1066,9 +1099,24 @@ impl Translator<'_> {
             .unwrap_or_else(|| "/".into());
         let mut policy: Policy<RouteSpec> = Policy::default();
         let mut error: Option<String> = None;
+        let mut mirror_error: Option<String> = None;
         for f in rule.filters.iter().flatten() {
             if let Err(e) = apply_filter(f, &prefix, &mut policy) {
                 error.get_or_insert(e);
+            }
+            if let Some(m) = &f.request_mirror {
+                let share = mirror_share(
+                    m.percent,
+                    m.fraction.as_ref().map(|f| (f.numerator, f.denominator)),
+                );
+                self.mirror(
+                    key,
+                    "HTTPRoute",
+                    backend_in!(mirror m.backend_ref),
+                    share,
+                    &mut policy,
+                    &mut mirror_error,
+                );
             }
         }
         if let Some(t) = &rule.timeouts {
@@ -1088,7 +1136,12 @@ impl Translator<'_> {
         }
         let backends = rule.backend_refs.iter().flatten().map(|b| backend_in!(b));
         let what = format!("HTTPRoute {key} rule {index}");
-        self.finish_rule(key, "HTTPRoute", &what, matches, policy, error, backends)
+        let mut c = self.finish_rule(key, "HTTPRoute", &what, matches, policy, error, backends);
+        if let Some(e) = mirror_error {
+            c.unresolved
+                .get_or_insert(("BackendNotFound", format!("{what}: {e}")));
+        }
+        c
     }
 
     /// The target of a rule from its policy and backendRefs; `kind` is the route's kind
@@ -1188,6 +1241,35 @@ impl Translator<'_> {
         }
     }
 
+    /// Add a RequestMirror to `policy`; a mirror whose backend cannot be resolved is left
+    /// out (it has nowhere to go) and named in `error` for the status.
+    fn mirror(
+        &self,
+        key: &ObjKey,
+        kind: &'static str,
+        b: BackendIn<'_>,
+        share: u32,
+        policy: &mut Policy<RouteSpec>,
+        error: &mut Option<String>,
+    ) {
+        match self.gateway_backend(key, kind, b.group, b.kind, b.namespace, b.name, b.port) {
+            Ok((up, protocol)) => policy.mirrors.push(super::model::Mirror {
+                backend: RouteSpec {
+                    ingress: Some(key.clone()),
+                    backend: BackendSpec::Service(up),
+                    protocol,
+                    https_redirect: false,
+                    tls_host: false,
+                    policy: None,
+                },
+                share,
+            }),
+            Err((_, msg)) => {
+                error.get_or_insert(format!("RequestMirror: {msg}; not mirrored"));
+            }
+        }
+    }
+
     /// Resolve a backendRef to a Service port.
     #[allow(clippy::too_many_arguments)]
     fn gateway_backend(
@@ -1283,6 +1365,17 @@ fn oldest_first<T: kube::Resource>(
         ta.cmp(&tb).then_with(|| ka.cmp(kb))
     });
     v
+}
+
+/// A mirror's share of requests in millionths: `percent`, or `numerator/denominator`
+/// (denominator 100 by default), or all.
+fn mirror_share(percent: Option<i32>, fraction: Option<(i32, Option<i32>)>) -> u32 {
+    let share = match (percent, fraction) {
+        (Some(p), _) => f64::from(p) / 100.0,
+        (None, Some((n, d))) => f64::from(n) / f64::from(d.unwrap_or(100).max(1)),
+        (None, None) => 1.0,
+    };
+    (share.clamp(0.0, 1.0) * 1_000_000.0).round() as u32
 }
 
 /// A "no limit" timeout (Gateway API `0s`).
@@ -1528,7 +1621,8 @@ fn apply_filter(
                 )?));
             }
         }
-        FilterType::RequestMirror => return Err("RequestMirror is not supported yet".into()),
+        // Resolved with the rule's backends (it needs the Services): see `mirror`.
+        FilterType::RequestMirror => {}
         FilterType::Cors => return Err("the CORS filter is not supported yet".into()),
         FilterType::ExtensionRef => {
             let e = f.extension_ref.as_ref();
@@ -2050,5 +2144,14 @@ mod tests {
         assert!(validate_http_route(&r)
             .unwrap_err()
             .contains("timeouts.request"));
+    }
+
+    #[test]
+    fn mirror_shares_in_millionths() {
+        assert_eq!(mirror_share(None, None), 1_000_000);
+        assert_eq!(mirror_share(Some(25), None), 250_000);
+        assert_eq!(mirror_share(None, Some((1, Some(3)))), 333_333);
+        assert_eq!(mirror_share(None, Some((5, None))), 50_000);
+        assert_eq!(mirror_share(Some(0), None), 0);
     }
 }
