@@ -56,6 +56,10 @@ SCENARIOS = {
     "tls-newconn": ("TLS, new connection (full handshake) per request", "https", "/?size=13", "close", 50),
     "h2-tls": ("HTTP/2 over TLS, 10 connections x 10 streams", "https", "/?size=13", "h2", 10),
     "hosts-1000": ("1,000 hosts x 10 paths, random host+path per request", "http", "/?size=13", "hosts", 50),
+    # The same routes and load, given to pingress as one Gateway and 1,000 HTTPRoutes (the
+    # peers serve the same configuration as in hosts-1000).
+    "hosts-1000-gateway": ("hosts-1000 as Gateway API: one Gateway, 1,000 HTTPRoutes x 10 PathPrefix rules",
+                           "http", "/?size=13", "hosts", 50),
     "churn": ("route and endpoint change every 100 ms under load", "http", "/?size=13", "churn", 50),
     "annotations-1000": ("1,000 Ingresses with ingress-nginx annotations (regex path, rewrite-target, "
                          "cookie affinity, canary by header), random host per request; 1 in 10 requests "
@@ -198,7 +202,7 @@ def rss_kib(pid, key="VmHWM"):
 
 def routes_for(scenario):
     """(host, path) pairs every proxy serves, all to the same backend."""
-    if scenario == "hosts-1000":
+    if scenario in ("hosts-1000", "hosts-1000-gateway"):
         return [(f"h{i}.bench.local", f"/p{j}") for i in range(1000) for j in range(10)]
     if scenario == "annotations-1000":
         return [(f"a{i}.bench.local", "/svc") for i in range(1000)]
@@ -265,6 +269,19 @@ def pingress_manifests(d, routes, backends, crt, key, scenario=None):
     by_host = {}
     for h, p in routes:
         by_host.setdefault(h, []).append(p)
+    if scenario == "hosts-1000-gateway":
+        gw = ["apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {name: pingress}\n"
+              "spec: {controllerName: pingress.dev/gateway-controller}\n",
+              "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: bench, namespace: bench}\n"
+              "spec:\n  gatewayClassName: pingress\n  listeners: [{name: http, protocol: HTTP, port: 80}]\n"]
+        for i, (h, paths) in enumerate(by_host.items()):
+            rules = "".join(
+                f"  - matches: [{{path: {{type: PathPrefix, value: {p}}}}}]\n"
+                f"    backendRefs: [{{name: be, port: 80}}]\n" for p in paths)
+            gw.append(f"apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: r{i}, namespace: bench}}\n"
+                      f"spec:\n  parentRefs: [{{name: bench}}]\n  hostnames: [{h}]\n  rules:\n{rules}")
+        (m / "20-gateway.yaml").write_text("---\n".join(gw))
+        return m
     out = []
     policy = f", {POLICY_ANNOTATIONS[scenario]}" if scenario in POLICY_ANNOTATIONS else ""
     for i, (h, paths) in enumerate(by_host.items()):
@@ -538,7 +555,7 @@ def wrk_script(d, scenario, routes, close):
                 lua.append(f'  reqs[{k}] = wrk.format(nil, "{p}/x?size=13", {{["Host"]="{h}",{hdr}{extra}}})\n')
         lua.append("end\nlocal n = 0\nrequest = function()\n  n = n + 7919\n"
                    "  return reqs[(n % #reqs) + 1]\nend\n")
-    elif scenario == "hosts-1000":
+    elif scenario in ("hosts-1000", "hosts-1000-gateway"):
         lua.append("local reqs = {}\ninit = function(args)\n")
         for i, (h, p) in enumerate(routes):
             lua.append(f'  reqs[{i + 1}] = wrk.format(nil, "{p}/x?size=13", {{["Host"]="{h}",{hdr}}})\n')
