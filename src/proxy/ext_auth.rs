@@ -55,19 +55,9 @@ pub struct Checker {
     cache: Mutex<LruCache<[u8; 32], (Instant, Verdict)>>,
 }
 
-const HOP: &[&str] = &[
-    "host",
-    "content-length",
-    "transfer-encoding",
-    "connection",
-    "keep-alive",
-    "te",
-    "trailer",
-    "upgrade",
-    "proxy-connection",
-    "proxy-authorization",
-    "x-forwarded-proto",
-];
+/// Besides [`super::HOP_BY_HOP`]: the client's Host (the auth URL's is sent), its proxy
+/// credentials, and X-Forwarded-Proto (as nginx's auth_request).
+const NOT_SENT: &[&str] = &["host", "proxy-authorization", "x-forwarded-proto"];
 
 impl Checker {
     pub fn new(connect_timeout: Duration) -> Checker {
@@ -135,7 +125,7 @@ impl Checker {
     ) -> (Verdict, Option<u16>) {
         let mut headers = http::HeaderMap::new();
         for (name, value) in v.headers {
-            if !HOP.contains(&name.as_str()) {
+            if !super::HOP_BY_HOP.contains(&name.as_str()) && !NOT_SENT.contains(&name.as_str()) {
                 headers.append(name.clone(), value.clone());
             }
         }

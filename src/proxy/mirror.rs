@@ -10,18 +10,6 @@ use pingora::http::RequestHeader;
 
 use crate::generation::{Action, Route};
 
-/// Headers not copied: framing and hop-by-hop (the copy has no body).
-const HOP: &[&str] = &[
-    "content-length",
-    "transfer-encoding",
-    "connection",
-    "keep-alive",
-    "te",
-    "trailer",
-    "upgrade",
-    "proxy-connection",
-];
-
 /// The mirror client, shared by all routes.
 pub struct Mirrors {
     client: reqwest::Client,
@@ -54,7 +42,7 @@ impl Mirrors {
             .client
             .request(method, format!("http://{addr}{target}"));
         for (name, value) in req.headers.iter() {
-            if name == http::header::HOST || HOP.contains(&name.as_str()) {
+            if name == http::header::HOST || super::HOP_BY_HOP.contains(&name.as_str()) {
                 continue;
             }
             rb = rb.header(name.as_str(), value.as_bytes());

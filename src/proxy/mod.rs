@@ -21,6 +21,19 @@
 mod error_pages;
 mod ext_auth;
 mod mirror;
+
+/// Framing and hop-by-hop request headers, never copied into a sub-request (auth-url) or a
+/// mirrored copy, which carry no body of the client's.
+const HOP_BY_HOP: &[&str] = &[
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "te",
+    "trailer",
+    "upgrade",
+    "proxy-connection",
+];
 pub mod phases;
 mod request_id;
 

@@ -228,35 +228,29 @@ pub fn changes(
         let rv = gw.metadata.resource_version.clone();
         push("Gateway", "v1", key.clone(), rv, current, status);
     }
-    for (key, state) in &report.http_routes {
-        let Some(r) = snap.http_routes.get(key) else {
-            continue;
-        };
-        let current = status_of(&**r);
-        let status = route_status(&current, state, controller, now);
-        push(
+    let http = report.http_routes.iter().filter_map(|(k, st)| {
+        let r = snap.http_routes.get(k)?;
+        Some((
             "HTTPRoute",
-            "v1",
-            key.clone(),
+            k,
+            st,
+            status_of(&**r),
             r.metadata.resource_version.clone(),
-            current,
-            status,
-        );
-    }
-    for (key, state) in &report.grpc_routes {
-        let Some(r) = snap.grpc_routes.get(key) else {
-            continue;
-        };
-        let current = status_of(&**r);
-        let status = route_status(&current, state, controller, now);
-        push(
+        ))
+    });
+    let grpc = report.grpc_routes.iter().filter_map(|(k, st)| {
+        let r = snap.grpc_routes.get(k)?;
+        Some((
             "GRPCRoute",
-            "v1",
-            key.clone(),
+            k,
+            st,
+            status_of(&**r),
             r.metadata.resource_version.clone(),
-            current,
-            status,
-        );
+        ))
+    });
+    for (kind, key, state, current, rv) in http.chain(grpc) {
+        let status = route_status(&current, state, controller, now);
+        push(kind, "v1", key.clone(), rv, current, status);
     }
     out
 }
