@@ -15,6 +15,7 @@ pub mod check;
 pub mod client;
 pub mod config;
 pub mod controller;
+pub mod convert;
 pub mod debug;
 pub mod echo;
 pub mod edge;

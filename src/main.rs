@@ -89,13 +89,21 @@ struct Cli {
 enum Command {
     /// Print manifests with every extensions/v1beta1 or networking.k8s.io/v1beta1 Ingress
     /// converted to networking.k8s.io/v1 (other documents unchanged), for use with a cluster
-    /// that no longer serves the old APIs.
+    /// that no longer serves the old APIs. With `--to gateway-api`, the Ingresses of ours
+    /// become a GatewayClass, Gateways, HTTPRoutes and GRPCRoutes (the class and the
+    /// controller name come from the config, `-c`), and a report on stderr lists what has no
+    /// Gateway API equivalent: exit status 0 when the output serves what the Ingresses did,
+    /// 1 when the report lists a difference (the output is printed all the same), 2 on
+    /// errors.
     Convert {
-        /// Manifest files to convert.
+        /// Manifest files (or directories of them) to convert.
         #[arg(required = true)]
         files: Vec<PathBuf>,
+        /// `ingress-v1` (networking.k8s.io/v1 Ingresses) or `gateway-api`.
+        #[arg(long, value_name = "API", default_value = "ingress-v1", value_parser = ["ingress-v1", "gateway-api"])]
+        to: String,
         /// Set `spec.ingressClassName` to this class and drop the legacy
-        /// `kubernetes.io/ingress.class` annotation.
+        /// `kubernetes.io/ingress.class` annotation (`--to ingress-v1` only).
         #[arg(long, value_name = "NAME")]
         ingress_class: Option<String>,
     },
@@ -392,14 +400,90 @@ fn init_logging() {
         .init();
 }
 
+/// `pingress convert --to gateway-api`: YAML on stdout, the report on stderr.
+fn convert_to_gateway_api(cli: &Cli, files: &[PathBuf]) -> ExitCode {
+    let config = match load(cli) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut inputs = Vec::new();
+    for f in files {
+        let paths = if f.is_dir() {
+            let mut v: Vec<PathBuf> = match std::fs::read_dir(f) {
+                Ok(rd) => rd
+                    .filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| {
+                        p.extension()
+                            .is_some_and(|e| e == "yaml" || e == "yml" || e == "json")
+                    })
+                    .collect(),
+                Err(e) => {
+                    eprintln!("error: {}: {e}", f.display());
+                    return ExitCode::from(2);
+                }
+            };
+            v.sort();
+            v
+        } else {
+            vec![f.clone()]
+        };
+        for p in paths {
+            match std::fs::read_to_string(&p) {
+                Ok(t) => inputs.push((p.display().to_string(), t)),
+                Err(e) => {
+                    eprintln!("error: {}: {e}", p.display());
+                    return ExitCode::from(2);
+                }
+            }
+        }
+    }
+    match pingress::convert::to_gateway_api(&inputs, &config.pingress) {
+        Ok(out) => {
+            print!("{}", out.yaml);
+            for n in &out.notes {
+                eprintln!("{n}");
+            }
+            eprintln!(
+                "converted {} ingresses; {} notes",
+                out.ingresses.len(),
+                out.notes.len()
+            );
+            let lost = out
+                .notes
+                .iter()
+                .any(|n| n.kind != pingress::convert::NoteKind::NotServed);
+            if !lost {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
     if let Some(Command::Convert {
         files,
+        to,
         ingress_class,
     }) = &cli.command
     {
+        if to == "gateway-api" {
+            if ingress_class.is_some() {
+                eprintln!("error: --ingress-class is for --to ingress-v1; the class of the Ingresses to convert comes from the config");
+                return ExitCode::from(2);
+            }
+            return convert_to_gateway_api(&cli, files);
+        }
         let mut docs = Vec::new();
         for f in files {
             let text = match std::fs::read_to_string(f) {

@@ -798,3 +798,137 @@ async fn mirrors_get_a_copy_and_never_delay_the_answer() {
     m1.release();
     m2.release();
 }
+
+/// An Ingress of class pingress in `shop` with `annotations` (YAML lines at 4 spaces) and
+/// `rules` (YAML lines of `spec.rules`).
+fn annotated(name: &str, annotations: &str, rules: &str) -> String {
+    format!(
+        "---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: {name}\n  namespace: shop\n  annotations:\n{annotations}spec:\n  ingressClassName: pingress\n  rules:\n{rules}"
+    )
+}
+
+fn one_path(host: &str, path: &str, kind: &str, svc: &str) -> String {
+    format!(
+        "  - host: {host}\n    http:\n      paths:\n      - path: {path}\n        pathType: {kind}\n        backend:\n          service: {{name: {svc}, port: {{number: 8080}}}}\n"
+    )
+}
+
+/// `pingress convert --to gateway-api` on Ingresses carrying the annotations the route model
+/// converts (canary by header and weight, upstream-vhost, rewrite-target in regex mode,
+/// permanent-redirect, app-root) and one it cannot (an allow list): served side by side, the
+/// converted objects answer as the Ingresses do, and the guarded path fails closed (500,
+/// never the pod).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn converted_ingress_annotations_answer_as_the_ingresses_do() {
+    let (web, canary, api) = (pod("web").await, pod("canary").await, pod("api").await);
+    let backends = backends("shop", &[("web", web), ("canary", canary), ("api", api)]);
+    let ingresses = [
+        annotated(
+            "web",
+            "    nginx.ingress.kubernetes.io/upstream-vhost: internal.shop\n",
+            &one_path("shop.example", "/", "Prefix", "web"),
+        ),
+        annotated(
+            "web-canary",
+            "    nginx.ingress.kubernetes.io/canary: \"true\"\n    nginx.ingress.kubernetes.io/canary-by-header: x-canary\n",
+            &one_path("shop.example", "/", "Prefix", "canary"),
+        ),
+        annotated(
+            "admin",
+            "    nginx.ingress.kubernetes.io/whitelist-source-range: 10.0.0.0/8\n",
+            &one_path("shop.example", "/admin", "Prefix", "web"),
+        ),
+        annotated(
+            "api",
+            "    nginx.ingress.kubernetes.io/rewrite-target: /v2\n",
+            &one_path("api.example", "/api", "Prefix", "api"),
+        ),
+        annotated(
+            "moved",
+            "    nginx.ingress.kubernetes.io/permanent-redirect: https://new.example/landing\n",
+            &one_path("old.example", "/", "Prefix", "web"),
+        ),
+        annotated(
+            "app",
+            "    nginx.ingress.kubernetes.io/app-root: /app\n",
+            &one_path("app.example", "/", "Prefix", "web"),
+        ),
+    ]
+    .concat();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("ingresses.yaml"), &ingresses).unwrap();
+    let out = std::process::Command::new(bin())
+        .args(["convert", "--to", "gateway-api"])
+        .arg(dir.path().join("ingresses.yaml"))
+        .output()
+        .unwrap();
+    let (yaml, report) = (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    // The allow list has no Gateway API form: reported, exit status 1.
+    assert_eq!(out.status.code(), Some(1), "{report}");
+    assert!(
+        report.contains("Ingress shop/admin: closed: Prefix /admin: whitelist-source-range"),
+        "{report}"
+    );
+    assert!(report.contains("Ingress shop/moved: differs"), "{report}");
+    assert!(!yaml.contains("kind: Ingress"), "{yaml}");
+
+    let ingress_gw = Gateway::start(&[("all.yaml", format!("{backends}{ingresses}"))]).await;
+    let gateway_gw = Gateway::start(&[("all.yaml", format!("{backends}---\n{yaml}"))]).await;
+    let log = gateway_gw.stderr();
+    assert!(!log.contains("invalid"), "{log}");
+    type Headers<'a> = &'a [(&'a str, &'a str)];
+    let cases: [(&str, &str, Headers); 9] = [
+        ("shop.example", "/cart", &[]),
+        ("shop.example", "/cart", &[("x-canary", "always")]),
+        ("shop.example", "/cart", &[("x-canary", "never")]),
+        ("shop.example", "/cart", &[("x-canary", "other")]),
+        ("api.example", "/API/users?id=1", &[]),
+        ("api.example", "/other", &[]),
+        ("old.example", "/any/path", &[]),
+        ("app.example", "/", &[]),
+        ("app.example", "/app/page", &[]),
+    ];
+    for (host, path, headers) in cases {
+        let want = ingress_gw.seen(false, host, path, headers).await;
+        let got = gateway_gw.seen(false, host, path, headers).await;
+        assert_eq!(got, want, "{host}{path} {headers:?}");
+    }
+    // What those answers are.
+    let s = gateway_gw.seen(false, "shop.example", "/cart", &[]).await;
+    assert_eq!((s.pod.as_str(), s.host.as_str()), ("web", "internal.shop"));
+    let s = gateway_gw
+        .seen(false, "shop.example", "/cart", &[("x-canary", "always")])
+        .await;
+    assert_eq!(s.pod, "canary");
+    let s = gateway_gw
+        .seen(false, "api.example", "/API/users?id=1", &[])
+        .await;
+    assert_eq!((s.pod.as_str(), s.path.as_str()), ("api", "/v2"));
+    let s = gateway_gw
+        .seen(false, "old.example", "/any/path", &[])
+        .await;
+    assert_eq!(
+        (s.status.as_str(), s.location.as_str()),
+        ("301", "https://new.example/landing")
+    );
+    let s = gateway_gw.seen(false, "app.example", "/", &[]).await;
+    assert_eq!(
+        (s.status.as_str(), s.location.as_str()),
+        ("302", "http://app.example/app")
+    );
+    // The guarded path: the Ingress denies this client (403); the conversion fails closed.
+    assert_eq!(
+        ingress_gw
+            .seen(false, "shop.example", "/admin", &[])
+            .await
+            .status,
+        "403"
+    );
+    let s = gateway_gw
+        .seen(false, "shop.example", "/admin/x", &[])
+        .await;
+    assert_eq!(s.status, "500", "{s:?}");
+}

@@ -358,6 +358,16 @@ impl<T> HostRoutes<T> {
         Ok(())
     }
 
+    /// The app-root target: for the path `/` only, before every other rule.
+    pub fn root(&self) -> Option<&T> {
+        self.root.as_ref()
+    }
+
+    /// The host's default target, for requests no path rule matched.
+    pub fn host_default(&self) -> Option<&T> {
+        self.default.as_ref()
+    }
+
     /// Every rule of the host: (kind, path or pattern, conditions, target), in lookup order
     /// within each kind.
     pub fn rules(&self) -> Vec<(PathKind, &str, Option<&Conditions>, &T)> {
@@ -604,6 +614,12 @@ impl<T> RouteTable<T> {
             }
             rest = &rest[rest.find('.')? + 1..];
         }
+    }
+
+    /// The target for requests whose host has no entry or whose host entry has no match
+    /// (an Ingress `defaultBackend` without rules).
+    pub fn fallback(&self) -> Option<&T> {
+        self.fallback.as_ref()
     }
 
     /// Every host of the table with its routes, sorted by host (for the debug view and

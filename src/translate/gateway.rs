@@ -46,6 +46,9 @@ use crate::source::ObjKey;
 
 /// The Gateway API group.
 pub const GROUP: &str = "gateway.networking.k8s.io";
+/// `tls.options` key of an HTTPS listener: `"true"` with no certificateRefs serves the
+/// gateway's default certificate (as Ingress hosts without a `tls` entry get over HTTPS).
+pub const DEFAULT_CERTIFICATE_OPTION: &str = "pingress.dev/default-certificate";
 
 /// One status condition as pingress computes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -647,6 +650,15 @@ impl Translator<'_> {
             ));
         }
         let refs = tls.certificate_refs.as_deref().unwrap_or_default();
+        let default_cert = tls
+            .options
+            .as_ref()
+            .and_then(|o| o.get(DEFAULT_CERTIFICATE_OPTION))
+            .is_some_and(|v| v == "true");
+        if refs.is_empty() && default_cert {
+            // Handshakes for names without a certificate of their own get the default one.
+            return Ok(());
+        }
         let Some(first) = refs.first() else {
             return Err((
                 "InvalidCertificateRef",

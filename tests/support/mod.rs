@@ -403,6 +403,63 @@ impl Gateway {
         }
     }
 
+    /// One answer as a client sees it, over HTTP or HTTPS (SNI `host`, any certificate),
+    /// with extra request headers; redirects are not followed.
+    pub async fn seen(
+        &self,
+        https: bool,
+        host: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Seen {
+        let mut req = if https {
+            let url = format!("https://{host}:{}{path}", self.https.port());
+            self.insecure_https_client(host).get(url)
+        } else {
+            self.client
+                .get(format!("http://{}{path}", self.http))
+                .header("host", host)
+        };
+        for (n, v) in headers {
+            req = req.header(*n, *v);
+        }
+        let r = match req.send().await {
+            Ok(r) => r,
+            Err(e) => {
+                return Seen {
+                    status: format!("error: {e}"),
+                    ..Seen::default()
+                }
+            }
+        };
+        let header = |n: &str| {
+            r.headers()
+                .get(n)
+                .map(|v| v.to_str().unwrap_or_default().to_string())
+                .unwrap_or_default()
+        };
+        let (location, hsts) = (header("location"), header("strict-transport-security"));
+        let status = r.status().as_u16().to_string();
+        let body = r.text().await.unwrap_or_default();
+        match serde_json::from_str::<Echo>(&body) {
+            Ok(e) => Seen {
+                status,
+                pod: e.pod,
+                path: e.path,
+                host: e.headers.get("host").cloned().unwrap_or_default(),
+                location,
+                hsts,
+            },
+            Err(_) => Seen {
+                status,
+                pod: body,
+                location,
+                hsts,
+                ..Seen::default()
+            },
+        }
+    }
+
     /// Wait until host+path is served by `want` (a pod name or a status code).
     pub async fn wait_for(&self, host: &str, path: &str, want: &str) {
         eventually(&format!("{host}{path} -> {want}"), || async {
@@ -542,6 +599,19 @@ pub fn ingress(ns: &str, name: &str, rules: &[Rule], default: Option<(&str, &str
         }
     }
     s
+}
+
+/// What a client sees of one answer ([`Gateway::seen`]); `pod` is the body when the answer
+/// is not an echo.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Seen {
+    pub status: String,
+    pub pod: String,
+    /// The path and Host the pod received.
+    pub path: String,
+    pub host: String,
+    pub location: String,
+    pub hsts: String,
 }
 
 /// Path of the built binary, for CLI tests.
