@@ -1,6 +1,8 @@
 //! The admin listener: `/healthz` (process alive), `/readyz` (source read in full, first
-//! generation published, every proxy address listened on, not shutting down) and `/metrics`
-//! (Prometheus text format).
+//! generation published, every proxy address listened on, not shutting down), `/metrics`
+//! (Prometheus text format) and `/gateway-api/status`: the Gateway API conditions of the
+//! published generation, one per line as `pingress check` prints them (in manifests mode
+//! nothing else shows them; in-cluster the leader also writes them to the objects).
 
 use std::sync::Arc;
 
@@ -59,6 +61,16 @@ impl ServeHttp for Admin {
                 "text/plain; version=0.0.4",
                 self.shared.metrics.render(),
             ),
+            "/gateway-api/status" => {
+                let mut body = String::new();
+                if let Some(d) = self.shared.debug.load().as_ref() {
+                    for l in d.gateway.lines() {
+                        body.push_str(&l);
+                        body.push('\n');
+                    }
+                }
+                text(200, plain, body.into_bytes())
+            }
             _ => text(404, plain, b"not found\n".to_vec()),
         }
     }

@@ -157,18 +157,18 @@ impl Controller {
                     "endpoints updated"
                 );
             }
-            let diagnostics = self
-                .shared
-                .debug
-                .load()
+            let prev = self.shared.debug.load();
+            let diagnostics = prev
                 .as_ref()
                 .map(|d| d.diagnostics.clone())
                 .unwrap_or_default();
+            let gateway = prev.as_ref().map(|d| d.gateway.clone()).unwrap_or_default();
             self.shared
                 .debug
                 .store(Some(Arc::new(crate::generation::DebugState {
                     snapshot: snap.clone(),
                     diagnostics,
+                    gateway,
                 })));
             Applied::Endpoints(changed)
         } else {
@@ -180,12 +180,13 @@ impl Controller {
                 t.diagnostics.extend(diags);
             }
             self.report(&t);
+            let gateway = Arc::new(t.gateway.clone());
             if let Some(tx) = &self.reports {
                 tx.send_replace(Some(Arc::new(Report {
                     snapshot: snap.clone(),
                     ours: t.ingresses.clone(),
                     diagnostics: t.diagnostics.clone(),
-                    gateway: Arc::new(t.gateway.clone()),
+                    gateway: gateway.clone(),
                     gateway_controller: self.conf.gateway_controller.clone(),
                 })));
             }
@@ -194,6 +195,7 @@ impl Controller {
                 .store(Some(Arc::new(crate::generation::DebugState {
                     snapshot: snap.clone(),
                     diagnostics: Arc::new(t.diagnostics.clone()),
+                    gateway,
                 })));
             let generation = self.link(t, &snap);
             let id = generation.id;

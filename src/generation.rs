@@ -119,6 +119,9 @@ pub struct DebugState {
     pub snapshot: Arc<crate::source::Snapshot>,
     /// Shared, not copied, by the endpoint-only updates that keep them.
     pub diagnostics: Arc<Vec<crate::translate::Diagnostic>>,
+    /// Gateway API conditions of the translation (for the admin listener's
+    /// `/gateway-api/status`, in both source modes).
+    pub gateway: Arc<crate::translate::gateway::Report>,
 }
 
 impl Shared {

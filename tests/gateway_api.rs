@@ -567,6 +567,39 @@ async fn a_route_breaking_the_crd_rules_is_refused_alone() {
     let mut s = String::new();
     writeln!(s, "{check}").unwrap();
     assert!(s.contains("GatewayClass pingress: Accepted=True"), "{s}");
+    // The same conditions on the running gateway's admin listener.
+    let admin = reqwest::get(format!("http://{}/gateway-api/status", gw.admin))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        admin.contains("HTTPRoute app/bad parent gw-ns/gw: Accepted=False (UnsupportedValue): spec.rules[0].filters: RequestRedirect and URLRewrite cannot be combined")
+            && admin.contains("HTTPRoute app/good parent gw-ns/gw: Accepted=True")
+            && admin.contains("GatewayClass pingress: Accepted=True"),
+        "{admin}"
+    );
+    // An edit shows there once it is served.
+    gw.remove("gw.yaml");
+    gw.write(
+        "gw.yaml",
+        &format!(
+            "{GATEWAY_CLASS}{}{}{good}",
+            gateway(""),
+            backends("app", &[("a", a)])
+        ),
+    );
+    eventually("the admin status drops the removed route", || async {
+        let admin = reqwest::get(format!("http://{}/gateway-api/status", gw.admin))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        (!admin.contains("app/bad") && admin.contains("app/good")).then_some(())
+    })
+    .await;
 }
 
 /// An h2c gRPC "pod" that answers every call with grpc-status 0 and its name in `x-pod`,
