@@ -760,6 +760,236 @@ async fn grpc_routes_match_service_method_and_headers() {
     );
 }
 
+/// GRPCRouteWeight and GRPCRouteListenerHostnameMatching: weights 70/30/0 over 500 calls
+/// (within 10 points: the upstream test allows 5 with retries), and routes attached to
+/// listeners by sectionName get only the hostnames of their listener (Gateway API wildcards
+/// span several labels).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_weights_and_listener_hostnames() {
+    let pods = [
+        grpc_named_pod("v1").await,
+        grpc_named_pod("v2").await,
+        grpc_named_pod("v3").await,
+    ];
+    let listeners = "  - {name: listener-1, protocol: HTTP, port: 80, hostname: bar.com, allowedRoutes: {namespaces: {from: All}}}\n  - {name: listener-2, protocol: HTTP, port: 80, hostname: foo.bar.com, allowedRoutes: {namespaces: {from: All}}}\n  - {name: listener-3, protocol: HTTP, port: 80, hostname: '*.bar.com', allowedRoutes: {namespaces: {from: All}}}\n  - {name: listener-4, protocol: HTTP, port: 80, hostname: '*.foo.com', allowedRoutes: {namespaces: {from: All}}}\n";
+    let grpc = |name: &str, parents: &str, spec: &str| {
+        format!(
+            "---\napiVersion: gateway.networking.k8s.io/v1\nkind: GRPCRoute\nmetadata: {{name: {name}, namespace: app}}\nspec:\n  parentRefs: [{parents}]\n{spec}"
+        )
+    };
+    let routes = [
+        grpc(
+            "weighted",
+            "{name: gw, namespace: gw-ns, sectionName: http}",
+            "  hostnames: [weights.example]\n  rules:\n  - backendRefs: [{name: v1, port: 8080, weight: 70}, {name: v2, port: 8080, weight: 30}, {name: v3, port: 8080, weight: 0}]\n",
+        ),
+        grpc(
+            "backend-v1",
+            "{name: gw, namespace: gw-ns, sectionName: listener-1}",
+            "  rules:\n  - backendRefs: [{name: v1, port: 8080}]\n",
+        ),
+        grpc(
+            "backend-v2",
+            "{name: gw, namespace: gw-ns, sectionName: listener-2}",
+            "  rules:\n  - backendRefs: [{name: v2, port: 8080}]\n",
+        ),
+        grpc(
+            "backend-v3",
+            "{name: gw, namespace: gw-ns, sectionName: listener-3}, {name: gw, namespace: gw-ns, sectionName: listener-4}",
+            "  rules:\n  - backendRefs: [{name: v3, port: 8080}]\n",
+        ),
+    ]
+    .concat();
+    let gw = Gateway::start_with(
+        &[(
+            "gw.yaml",
+            format!(
+                "{GATEWAY_CLASS}{}{}{routes}",
+                gateway(listeners),
+                backends("app", &[("v1", pods[0]), ("v2", pods[1]), ("v3", pods[2])])
+            ),
+        )],
+        "  h2c: true\n",
+    )
+    .await;
+    eventually("the GRPCRoutes are served", || async {
+        (grpc_call(&gw, "bar.com", "/test.Echo/Hello", &[]).await.1 == "v1").then_some(())
+    })
+    .await;
+    for (host, want) in [
+        ("bar.com", "v1"),
+        ("foo.bar.com", "v2"),
+        ("baz.bar.com", "v3"),
+        ("boo.bar.com", "v3"),
+        ("multiple.prefixes.bar.com", "v3"),
+        ("multiple.prefixes.foo.com", "v3"),
+    ] {
+        let (status, pod, _) = grpc_call(&gw, host, "/test.Echo/Hello", &[]).await;
+        assert_eq!((status, pod.as_str()), (200, want), "{host}");
+    }
+    for host in ["foo.com", "no.matching.host"] {
+        let (status, pod, _) = grpc_call(&gw, host, "/test.Echo/Hello", &[]).await;
+        assert_eq!(status, 404, "{host}: {pod}");
+    }
+    let mut counts = std::collections::BTreeMap::new();
+    for _ in 0..500 {
+        let (_, pod, _) = grpc_call(&gw, "weights.example", "/test.Echo/Hello", &[]).await;
+        *counts.entry(pod).or_insert(0u32) += 1;
+    }
+    let share = |p: &str| f64::from(counts.get(p).copied().unwrap_or(0)) / 500.0;
+    assert!((share("v1") - 0.7).abs() < 0.1, "{counts:?}");
+    assert!((share("v2") - 0.3).abs() < 0.1, "{counts:?}");
+    assert_eq!(counts.get("v3"), None, "{counts:?}");
+    assert_eq!(counts.values().sum::<u32>(), 500, "{counts:?}");
+}
+
+/// The backend protocol of an HTTPRoute backend comes from the Service port's appProtocol:
+/// `kubernetes.io/h2c` reaches an HTTP/2-only pod from an HTTP/1.1 client, and
+/// `kubernetes.io/ws` passes a WebSocket upgrade through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn app_protocol_picks_h2c_and_websocket_backends() {
+    use futures_util::{SinkExt, StreamExt};
+    let (h2_pod, ws_pod) = (grpc_named_pod("h2-pod").await, pod("ws-pod").await);
+    let svc = |name: &str, app: &str| {
+        format!(
+            "---\napiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: app}}\nspec:\n  ports:\n  - {{name: http, port: 8080, appProtocol: {app}}}\n"
+        )
+    };
+    let manifests = format!(
+        "{GATEWAY_CLASS}{}{}{}{}{}{}{}",
+        gateway(""),
+        svc("h2", "kubernetes.io/h2c"),
+        slices("app", "h2", "http", &[h2_pod]),
+        svc("ws", "kubernetes.io/ws"),
+        slices("app", "ws", "http", &[ws_pod]),
+        route(
+            "app",
+            "h2",
+            "  hostnames: [h2.example]\n  rules:\n  - backendRefs: [{name: h2, port: 8080}]\n"
+        ),
+        route(
+            "app",
+            "ws",
+            "  hostnames: [ws.example]\n  rules:\n  - backendRefs: [{name: ws, port: 8080}]\n"
+        ),
+    );
+    let gw = Gateway::start(&[("gw.yaml", manifests)]).await;
+    let h2_answer = || async {
+        let r = gw
+            .client
+            .get(format!("http://{}/any", gw.http))
+            .header("host", "h2.example")
+            .send()
+            .await
+            .ok()?;
+        let pod = r.headers().get("x-pod")?.to_str().ok()?.to_string();
+        Some((r.status().as_u16(), pod))
+    };
+    let got = eventually("the h2c route is served", || async { h2_answer().await }).await;
+    assert_eq!(got, (200, "h2-pod".to_string()));
+
+    let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+        format!("ws://{}/chat", gw.http),
+    )
+    .unwrap();
+    req.headers_mut()
+        .insert("host", "ws.example".parse().unwrap());
+    let (mut ws, resp) = tokio_tungstenite::connect_async(req).await.unwrap();
+    assert_eq!(resp.status(), 101);
+    ws.send(tokio_tungstenite::tungstenite::Message::Text(
+        "hello".into(),
+    ))
+    .await
+    .unwrap();
+    let reply = ws.next().await.unwrap().unwrap();
+    assert_eq!(reply.into_text().unwrap(), "ws-pod: hello");
+    ws.close(None).await.unwrap();
+}
+
+/// GatewaySecretReferenceGrantSpecific, GatewaySecretMissingReferenceGrant,
+/// GatewaySecretInvalidReferenceGrant: an HTTPS listener's Secret in another namespace is
+/// used only while a ReferenceGrant there names it (or all Secrets); without one the
+/// listener is `ResolvedRefs=False/RefNotPermitted` and its certificate is not served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_secret_in_another_namespace_needs_a_reference_grant() {
+    let a = pod("a").await;
+    let ca = tls::Ca::new();
+    let pem = ca.issue(&["secure.example"], "CrossNamespace");
+    let listener = "  - name: https\n    protocol: HTTPS\n    port: 443\n    hostname: secure.example\n    allowedRoutes: {namespaces: {from: All}}\n    tls: {mode: Terminate, certificateRefs: [{name: cert, namespace: certs}]}\n";
+    let grant = |to: &str| {
+        format!(
+            "---\napiVersion: gateway.networking.k8s.io/v1beta1\nkind: ReferenceGrant\nmetadata: {{name: g, namespace: certs}}\nspec:\n  from: [{{group: gateway.networking.k8s.io, kind: Gateway, namespace: gw-ns}}]\n  to: [{to}]\n"
+        )
+    };
+    let objects = format!(
+        "{GATEWAY_CLASS}{}{}{}{}",
+        gateway(listener),
+        backends("app", &[("a", a)]),
+        tls::tls_secret("certs", "cert", &pem),
+        route(
+            "app",
+            "secure",
+            "  hostnames: [secure.example]\n  rules:\n  - backendRefs: [{name: a, port: 8080}]\n"
+        ),
+    );
+    let status = |gw: &Gateway| {
+        let url = format!("http://{}/gateway-api/status", gw.admin);
+        async move { reqwest::get(url).await.ok()?.text().await.ok() }
+    };
+    let gw = Gateway::start(&[
+        ("gw.yaml", objects.clone()),
+        (
+            "grant.yaml",
+            grant("{group: \"\", kind: Secret, name: cert}"),
+        ),
+    ])
+    .await;
+    eventually("served over HTTPS", || async {
+        (gw.who_https("secure.example", "/").await == "a").then_some(())
+    })
+    .await;
+    let subject = tls::served_subject(gw.https, Some("secure.example"));
+    assert!(subject.contains("O=CrossNamespace"), "{subject}");
+    let s = status(&gw).await.unwrap();
+    assert!(
+        s.contains("Gateway gw-ns/gw listener https: ResolvedRefs=True"),
+        "{s}"
+    );
+    // A grant for another Secret, then none at all: not permitted.
+    for (what, text) in [
+        (
+            "a grant naming another Secret",
+            Some("{group: \"\", kind: Secret, name: other}"),
+        ),
+        ("no grant", None),
+    ] {
+        match text {
+            Some(t) => gw.write("grant.yaml", &grant(t)),
+            None => gw.remove("grant.yaml"),
+        }
+        eventually(what, || async {
+            status(&gw)
+                .await?
+                .contains("Gateway gw-ns/gw listener https: ResolvedRefs=False (RefNotPermitted)")
+                .then_some(())
+        })
+        .await;
+        eventually("the certificate is no longer served", || async {
+            (!tls::served_subject(gw.https, Some("secure.example")).contains("O=CrossNamespace"))
+                .then_some(())
+        })
+        .await;
+    }
+    // A grant for every Secret of the namespace.
+    gw.write("grant.yaml", &grant("{group: \"\", kind: Secret}"));
+    eventually("served again", || async {
+        tls::served_subject(gw.https, Some("secure.example"))
+            .contains("O=CrossNamespace")
+            .then_some(())
+    })
+    .await;
+}
+
 /// HTTPRouteRequestTimeout, HTTPRouteBackendTimeout: a pod slower than the rule's timeout
 /// gets the client a 504; a quick one answers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
