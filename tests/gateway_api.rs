@@ -990,6 +990,90 @@ async fn a_listener_secret_in_another_namespace_needs_a_reference_grant() {
     .await;
 }
 
+/// The status-only core tests, read from `pingress check` (what the leader would write):
+/// GatewayListenerUnsupportedProtocol, GatewayInvalidRouteKind, GatewayInvalidTLSConfiguration,
+/// GatewayInvalidParametersRef, GatewayWithAttachedRoutes, HTTPRouteMultipleGateways,
+/// HTTPRouteInvalidCrossNamespaceParentRef, HTTPRouteInvalidParentRefNotMatchingSectionName,
+/// HTTPRouteInvalidReferenceGrant, HTTPRouteInvalidBackendRefUnknownKind.
+#[test]
+fn status_only_core_cases_get_the_reasons_the_spec_names() {
+    let listeners = "  - {name: udp, protocol: UDP, port: 9999}\n  - {name: kinds, protocol: HTTP, port: 80, hostname: kinds.example, allowedRoutes: {kinds: [{kind: FooRoute}]}}\n  - {name: badtls, protocol: HTTPS, port: 443, hostname: tls.example, tls: {mode: Terminate, certificateRefs: [{name: missing}]}}\n  - {name: same, protocol: HTTP, port: 80, hostname: same.example}\n";
+    let other_gw = |name: &str, extra: &str| {
+        format!(
+            "---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: {name}, namespace: gw-ns}}\nspec:\n  gatewayClassName: pingress\n{extra}  listeners:\n  - {{name: http, protocol: HTTP, port: 80, allowedRoutes: {{namespaces: {{from: All}}}}}}\n"
+        )
+    };
+    let routed = |name: &str, parents: &str, backend: &str| {
+        format!(
+            "---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: {name}, namespace: app}}\nspec:\n  parentRefs: [{parents}]\n  rules:\n  - backendRefs: [{backend}]\n"
+        )
+    };
+    let a = "{name: a, port: 8080}";
+    let objects = [
+        GATEWAY_CLASS.to_string(),
+        gateway(listeners),
+        other_gw("gw2", ""),
+        other_gw(
+            "params",
+            "  infrastructure: {parametersRef: {group: \"\", kind: ConfigMap, name: nope}}\n",
+        ),
+        service("app", "a", &[("http", 8080)]),
+        service("other", "b", &[("http", 8080)]),
+        // A grant in `other`, but for routes of another namespace.
+        "---\napiVersion: gateway.networking.k8s.io/v1beta1\nkind: ReferenceGrant\nmetadata: {name: g, namespace: other}\nspec:\n  from: [{group: gateway.networking.k8s.io, kind: HTTPRoute, namespace: elsewhere}]\n  to: [{group: \"\", kind: Service}]\n".to_string(),
+        routed("cross", "{name: gw, namespace: gw-ns, sectionName: same}", a),
+        routed("nosection", "{name: gw, namespace: gw-ns, sectionName: nope}", a),
+        routed(
+            "both",
+            "{name: gw, namespace: gw-ns, sectionName: http}, {name: gw2, namespace: gw-ns}",
+            a,
+        ),
+        routed(
+            "badgrant",
+            "{name: gw, namespace: gw-ns, sectionName: http}",
+            "{name: b, namespace: other, port: 8080}",
+        ),
+        routed(
+            "unknownkind",
+            "{name: gw, namespace: gw-ns, sectionName: http}",
+            "{group: example.com, kind: Foo, name: a, port: 8080}",
+        ),
+    ]
+    .concat();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("all.yaml"), objects).unwrap();
+    let out = std::process::Command::new(bin())
+        .args(["check", "--manifests"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    for want in [
+        "Gateway gw-ns/gw listener udp: Accepted=False (UnsupportedProtocol)",
+        "Gateway gw-ns/gw listener kinds: ResolvedRefs=False (InvalidRouteKinds)",
+        "Gateway gw-ns/gw listener kinds: attachedRoutes=0 supportedKinds=[]",
+        "Gateway gw-ns/gw listener badtls: ResolvedRefs=False (InvalidCertificateRef)",
+        "Gateway gw-ns/gw listener badtls: Programmed=False",
+        // Some listeners are invalid: the Gateway stays Accepted, with that reason.
+        "Gateway gw-ns/gw: Accepted=True (ListenersNotValid)",
+        "Gateway gw-ns/params: Accepted=False (InvalidParameters)",
+        "Gateway gw-ns/params: Programmed=False",
+        // both, badgrant and unknownkind are Accepted on `http`; cross and nosection are not.
+        "Gateway gw-ns/gw listener http: attachedRoutes=3",
+        "Gateway gw-ns/gw2 listener http: attachedRoutes=1",
+        "HTTPRoute app/both parent gw-ns/gw/http: Accepted=True",
+        "HTTPRoute app/both parent gw-ns/gw2: Accepted=True",
+        "HTTPRoute app/cross parent gw-ns/gw/same: Accepted=False (NotAllowedByListeners)",
+        "HTTPRoute app/nosection parent gw-ns/gw/nope: Accepted=False (NoMatchingParent)",
+        "HTTPRoute app/badgrant parent gw-ns/gw/http: ResolvedRefs=False (RefNotPermitted)",
+        "HTTPRoute app/badgrant parent gw-ns/gw/http: Accepted=True",
+        "HTTPRoute app/unknownkind parent gw-ns/gw/http: ResolvedRefs=False (InvalidKind)",
+    ] {
+        assert!(text.contains(want), "missing `{want}` in:\n{text}");
+    }
+}
+
 /// HTTPRouteRequestTimeout, HTTPRouteBackendTimeout: a pod slower than the rule's timeout
 /// gets the client a 504; a quick one answers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

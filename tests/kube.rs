@@ -544,4 +544,82 @@ async fn the_leader_writes_gateway_api_status_next_to_other_controllers() {
     assert_eq!(gw["status"]["conditions"][1]["type"], "Programmed");
     let class = api.get("GatewayClass", "", "pingress").unwrap();
     assert_eq!(class["status"]["conditions"][0]["reason"], "Accepted");
+
+    // *ObservedGenerationBump, GatewayModifyListeners: after edits (the API server bumps
+    // metadata.generation; the fake one takes it as given) every condition carries the new
+    // generation, and the Gateway's second listener appears in its status.
+    let edited = route.replace("generation: 4}", "generation: 5}").replace(
+        "backendRefs: [{name: web, port: 80}]",
+        "backendRefs: [{name: gone, port: 80}]",
+    );
+    api.apply_yaml(&edited);
+    api.apply_yaml(
+        &GATEWAY_API
+            .replace("metadata: {name: gw, namespace: shop}", "metadata: {name: gw, namespace: shop, generation: 2}")
+            .replace(
+                "listeners: [{name: http, protocol: HTTP, port: 80}]",
+                "listeners: [{name: http, protocol: HTTP, port: 80}, {name: other, protocol: HTTP, port: 80, hostname: other.example.com}]",
+            )
+            .replace("metadata: {name: pingress}", "metadata: {name: pingress, generation: 3}"),
+    );
+    let conds = |obj: &serde_json::Value, path: &[&str]| -> Vec<serde_json::Value> {
+        let mut v = obj;
+        for p in path {
+            v = match p.parse::<usize>() {
+                Ok(i) => &v[i],
+                Err(_) => &v[*p],
+            };
+        }
+        v.as_array().cloned().unwrap_or_default()
+    };
+    let route_conds = eventually("the route's conditions follow generation 5", || async {
+        let r = api.get("HTTPRoute", "shop", "one")?;
+        let parents = r["status"]["parents"].as_array()?.clone();
+        let ours = parents
+            .iter()
+            .find(|p| p["controllerName"] == "pingress.dev/gateway-controller")?;
+        let c = conds(ours, &["conditions"]);
+        c.iter().all(|c| c["observedGeneration"] == 5).then_some(c)
+    })
+    .await;
+    let resolved = route_conds
+        .iter()
+        .find(|c| c["type"] == "ResolvedRefs")
+        .unwrap();
+    assert_eq!(
+        (&resolved["status"], &resolved["reason"]),
+        (
+            &serde_json::json!("False"),
+            &serde_json::json!("BackendNotFound")
+        )
+    );
+    let gw = eventually("the Gateway's conditions follow generation 2", || async {
+        let g = api.get("Gateway", "shop", "gw")?;
+        let ok = conds(&g, &["status", "conditions"])
+            .iter()
+            .all(|c| c["observedGeneration"] == 2)
+            && conds(&g, &["status", "listeners"]).len() == 2;
+        ok.then_some(g)
+    })
+    .await;
+    let names: Vec<&str> = gw["status"]["listeners"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["http", "other"]);
+    for l in gw["status"]["listeners"].as_array().unwrap() {
+        assert!(
+            conds(l, &["conditions"])
+                .iter()
+                .all(|c| c["observedGeneration"] == 2),
+            "{l}"
+        );
+    }
+    eventually("the GatewayClass follows generation 3", || async {
+        let c = api.get("GatewayClass", "", "pingress")?;
+        (c["status"]["conditions"][0]["observedGeneration"] == 3).then_some(())
+    })
+    .await;
 }

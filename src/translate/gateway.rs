@@ -446,6 +446,7 @@ impl Translator<'_> {
         let mut any_valid = false;
         let mut any_invalid = false;
         let mut any_programmed = false;
+        let tls_before = self.tls.len();
         for (i, l) in gw.spec.listeners.iter().enumerate() {
             let (ls, lis) = self.listener(key, l, conflicted.contains(&i));
             let valid = ls
@@ -478,6 +479,41 @@ impl Translator<'_> {
         } else {
             Cond::new("Programmed", false, "Invalid", "no listener is programmed")
         });
+        // pingress takes no per-Gateway parameters: a Gateway that names some is not
+        // accepted (GatewayInvalidParametersRef), and none of its listeners is served.
+        if let Some(p) = gw
+            .spec
+            .infrastructure
+            .as_ref()
+            .and_then(|i| i.parameters_ref.as_ref())
+        {
+            state.conditions = vec![
+                Cond::new(
+                    "Accepted",
+                    false,
+                    "InvalidParameters",
+                    format!(
+                        "spec.infrastructure.parametersRef {}/{} {}: pingress takes no Gateway parameters",
+                        p.group, p.kind, p.name
+                    ),
+                ),
+                Cond::new("Programmed", false, "Invalid", "the Gateway is not accepted"),
+            ];
+            for l in &mut out {
+                l.at = None;
+            }
+            for ls in &mut state.listeners {
+                for c in ls.conditions.iter_mut().filter(|c| c.kind == "Programmed") {
+                    *c = Cond::new(
+                        "Programmed",
+                        false,
+                        "Invalid",
+                        "the Gateway is not accepted",
+                    );
+                }
+            }
+            self.tls.truncate(tls_before);
+        }
         (state, out)
     }
 
