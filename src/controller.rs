@@ -2,7 +2,7 @@
 //! pools and publishes a new generation; or, when only EndpointSlices changed, just swaps the
 //! endpoint sets of the affected pools. Changes are debounced (see [`Controller::run`]).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -93,7 +93,7 @@ pub struct Controller {
     /// Certificates for the HTTPS listener, rebuilt with each generation.
     certs: Option<Certs>,
     /// The last accepted version of each Ingress: kept serving when an update is refused.
-    last_good: BTreeMap<crate::source::ObjKey, Arc<k8s_openapi::api::networking::v1::Ingress>>,
+    last_good: crate::translate::LastGood,
     /// Rate and connection limiters, kept across generations while their settings are.
     limits: LimitRegistry,
 }
@@ -110,7 +110,7 @@ impl Controller {
             next_id: 1,
             reports: None,
             certs: None,
-            last_good: BTreeMap::new(),
+            last_good: Default::default(),
             limits: LimitRegistry::new(crate::policy::limits::DEFAULT_TRACKED_CLIENTS),
         }
     }

@@ -600,6 +600,34 @@ async fn a_route_breaking_the_crd_rules_is_refused_alone() {
         (!admin.contains("app/bad") && admin.contains("app/good")).then_some(())
     })
     .await;
+    // A serving route edited into one that breaks the rules keeps its last good version.
+    let broken = good.replace(
+        "  - backendRefs:",
+        "  - filters:\n    - {type: RequestRedirect, requestRedirect: {hostname: x.example}}\n    - {type: URLRewrite, urlRewrite: {hostname: y.example}}\n    backendRefs:",
+    );
+    assert_ne!(broken, good);
+    gw.write(
+        "gw.yaml",
+        &format!(
+            "{GATEWAY_CLASS}{}{}{broken}",
+            gateway(""),
+            backends("app", &[("a", a)])
+        ),
+    );
+    let admin = eventually("the edit is refused", || async {
+        let admin = reqwest::get(format!("http://{}/gateway-api/status", gw.admin))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        admin
+            .contains("HTTPRoute app/good parent gw-ns/gw: Accepted=False (UnsupportedValue)")
+            .then_some(admin)
+    })
+    .await;
+    assert!(admin.contains("the last good version"), "{admin}");
+    assert_eq!(who(&gw, "GET", "good.example", "/", &[]).await, "a");
 }
 
 /// An h2c gRPC "pod" that answers every call with grpc-status 0 and its name in `x-pod`,

@@ -264,8 +264,21 @@ macro_rules! modifier_ops {
 /// One HTTPRoute or GRPCRoute: its parentRefs to Gateways of ours (None when it has none),
 /// the CRD rules, its rules compiled with `$compile`, then attachment and status.
 macro_rules! translate_route {
-    ($t:ident, $key:expr, $route:expr, $kind:literal, $validate:path, $compile:ident, $gateways:expr, $states:expr) => {{
-        let refs = $route
+    ($t:ident, $key:expr, $route:expr, $kind:literal, $validate:path, $compile:ident, $gateways:expr, $states:expr, $all:expr, $last:expr, $accepted:expr) => {{
+        // A route breaking the CRD rules keeps serving its last good version, if it had one.
+        let (route, refused) = match ($validate($route), $last.get($key)) {
+            (Ok(()), _) => {
+                $accepted.insert($key.clone(), $all[$key].clone());
+                ($route, None)
+            }
+            (Err(e), Some(prev)) => {
+                $accepted.insert($key.clone(), prev.clone());
+                (&**prev, Some(e))
+            }
+            (Err(e), None) => ($route, Some(e)),
+        };
+        let kept = refused.is_some() && !std::ptr::eq(route, $route);
+        let refs = route
             .spec
             .parent_refs
             .iter()
@@ -275,13 +288,38 @@ macro_rules! translate_route {
         if parents.is_empty() {
             None
         } else {
-            let rules = $validate($route).map(|()| {
-                let rules = $route.spec.rules.iter().flatten().enumerate();
-                rules.map(|(i, r)| $t.$compile($key, i, r)).collect()
-            });
-            let hosts = $route.spec.hostnames.as_deref().unwrap_or_default();
-            let generation = $route.metadata.generation;
-            Some($t.attach($key, $kind, generation, parents, hosts, rules, $states))
+            let rules = match (&refused, kept) {
+                (Some(e), false) => Err(e.clone()),
+                _ => {
+                    let rules = route.spec.rules.iter().flatten().enumerate();
+                    Ok(rules.map(|(i, r)| $t.$compile($key, i, r)).collect())
+                }
+            };
+            let hosts = route.spec.hostnames.as_deref().unwrap_or_default();
+            let mut state = $t.attach(
+                $key,
+                $kind,
+                $route.metadata.generation,
+                parents,
+                hosts,
+                rules,
+                $states,
+            );
+            if let (Some(e), true) = (&refused, kept) {
+                let why = format!(
+                    "{e}; the last good version (generation {}) keeps serving",
+                    route
+                        .metadata
+                        .generation
+                        .map_or("-".to_string(), |g| g.to_string())
+                );
+                for p in &mut state.parents {
+                    for c in p.conditions.iter_mut().filter(|c| c.kind == "Accepted") {
+                        *c = Cond::new("Accepted", false, "UnsupportedValue", why.clone());
+                    }
+                }
+            }
+            Some(state)
         }
     }};
 }
@@ -357,7 +395,11 @@ struct Compiled {
 
 impl Translator<'_> {
     /// Translate the Gateway API objects of our GatewayClasses into the table.
-    pub(super) fn gateway_api(&mut self) -> Report {
+    pub(super) fn gateway_api(
+        &mut self,
+        last_good: &super::LastGood,
+        accepted: &mut super::LastGood,
+    ) -> Report {
         let mut report = Report {
             undecodable: self
                 .snap
@@ -394,7 +436,10 @@ impl Translator<'_> {
                 validate_http_route,
                 compile_rule,
                 &gateways,
-                &mut report.gateways
+                &mut report.gateways,
+                self.snap.http_routes,
+                last_good.http_routes,
+                accepted.http_routes
             );
             if let Some(state) = state {
                 report.http_routes.insert(key.clone(), state);
@@ -409,7 +454,10 @@ impl Translator<'_> {
                 validate_grpc_route,
                 compile_grpc_rule,
                 &gateways,
-                &mut report.gateways
+                &mut report.gateways,
+                self.snap.grpc_routes,
+                last_good.grpc_routes,
+                accepted.grpc_routes
             );
             if let Some(state) = state {
                 report.grpc_routes.insert(key.clone(), state);

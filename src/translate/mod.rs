@@ -198,6 +198,17 @@ pub struct TlsBinding {
     pub hosts: Vec<String>,
 }
 
+/// The last accepted version of each object that can be refused on its own (Ingress
+/// annotations, Gateway API routes breaking the CRD rules): pass
+/// [`Translation::accepted`] of one translation to the next, so that a bad update keeps
+/// serving the version before it.
+#[derive(Debug, Clone, Default)]
+pub struct LastGood {
+    pub ingresses: BTreeMap<ObjKey, Arc<Ingress>>,
+    pub http_routes: BTreeMap<ObjKey, Arc<gateway_api::httproutes::HttpRoute>>,
+    pub grpc_routes: BTreeMap<ObjKey, Arc<gateway_api::grpcroutes::GrpcRoute>>,
+}
+
 /// The result of translating one snapshot.
 #[derive(Debug, Clone)]
 pub struct Translation {
@@ -211,9 +222,10 @@ pub struct Translation {
     pub diagnostics: Vec<Diagnostic>,
     /// The verdict on every annotation of each Ingress of ours (for `pingress check`).
     pub annotations: BTreeMap<ObjKey, Vec<Verdict>>,
-    /// The Ingresses whose annotations were accepted, as translated: pass them back as
-    /// `last_good` so that a later bad update keeps serving this version.
-    pub accepted: BTreeMap<ObjKey, Arc<Ingress>>,
+    /// The Ingresses whose annotations were accepted and the routes that passed the CRD
+    /// rules, as translated: pass them back as `last_good` so that a later bad update keeps
+    /// serving this version.
+    pub accepted: LastGood,
     /// Ingresses refused (or kept at their last good version) because of their annotations.
     pub refused: BTreeMap<ObjKey, String>,
     /// Hosts (as rules write them; `*` for the catch-all) whose TLS handshakes ask for a
@@ -225,16 +237,12 @@ pub struct Translation {
 
 /// Translate a snapshot. Pure: same input, same output.
 pub fn translate(snap: &Snapshot, conf: &TranslateConf) -> Translation {
-    translate_with(snap, conf, &BTreeMap::new())
+    translate_with(snap, conf, &LastGood::default())
 }
 
 /// Translate a snapshot, keeping the `last_good` version (from the previous
 /// [`Translation::accepted`]) of an Ingress whose update is refused.
-pub fn translate_with(
-    snap: &Snapshot,
-    conf: &TranslateConf,
-    last_good: &BTreeMap<ObjKey, Arc<Ingress>>,
-) -> Translation {
+pub fn translate_with(snap: &Snapshot, conf: &TranslateConf, last_good: &LastGood) -> Translation {
     let mut t = Translator {
         snap,
         conf,
@@ -276,7 +284,7 @@ pub fn translate_with(
             live.push((key, arc, ann));
             continue;
         };
-        match last_good.get(*key) {
+        match last_good.ingresses.get(*key) {
             Some(prev) => {
                 t.diag(
                     Some(key),
@@ -339,7 +347,11 @@ pub fn translate_with(
         }
     }
     // 6. Gateway API routes, after every Ingress (Ingress wins on the same host and path).
-    let gateway = t.gateway_api();
+    let mut accepted = LastGood {
+        ingresses: accepted,
+        ..LastGood::default()
+    };
+    let gateway = t.gateway_api(last_good, &mut accepted);
     if let Err(e) = t.routes.finish() {
         t.diag(None, DiagKind::InvalidPath, e);
     }
