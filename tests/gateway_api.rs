@@ -1018,6 +1018,40 @@ async fn a_listener_secret_in_another_namespace_needs_a_reference_grant() {
     .await;
 }
 
+/// ExtensionRef: pingress has no extension filters, so a rule using one is never served
+/// without it: it answers 500, its route's status says why, and the other rules serve.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_extension_ref_filter_answers_500_and_says_why() {
+    let a = pod("a").await;
+    let spec = "  hostnames: [ext.example]\n  rules:\n  - matches: [{path: {value: /ext}}]\n    filters: [{type: ExtensionRef, extensionRef: {group: example.com, kind: Foo, name: x}}]\n    backendRefs: [{name: a, port: 8080}]\n  - backendRefs: [{name: a, port: 8080}]\n";
+    let gw = Gateway::start(&[(
+        "gw.yaml",
+        format!(
+            "{GATEWAY_CLASS}{}{}{}",
+            gateway(""),
+            backends("app", &[("a", a)]),
+            route("app", "ext", spec)
+        ),
+    )])
+    .await;
+    eventually("the plain rule is served", || async {
+        (who(&gw, "GET", "ext.example", "/", &[]).await == "a").then_some(())
+    })
+    .await;
+    assert_eq!(who(&gw, "GET", "ext.example", "/ext/x", &[]).await, "500");
+    let status = reqwest::get(format!("http://{}/gateway-api/status", gw.admin))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        status.contains("HTTPRoute app/ext parent gw-ns/gw:")
+            && status.contains("ExtensionRef example.com/Foo x: pingress has no extension filters"),
+        "{status}"
+    );
+}
+
 /// The status-only core tests, read from `pingress check` (what the leader would write):
 /// GatewayListenerUnsupportedProtocol, GatewayInvalidRouteKind, GatewayInvalidTLSConfiguration,
 /// GatewayInvalidParametersRef, GatewayWithAttachedRoutes, HTTPRouteMultipleGateways,

@@ -94,12 +94,12 @@ POLICY_ANNOTATIONS = {
 BENCH_HTPASSWD = "bench:$2y$05$abcdefghijklmnopqrstuulXbhLU5N9MDcFlG1r2Raysvz.c5v0j2\n"
 BENCH_AUTH = "Basic YmVuY2g6czNjcmV0IQ=="
 # Peers that cannot express a scenario are marked in the report, not measured.
-_POLICY_ONLY = {"nginx": "not written: this scenario measures pingress's own policy cost against h1-small",
-                "haproxy": "not written: this scenario measures pingress's own policy cost against h1-small",
-                "pingora-floor": "no policies: cannot express the scenario"}
-_TRACING_ONLY = {"nginx": "not written: this scenario measures pingress's own tracing cost against h1-small",
-                 "haproxy": "not written: this scenario measures pingress's own tracing cost against h1-small",
-                 "pingora-floor": "no tracing: cannot express the scenario"}
+_POLICY_ONLY = {p: "not written: this scenario measures pingress's own policy cost against h1-small"
+                for p in ["ingress-nginx-eq", "nginx", "haproxy", "caddy"]}
+_POLICY_ONLY["pingora-floor"] = "no policies: cannot express the scenario"
+_TRACING_ONLY = {p: "not written: this scenario measures pingress's own tracing cost against h1-small"
+                 for p in ["ingress-nginx-eq", "nginx", "haproxy", "caddy"]}
+_TRACING_ONLY["pingora-floor"] = "no tracing: cannot express the scenario"
 CANNOT = {
     "tracing-1pct": _TRACING_ONLY,
     "tracing-all": _TRACING_ONLY,
@@ -109,9 +109,13 @@ CANNOT = {
     "policy-limit": _POLICY_ONLY,
     "policy-basic-auth": _POLICY_ONLY,
     "annotations-1000": {"haproxy": "no equivalent configuration written for this scenario",
+                         "ingress-nginx-eq": "no equivalent configuration written for this scenario yet",
+                         "caddy": "no equivalent configuration written for this scenario yet",
                          "pingora-floor": "no routing: cannot express annotations"},
 }
-PROXIES = ["pingress", "nginx", "haproxy", "pingora-floor"]
+# ingress-nginx-eq: nginx plus Lua doing per request what ingress-nginx's generated config does
+# (see nginx_conf); caddy: the Go net/http reverse proxy, the Traefik family's data plane.
+PROXIES = ["pingress", "ingress-nginx-eq", "nginx", "haproxy", "caddy", "pingora-floor"]
 HOST = "bench.local"
 
 
@@ -237,7 +241,7 @@ def write_certs(d):
     subprocess.run(
         ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
          "-nodes", "-keyout", str(key), "-out", str(crt), "-days", "30",
-         "-subj", f"/CN={HOST}", "-addext", f"subjectAltName=DNS:{HOST}"],
+         "-subj", f"/CN={HOST}", "-addext", f"subjectAltName=DNS:{HOST},IP:127.0.0.1"],
         check=True, capture_output=True)
     (d / "combined.pem").write_text(crt.read_text() + key.read_text())
     return crt, key
@@ -331,7 +335,61 @@ def pingress_conf(d, http, https, admin, manifests, tracing=None, scenario=None)
     return conf
 
 
-def nginx_conf(d, http, https, routes, backends, crt, key, scenario=None):
+# ingress-nginx-eq: what ingress-nginx's nginx.tmpl makes nginx do per request, kept small.
+# The real template runs, per request, `rewrite_by_lua` (balancer.rewrite, lua_ingress),
+# `header_filter_by_lua` (plugins), the upstream `balancer_by_lua` choosing the endpoint from a
+# Lua table the controller POSTs to /configuration/backends (synced into each worker by a
+# 1 s timer), and `log_by_lua` (balancer.log, monitor.call batching metrics for the
+# controller's collector). Here: the same phases, a round robin over the synced table, and a
+# metrics hook counting requests and summing latency per host and status in a shared dict.
+LUA_HTTP = """
+  lua_shared_dict configuration 1m;
+  lua_shared_dict metrics 8m;
+  init_worker_by_lua_block {
+    backends, version, rr = {}, -1, 0
+    local function sync()
+      local v = ngx.shared.configuration:get("version") or 0
+      if v == version then return end
+      local list = {}
+      for hp in (ngx.shared.configuration:get("backends") or ""):gmatch("[^,]+") do
+        local h, p = hp:match("([^:]+):(%d+)")
+        list[#list + 1] = { h, tonumber(p) }
+      end
+      backends, version = list, v
+    end
+    sync()
+    ngx.timer.every(1, sync)
+  }
+  upstream upstream_balancer {
+    server 0.0.0.1;
+    balancer_by_lua_block {
+      local n = #backends
+      if n == 0 then return ngx.exit(503) end
+      rr = rr % n + 1
+      local ok, err = require("ngx.balancer").set_current_peer(backends[rr][1], backends[rr][2])
+      if not ok then ngx.log(ngx.ERR, err) end
+    }
+    keepalive 256;
+  }
+"""
+LUA_LOCATION = """      rewrite_by_lua_block { ngx.ctx.balancer = "upstream_balancer" }
+      header_filter_by_lua_block { ngx.header["X-Served-By"] = nil }
+      log_by_lua_block {
+        local m, k = ngx.shared.metrics, ngx.var.host .. " " .. ngx.var.status
+        m:incr(k .. " n", 1, 0)
+        m:incr(k .. " t", tonumber(ngx.var.request_time) or 0, 0)
+      }
+"""
+
+
+def lua_backends(backends):
+    return ",".join(f"127.0.0.1:{p}" for p in backends)
+
+
+def nginx_conf(d, http, https, routes, backends, crt, key, scenario=None, lua_cfg=None):
+    """Plain nginx, or with `lua_cfg` (a port for /configuration/backends) the
+    ingress-nginx-equivalent nginx+Lua."""
+    lua = lua_cfg is not None
     servers = {}
     for h, p in routes:
         servers.setdefault(h, []).append(p)
@@ -345,6 +403,9 @@ def nginx_conf(d, http, https, routes, backends, crt, key, scenario=None):
         if ann:
             locs = (f'    location ~* "^{ANN_PATH}" {{\n      rewrite "(?i){ANN_PATH}" /$2 break;\n'
                     "      proxy_pass http://$be_pick;\n    }\n")
+        elif lua:
+            locs = "".join(f"    location {p} {{\n{LUA_LOCATION}      proxy_pass http://upstream_balancer;\n    }}\n"
+                           for p in paths)
         else:
             locs = "".join(f"    location {p} {{ proxy_pass http://be; }}\n" for p in paths)
         blocks.append(
@@ -358,8 +419,17 @@ def nginx_conf(d, http, https, routes, backends, crt, key, scenario=None):
         ups = "    hash $cookie_INGRESSCOOKIE consistent;\n" + ups
     slow = (f"  client_header_timeout {SLOWLORIS['head_timeout_s']}s;\n"
             if scenario == "slowloris" else "")
+    modules = ""
+    if lua:
+        modules = ("load_module /usr/share/nginx/modules/ndk_http_module.so;\n"
+                   "load_module /usr/share/nginx/modules/ngx_http_lua_module.so;\n")
+        extra += LUA_HTTP
+        extra += (f"  server {{\n    listen 127.0.0.1:{lua_cfg};\n    location = /configuration/backends {{\n"
+                  "      content_by_lua_block {\n        ngx.req.read_body()\n"
+                  "        ngx.shared.configuration:set(\"backends\", ngx.req.get_body_data())\n"
+                  "        ngx.shared.configuration:incr(\"version\", 1, 0)\n      }\n    }\n  }\n")
     conf = d / "nginx.conf"
-    conf.write_text(f"""
+    conf.write_text(f"""{modules}
 worker_processes 1;
 daemon off;
 master_process on;
@@ -400,6 +470,47 @@ http {{
   }}
 {"".join(blocks)}}}
 """)
+    return conf
+
+
+def caddy_conf(d, http, https, admin, routes, backends, crt, key, scenario=None):
+    """Caddy's JSON config: a route per host (host matcher) with a subroute of path
+    matchers, longest first, as a Caddyfile with one site block per host compiles to."""
+    servers = {}
+    for h, p in routes:
+        servers.setdefault(h, []).append(p)
+    proxy = {"handler": "reverse_proxy",
+             "upstreams": [{"dial": f"127.0.0.1:{p}"} for p in backends],
+             "load_balancing": {"selection_policy": {"policy": "round_robin"}},
+             "headers": {"request": {"set": {"X-Request-Id": ["{http.request.uuid}"],
+                                             "X-Real-Ip": ["{http.request.remote.host}"]}}}}
+    host_routes = []
+    for h, paths in servers.items():
+        subs = []
+        for p in sorted(paths, key=len, reverse=True):
+            r = {"handle": [proxy]}
+            if p != "/":
+                r["match"] = [{"path": [p, p.rstrip("/") + "/*"]}]
+            subs.append(r)
+        host_routes.append({"match": [{"host": [h]}],
+                            "handle": [{"handler": "subroute", "routes": subs}], "terminal": True})
+    host_routes.append({"handle": [{"handler": "static_response", "status_code": 404}]})
+
+    def server(listen, tls):
+        srv = {"listen": [f"127.0.0.1:{listen}"], "routes": host_routes,
+               "automatic_https": {"disable": True}, "protocols": ["h1", "h2"] if tls else ["h1"]}
+        if tls:
+            # h2load dials 127.0.0.1 and sends no SNI; wrk sends "127.0.0.1" (the cert has that IP).
+            srv["tls_connection_policies"] = [{"default_sni": HOST}]
+        if scenario == "slowloris":
+            srv["read_header_timeout"] = f"{SLOWLORIS['head_timeout_s']}s"
+        return srv
+    cfg = {"admin": {"listen": f"127.0.0.1:{admin}"},
+           "logging": {"logs": {"default": {"level": "ERROR"}}},
+           "apps": {"http": {"servers": {"plain": server(http, False), "tls": server(https, True)}},
+                    "tls": {"certificates": {"load_files": [{"certificate": str(crt), "key": str(key)}]}}}}
+    conf = d / "caddy.json"
+    conf.write_text(json.dumps(cfg))
     return conf
 
 
@@ -471,12 +582,18 @@ class Proxy:
             conf = pingress_conf(d, self.http, self.https, free_port(), d)
             cmd = [str(BIN), "-c", str(conf), "floor", "--backend", f"127.0.0.1:{self.backends[0]}",
                    "--cert", str(self.crt), "--key", str(self.key)]
-        elif self.name == "nginx":
+        elif self.name in ("nginx", "ingress-nginx-eq"):
             for sub in ["nginx-body", "nginx-proxy", "nginx-fastcgi", "nginx-uwsgi", "nginx-scgi"]:
                 (d / sub).mkdir(exist_ok=True)
+            self.lua_cfg = free_port() if self.name == "ingress-nginx-eq" else None
             conf = nginx_conf(d, self.http, self.https, self.routes, self.backends, self.crt, self.key,
-                              self.scenario)
+                              self.scenario, self.lua_cfg)
             cmd = ["nginx", "-c", str(conf), "-p", str(d)]
+        elif self.name == "caddy":
+            self.admin = free_port()
+            conf = caddy_conf(d, self.http, self.https, self.admin, self.routes, self.backends, self.crt,
+                              self.key, self.scenario)
+            cmd = ["caddy", "run", "--config", str(conf)]
         else:
             conf = haproxy_conf(d, self.http, self.https, self.routes, self.backends, self.pem,
                                 self.scenario)
@@ -494,6 +611,11 @@ class Proxy:
                         break
                 except OSError:
                     time.sleep(0.05)
+        if self.name == "ingress-nginx-eq":
+            # As the controller does after start: POST the endpoints; workers sync within 1 s.
+            wait_port(self.lua_cfg)
+            self.post_backends(self.backends)
+            time.sleep(1.2)
         # Warm-up: first requests of each kind fill pools and caches.
         subprocess.run(["curl", "-sk", "-o", "/dev/null", "-H", f"Host: {self.routes[0][0]}",
                         f"http://127.0.0.1:{self.http}{self.routes[0][1]}"], check=False)
@@ -503,11 +625,25 @@ class Proxy:
     def pid(self):
         return self.proc.pid
 
+    def post_backends(self, backends):
+        req = urllib.request.Request(f"http://127.0.0.1:{self.lua_cfg}/configuration/backends",
+                                     data=lua_backends(backends).encode(), method="POST")
+        urllib.request.urlopen(req, timeout=5).read()
+
     def reconfigure(self, backends):
-        """Churn step: point the routes at `backends` (live for pingress, reload for the others)."""
+        """Churn step: point the routes at `backends` (live for pingress, ingress-nginx-eq's Lua
+        table and caddy's admin API; a reload for nginx and haproxy)."""
         self.backends = backends
         if self.name == "pingress":
             pingress_endpoints(self.d, backends)
+        elif self.name == "ingress-nginx-eq":
+            self.post_backends(backends)
+        elif self.name == "caddy":
+            conf = caddy_conf(self.d, self.http, self.https, self.admin, self.routes, backends, self.crt,
+                              self.key, self.scenario)
+            req = urllib.request.Request(f"http://127.0.0.1:{self.admin}/load", data=conf.read_bytes(),
+                                         headers={"Content-Type": "application/json"}, method="POST")
+            urllib.request.urlopen(req, timeout=10).read()
         elif self.name == "nginx":
             nginx_conf(self.d, self.http, self.https, self.routes, backends, self.crt, self.key)
             self.proc.send_signal(signal.SIGHUP)
@@ -786,9 +922,12 @@ def versions():
             return (r.stdout + r.stderr).strip().splitlines()[0]
         except (OSError, IndexError):
             return "?"
+    lua = subprocess.run(["dpkg-query", "-W", "-f", "${Version}", "libnginx-mod-http-lua"],
+                         capture_output=True, text=True).stdout.strip() or "?"
     return {"pingress": first([str(BIN), "--version"]), "nginx": first(["nginx", "-v"]),
-            "haproxy": first(["haproxy", "-v"]), "wrk": first(["wrk", "-v"]),
-            "h2load": first(["h2load", "--version"])}
+            "lua": f"libnginx-mod-http-lua {lua}",
+            "haproxy": first(["haproxy", "-v"]), "caddy": "caddy " + first(["caddy", "version"]),
+            "wrk": first(["wrk", "-v"]), "h2load": first(["h2load", "--version"])}
 
 
 def main():
@@ -909,9 +1048,18 @@ def markdown(rep):
         f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory']}, Linux {m['kernel']}; {m['pinning']}.",
         "Versions: " + "; ".join(f"{v}" for v in rep["versions"].values()) + ".",
         "",
-        "| scenario | proxy | req/s | p50 ms | p99 ms | p99.9 ms | CPU us/req | peak RSS MiB | errors |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "CPU and p99 are also given relative to the ingress-nginx-equivalent peer (`vs ing`) and to plain"
+        " nginx (`vs nginx`): below 1.0 is cheaper or faster.",
+        "",
+        "| scenario | proxy | req/s | p50 ms | p99 ms | p99.9 ms | CPU us/req | CPU vs ing | CPU vs nginx "
+        "| p99 vs ing | p99 vs nginx | peak RSS MiB | errors |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
+
+    def rel(by, p, base, key):
+        b = (by.get(base) or {}).get(key)
+        v = (by.get(p) or {}).get(key)
+        return f"{v / b:.2f}" if b and v else "-"
     for s, by in rep["results"].items():
         for p, a in by.items():
             extra = f" ({a['changes']} changes)" if "changes" in a else ""
@@ -920,9 +1068,12 @@ def markdown(rep):
                          f"{a['slow_close_p50_s'] or 0:.1f} s median, {a['slow_close_max_s'] or 0:.1f} s max; "
                          f"normal client {a['normal_success_pct']:.2f}% ok; RSS "
                          f"{a['rss_before_kib'] / 1024:.1f} -> {a['rss_attack_max_kib'] / 1024:.1f} MiB)")
+            a = {k: (0 if v is None else v) for k, v in a.items()}
             lines.append(
                 f"| {s} | {p} | {a['rps']:.0f} | {a['p50_ms']:.2f} | {a['p99_ms']:.2f} | {a['p999_ms']:.2f} | "
-                f"{a['cpu_us_per_req']:.1f} | {a['rss_peak_kib'] / 1024:.1f} | {a['errors']}{extra} |")
+                f"{a['cpu_us_per_req']:.1f} | {rel(by, p, 'ingress-nginx-eq', 'cpu_us_per_req')} | "
+                f"{rel(by, p, 'nginx', 'cpu_us_per_req')} | {rel(by, p, 'ingress-nginx-eq', 'p99_ms')} | "
+                f"{rel(by, p, 'nginx', 'p99_ms')} | {a['rss_peak_kib'] / 1024:.1f} | {a['errors']}{extra} |")
     if rep.get("pingress_memory"):
         mem = rep["pingress_memory"]
         lines.append("")
@@ -939,22 +1090,26 @@ def markdown(rep):
 
 
 def svg(rep):
-    """Two grouped bar charts, CPU per request and p99, each relative to nginx (1.0 = nginx) so
-    scenarios of very different cost share one axis; the absolute value is printed on each bar."""
-    colors = {"pingress": "#d9480f", "nginx": "#2b8a3e", "haproxy": "#1864ab", "pingora-floor": "#868e96"}
+    """Grouped bar charts of CPU per request and p99, relative to the ingress-nginx-equivalent
+    peer and to plain nginx (1.0 = that peer), so scenarios of very different cost share one
+    axis; the absolute value is printed on each bar."""
+    colors = {"pingress": "#d9480f", "ingress-nginx-eq": "#5f3dc4", "nginx": "#2b8a3e",
+              "haproxy": "#1864ab", "caddy": "#0b7285", "pingora-floor": "#868e96"}
     scen = list(rep["results"])
     proxies = sorted({p for by in rep["results"].values() for p in by}, key=PROXIES.index)
-    base = "nginx" if "nginx" in proxies else proxies[0]
+    bases = [b for b in ["ingress-nginx-eq", "nginx"] if b in proxies] or proxies[:1]
     bar, gap, left, top, ch = 26, 26, 60, 50, 230
     group = bar * len(proxies) + gap
     width = left + group * len(scen) + 30
-    height = 2 * (ch + 120) + 50
+    charts = [(key, unit, base, f"{what}, relative to {base} (lower is better)")
+              for key, unit, what in [("cpu_us_per_req", "us", "proxy CPU per request"),
+                                      ("p99_ms", "ms", "p99 latency")]
+              for base in bases]
+    height = len(charts) * (ch + 120) + 50
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
              f'font-family="sans-serif" font-size="11">',
              f'<rect width="{width}" height="{height}" fill="white"/>']
-    charts = [("cpu_us_per_req", "us", f"proxy CPU per request, relative to {base} (lower is better)"),
-              ("p99_ms", "ms", f"p99 latency, relative to {base} (lower is better)")]
-    for ci, (key, unit, title) in enumerate(charts):
+    for ci, (key, unit, base, title) in enumerate(charts):
         y0 = top + ci * (ch + 120)
         ratios = {}
         for s_ in scen:
