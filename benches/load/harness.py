@@ -80,6 +80,16 @@ SCENARIOS = {
     "tracing-all": ("h1-small with tracing on, sampling_ratio 1.0, OTLP export", "http", "/?size=13",
                     "keepalive", 50),
 }
+# Report tables, one per family of scenarios (in this order).
+FAMILIES = [
+    ("HTTP/1.1 keep-alive, by response size", ["h1-small", "h1-16k", "h1-1m"]),
+    ("New connections", ["h1-newconn", "tls-newconn"]),
+    ("TLS and HTTP/2", ["tls-small", "h2-tls"]),
+    ("Routing at 1,000 hosts", ["hosts-1000", "hosts-1000-gateway", "annotations-1000"]),
+    ("Changes and hostile clients", ["churn", "slowloris"]),
+    ("pingress's own features against h1-small",
+     ["policy-allowlist", "policy-limit", "policy-basic-auth", "tracing-1pct", "tracing-all"]),
+]
 # The slowloris scenario: attackers, their byte interval, and every proxy's head timeout.
 SLOWLORIS = {"connections": 1000, "interval_s": 1.0, "head_timeout_s": 3}
 # The tracing scenarios' sampling ratio.
@@ -1032,6 +1042,7 @@ def main():
     (out / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / f"{name}.md").write_text(markdown(report))
     (out / f"{name}.svg").write_text(svg(report))
+    (out / f"{name}-compact.md").write_text(compact(report))
     print(markdown(report))
     log(f"wrote {out}/{name}.json, .md, .svg")
     failed = [(s, p) for s, r in results.items() for p, a in r.items() if a["requests"] == 0]
@@ -1051,16 +1062,22 @@ def markdown(rep):
         "CPU and p99 are also given relative to the ingress-nginx-equivalent peer (`vs ing`) and to plain"
         " nginx (`vs nginx`): below 1.0 is cheaper or faster.",
         "",
-        "| scenario | proxy | req/s | p50 ms | p99 ms | p99.9 ms | CPU us/req | CPU vs ing | CPU vs nginx "
-        "| p99 vs ing | p99 vs nginx | peak RSS MiB | errors |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
+    header = ["| scenario | proxy | req/s | p50 ms | p99 ms | p99.9 ms | CPU us/req | CPU vs ing | CPU vs nginx "
+              "| p99 vs ing | p99 vs nginx | peak RSS MiB | errors |",
+              "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    family = {s: name for name, scen in FAMILIES for s in scen}
+    current = None
 
     def rel(by, p, base, key):
         b = (by.get(base) or {}).get(key)
         v = (by.get(p) or {}).get(key)
         return f"{v / b:.2f}" if b and v else "-"
-    for s, by in rep["results"].items():
+    order = {s: i for i, (_, scen) in enumerate(FAMILIES) for s in scen}
+    for s, by in sorted(rep["results"].items(), key=lambda kv: order.get(kv[0], len(FAMILIES))):
+        if family.get(s, "Other") != current:
+            current = family.get(s, "Other")
+            lines += ["", f"**{current}**", ""] + header
         for p, a in by.items():
             extra = f" ({a['changes']} changes)" if "changes" in a else ""
             if "slow_opened" in a:
@@ -1087,6 +1104,30 @@ def markdown(rep):
     lines.append("")
     lines.append("Scenarios: " + "; ".join(f"`{s}` {d}" for s, d in rep["scenarios"].items()) + ".")
     return "\n".join(lines) + "\n"
+
+
+def compact(rep):
+    """The README's tables: one per family, a row per scenario, CPU us/req and p99 ms of every
+    proxy side by side."""
+    proxies = sorted({p for by in rep["results"].values() for p in by}, key=PROXIES.index)
+    m = rep["machine"]
+    out = [f"Run {rep['date']} on {m['cpu']}, {m['cores']} cores ({m['pinning']}): `{rep['command']}`. "
+           "Each cell: proxy CPU per request in us / p99 in ms (medians of interleaved rounds); "
+           "`-` not measured.", ""]
+    for name, scen in FAMILIES:
+        rows = [s for s in scen if s in rep["results"]]
+        if not rows:
+            continue
+        out += [f"**{name}**", "", "| scenario | " + " | ".join(proxies) + " |",
+                "| --- |" + " ---: |" * len(proxies)]
+        for s in rows:
+            cells = []
+            for p in proxies:
+                a = rep["results"][s].get(p)
+                cells.append(f"{a['cpu_us_per_req'] or 0:.1f} / {a['p99_ms'] or 0:.1f}" if a else "-")
+            out.append(f"| {s} | " + " | ".join(cells) + " |")
+        out.append("")
+    return "\n".join(out)
 
 
 def svg(rep):

@@ -150,12 +150,15 @@ impl Snapshot {
     /// Add an object; returns false (and keeps the existing one) when the same kind,
     /// namespace and name is already present.
     pub fn insert(&mut self, obj: Object) -> bool {
+        // One search per object (the kube source rebuilds whole snapshots from its maps).
         fn put<K: Ord, V>(map: &mut BTreeMap<K, V>, k: K, v: V) -> bool {
-            if map.contains_key(&k) {
-                return false;
+            match map.entry(k) {
+                std::collections::btree_map::Entry::Vacant(e) => {
+                    e.insert(v);
+                    true
+                }
+                std::collections::btree_map::Entry::Occupied(_) => false,
             }
-            map.insert(k, v);
-            true
         }
         match obj {
             Object::Ingress(o) => put(&mut self.ingresses, key_of(&o.metadata), o),

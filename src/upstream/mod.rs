@@ -259,6 +259,14 @@ fn decayed(e: &Ewma) -> f64 {
 
 /// Index EndpointSlices by (namespace, service name).
 pub fn index_slices(snap: &Snapshot) -> HashMap<(&str, &str), Vec<&EndpointSlice>> {
+    index_slices_where(snap, |_, _| true)
+}
+
+/// [`index_slices`] for the (namespace, service) pairs `keep` accepts.
+fn index_slices_where(
+    snap: &Snapshot,
+    keep: impl Fn(&str, &str) -> bool,
+) -> HashMap<(&str, &str), Vec<&EndpointSlice>> {
     let mut idx: HashMap<(&str, &str), Vec<&EndpointSlice>> = HashMap::new();
     for (key, slice) in &snap.endpoint_slices {
         let Some(svc) = slice
@@ -269,6 +277,9 @@ pub fn index_slices(snap: &Snapshot) -> HashMap<(&str, &str), Vec<&EndpointSlice
         else {
             continue;
         };
+        if !keep(&key.namespace, svc) {
+            continue;
+        }
         idx.entry((key.namespace.as_str(), svc.as_str()))
             .or_default()
             .push(slice);
@@ -414,13 +425,29 @@ impl Upstreams {
         if services.is_empty() {
             return 0;
         }
-        self.refresh_where(snap, |k| {
-            services.contains(&(k.namespace.clone(), k.service.clone()))
+        // Only the slices of these Services are indexed: an endpoint change costs a scan of
+        // the slices' labels, not an index of every Service (docs/benchmarks.md, "Scale").
+        let wanted: HashSet<(&str, &str)> = services
+            .iter()
+            .map(|(ns, svc)| (ns.as_str(), svc.as_str()))
+            .collect();
+        let idx = index_slices_where(snap, |ns, svc| wanted.contains(&(ns, svc)));
+        self.refresh_with(snap, &idx, |k| {
+            wanted.contains(&(k.namespace.as_str(), k.service.as_str()))
         })
     }
 
     fn refresh_where(&self, snap: &Snapshot, wanted: impl Fn(&UpstreamKey) -> bool) -> usize {
         let idx = index_slices(snap);
+        self.refresh_with(snap, &idx, wanted)
+    }
+
+    fn refresh_with(
+        &self,
+        snap: &Snapshot,
+        idx: &HashMap<(&str, &str), Vec<&EndpointSlice>>,
+        wanted: impl Fn(&UpstreamKey) -> bool,
+    ) -> usize {
         let mut changed = 0;
         for (key, pool) in self.pools.iter().filter(|(k, _)| wanted(k)) {
             if key.cluster_ip {

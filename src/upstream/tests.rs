@@ -134,3 +134,34 @@ fn registry_refreshes_and_drops_unused_pools() {
     assert!(u.is_empty());
     assert_eq!(a.len(), 3, "in-flight holders keep a working pool");
 }
+
+#[test]
+fn refreshing_named_services_touches_only_their_pools() {
+    let mut u = Upstreams::new(None);
+    let web = u.pool(&key("http"));
+    let api = u.pool(&UpstreamKey {
+        service: "api".into(),
+        ..key("http")
+    });
+    let both = format!(
+        "{SLICES}---\n{}",
+        SLICES
+            .replace("name: web-1", "name: api-1")
+            .replace("service-name: web", "service-name: api")
+    );
+    let only_web: BTreeSet<(String, String)> = [("shop".to_string(), "web".to_string())].into();
+    assert_eq!(u.refresh_services(&snap(&both), &only_web), 1);
+    assert_eq!((web.len(), api.len()), (3, 0), "api's slices are not read");
+    let only_api: BTreeSet<(String, String)> = [("shop".to_string(), "api".to_string())].into();
+    assert_eq!(u.refresh_services(&snap(&both), &only_api), 1);
+    // The same endpoints as a full refresh finds for api.
+    let mut full = Upstreams::new(None);
+    let api_full = full.pool(&UpstreamKey {
+        service: "api".into(),
+        ..key("http")
+    });
+    full.refresh(&snap(&both));
+    assert!(api.len() > 0);
+    assert_eq!(api.len(), api_full.len());
+    assert_eq!(u.refresh_services(&snap(&both), &BTreeSet::new()), 0);
+}
