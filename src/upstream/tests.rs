@@ -161,7 +161,7 @@ fn refreshing_named_services_touches_only_their_pools() {
         ..key("http")
     });
     full.refresh(&snap(&both));
-    assert!(api.len() > 0);
+    assert!(!api.is_empty());
     assert_eq!(api.len(), api_full.len());
     assert_eq!(u.refresh_services(&snap(&both), &BTreeSet::new()), 0);
 }
