@@ -36,13 +36,23 @@ where
     }
 }
 
-/// A port the OS just handed out (bound, then released for the gateway to bind).
+/// A port the OS just handed out (bound, then released for the gateway to bind), never one
+/// this process was given before: released ports can come straight back from the OS, and
+/// two calls in a row once gave a gateway the same port for HTTP and HTTPS.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// Start an echo backend ("pod") named `name` on an OS-chosen port.
