@@ -409,18 +409,7 @@ fn assume_services(snap: &mut Snapshot) {
     let mut wanted: BTreeMap<ObjKey, BTreeSet<i32>> = BTreeMap::new();
     for (key, ing) in &snap.ingresses {
         let Some(spec) = &ing.spec else { continue };
-        let paths = spec
-            .rules
-            .iter()
-            .flatten()
-            .filter_map(|r| r.http.as_ref())
-            .flat_map(|h| h.paths.iter().map(|p| &p.backend));
-        for svc in spec
-            .default_backend
-            .iter()
-            .chain(paths)
-            .filter_map(|b| b.service.as_ref())
-        {
+        for svc in service_backends(spec) {
             let k = ObjKey::new(key.namespace.as_str(), svc.name.as_str());
             if let (false, Some(n)) = (
                 snap.services.contains_key(&k),
@@ -440,6 +429,22 @@ fn assume_services(snap: &mut Snapshot) {
             snap.services.insert(k, std::sync::Arc::new(svc));
         }
     }
+}
+
+/// The Service backends an Ingress names: its `defaultBackend`, then every path's.
+fn service_backends(
+    spec: &k8s_openapi::api::networking::v1::IngressSpec,
+) -> impl Iterator<Item = &k8s_openapi::api::networking::v1::IngressServiceBackend> {
+    let paths = spec
+        .rules
+        .iter()
+        .flatten()
+        .filter_map(|r| r.http.as_ref())
+        .flat_map(|h| h.paths.iter().map(|p| &p.backend));
+    spec.default_backend
+        .iter()
+        .chain(paths)
+        .filter_map(|b| b.service.as_ref())
 }
 
 fn yaml(v: &impl serde::Serialize) -> Result<String, String> {
@@ -957,14 +962,7 @@ impl Conv<'_> {
     /// The port number an Ingress gives for a Service (in a rule or its defaultBackend).
     fn ingress_port(&self, key: &ObjKey, service: &str) -> Option<i32> {
         let spec = self.snap.ingresses.get(key)?.spec.as_ref()?;
-        let rules = spec.rules.iter().flatten();
-        let paths = rules
-            .filter_map(|r| r.http.as_ref())
-            .flat_map(|h| h.paths.iter().map(|p| &p.backend));
-        spec.default_backend
-            .iter()
-            .chain(paths)
-            .filter_map(|b| b.service.as_ref())
+        service_backends(spec)
             .find(|s| s.name == service)
             .and_then(|s| s.port.as_ref()?.number)
     }
