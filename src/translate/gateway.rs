@@ -1452,7 +1452,7 @@ impl Translator<'_> {
 
 /// Routes in precedence order for ties: oldest `creationTimestamp`, then `namespace/name`.
 fn oldest_first<T: kube::Resource>(
-    map: &BTreeMap<ObjKey, std::sync::Arc<T>>,
+    map: &crate::source::Map<ObjKey, std::sync::Arc<T>>,
 ) -> Vec<(&ObjKey, &T)> {
     let mut v: Vec<(&ObjKey, &T)> = map.iter().map(|(k, r)| (k, &**r)).collect();
     v.sort_by(|(ka, a), (kb, b)| {

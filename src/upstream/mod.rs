@@ -259,14 +259,6 @@ fn decayed(e: &Ewma) -> f64 {
 
 /// Index EndpointSlices by (namespace, service name).
 pub fn index_slices(snap: &Snapshot) -> HashMap<(&str, &str), Vec<&EndpointSlice>> {
-    index_slices_where(snap, |_, _| true)
-}
-
-/// [`index_slices`] for the (namespace, service) pairs `keep` accepts.
-fn index_slices_where(
-    snap: &Snapshot,
-    keep: impl Fn(&str, &str) -> bool,
-) -> HashMap<(&str, &str), Vec<&EndpointSlice>> {
     let mut idx: HashMap<(&str, &str), Vec<&EndpointSlice>> = HashMap::new();
     for (key, slice) in &snap.endpoint_slices {
         let Some(svc) = slice
@@ -277,9 +269,6 @@ fn index_slices_where(
         else {
             continue;
         };
-        if !keep(&key.namespace, svc) {
-            continue;
-        }
         idx.entry((key.namespace.as_str(), svc.as_str()))
             .or_default()
             .push(slice);
@@ -425,42 +414,27 @@ impl Upstreams {
         if services.is_empty() {
             return 0;
         }
-        // Only the slices of these Services are indexed: an endpoint change costs a scan of
-        // the slices' labels, not an index of every Service (docs/benchmarks.md, "Scale").
         let wanted: HashSet<(&str, &str)> = services
             .iter()
             .map(|(ns, svc)| (ns.as_str(), svc.as_str()))
             .collect();
-        let idx = index_slices_where(snap, |ns, svc| wanted.contains(&(ns, svc)));
-        self.refresh_with(snap, &idx, |k| {
+        self.refresh_where(snap, |k| {
             wanted.contains(&(k.namespace.as_str(), k.service.as_str()))
         })
     }
 
+    /// Recompute the endpoints of the pools `wanted` accepts. Each pool's slices come from
+    /// the snapshot's index by Service: the cost is the pools', not the slice count's
+    /// (docs/benchmarks.md, "Scale").
     fn refresh_where(&self, snap: &Snapshot, wanted: impl Fn(&UpstreamKey) -> bool) -> usize {
-        let idx = index_slices(snap);
-        self.refresh_with(snap, &idx, wanted)
-    }
-
-    fn refresh_with(
-        &self,
-        snap: &Snapshot,
-        idx: &HashMap<(&str, &str), Vec<&EndpointSlice>>,
-        wanted: impl Fn(&UpstreamKey) -> bool,
-    ) -> usize {
         let mut changed = 0;
         for (key, pool) in self.pools.iter().filter(|(k, _)| wanted(k)) {
-            if key.cluster_ip {
-                if pool.set_endpoints(cluster_ip_endpoint(snap, key)) {
-                    changed += 1;
-                }
-                continue;
-            }
-            let slices = idx
-                .get(&(key.namespace.as_str(), key.service.as_str()))
-                .map(Vec::as_slice)
-                .unwrap_or_default();
-            if pool.set_endpoints(endpoints_for(slices, key)) {
+            let endpoints = if key.cluster_ip {
+                cluster_ip_endpoint(snap, key)
+            } else {
+                endpoints_for(&snap.slices_of(&key.namespace, &key.service), key)
+            };
+            if pool.set_endpoints(endpoints) {
                 changed += 1;
             }
         }
