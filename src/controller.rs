@@ -197,7 +197,8 @@ impl Controller {
                     diagnostics: Arc::new(t.diagnostics.clone()),
                     gateway,
                 })));
-            let generation = self.link(t, &snap);
+            let changed = (self.last.as_ref()).map(|last| last.changed_endpoint_services(&snap));
+            let generation = self.link(t, &snap, changed);
             let id = generation.id;
             info!(
                 generation = id,
@@ -220,8 +221,14 @@ impl Controller {
     }
 
     /// Attach live pools to the translated routes; new pools get their endpoints before the
-    /// generation that uses them is published.
-    fn link(&mut self, t: Translation, snap: &Snapshot) -> Generation {
+    /// generation that uses them is published, and so do the pools of the Services in
+    /// `changed` (None: every pool).
+    fn link(
+        &mut self,
+        t: Translation,
+        snap: &Snapshot,
+        changed: Option<BTreeSet<(String, String)>>,
+    ) -> Generation {
         let mut link = Link {
             upstreams: &mut self.upstreams,
             used: HashSet::new(),
@@ -231,7 +238,7 @@ impl Controller {
         let default_route = link.convert(t.default_route);
         let routes = t.routes.map(&mut |spec| link.convert(spec));
         let (used, used_limits) = (link.used, link.used_limits);
-        self.upstreams.refresh(snap);
+        self.upstreams.refresh_changed(snap, changed.as_ref());
         self.upstreams.retain(&used);
         self.limits.retain(&used_limits);
         let id = self.next_id;

@@ -133,7 +133,7 @@ pub struct Snapshot {
     /// The EndpointSlices of each (namespace, Service), by their `kubernetes.io/service-name`
     /// label: kept by [`Snapshot::insert`], [`Snapshot::upsert`] and [`Snapshot::remove`], so
     /// an endpoint change finds its Service's slices without a scan.
-    slices_by_service: Map<(String, String), imbl::OrdSet<ObjKey>>,
+    slices_by_service: Map<(String, String), Map<ObjKey, Arc<EndpointSlice>>>,
 }
 
 /// Secret types a source keeps: TLS, and Opaque (auth users; no type means Opaque).
@@ -248,11 +248,14 @@ impl Snapshot {
         if let Object::EndpointSlice(s) = obj {
             let key = key_of(&s.metadata);
             let svc = slice_service(&key, &s);
-            if let Some(old) = self.endpoint_slices.insert(key.clone(), s) {
+            if let Some(old) = self.endpoint_slices.insert(key.clone(), s.clone()) {
                 self.unindex_slice(&key, &old);
             }
             if let Some(svc) = svc {
-                self.slices_by_service.entry(svc).or_default().insert(key);
+                self.slices_by_service
+                    .entry(svc)
+                    .or_default()
+                    .insert(key, s);
             }
             return;
         }
@@ -295,10 +298,7 @@ impl Snapshot {
         else {
             return Vec::new();
         };
-        keys.iter()
-            .filter_map(|k| self.endpoint_slices.get(k))
-            .map(|s| &**s)
-            .collect()
+        keys.values().map(|s| &**s).collect()
     }
 
     /// True when everything but the EndpointSlices is equal: only endpoint sets need
@@ -340,6 +340,23 @@ impl Snapshot {
                     note(new.0, new.1);
                 }
             }
+        }
+        out
+    }
+}
+
+impl Snapshot {
+    /// (namespace, service) of every Service whose endpoints may differ between `self` and
+    /// `other`: its EndpointSlices changed, or the Service itself (a `service-upstream`
+    /// pool's one endpoint is its ClusterIP).
+    pub fn changed_endpoint_services(&self, other: &Snapshot) -> BTreeSet<(String, String)> {
+        let mut out = self.changed_slice_services(other);
+        for d in self.services.diff(&other.services) {
+            let k = match d {
+                imbl::ordmap::DiffItem::Add(k, _) | imbl::ordmap::DiffItem::Remove(k, _) => k,
+                imbl::ordmap::DiffItem::Update { new, .. } => new.0,
+            };
+            out.insert((k.namespace.clone(), k.name.clone()));
         }
         out
     }

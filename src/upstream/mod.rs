@@ -351,6 +351,8 @@ fn cluster_ip_endpoint(snap: &Snapshot, key: &UpstreamKey) -> BTreeSet<SocketAdd
 /// All live pools, by key. Owned by the controller; routes hold `Arc`s to the pools.
 pub struct Upstreams {
     pools: HashMap<UpstreamKey, Arc<Pool>>,
+    /// Pools created since the last [`Upstreams::refresh_changed`]: they have no endpoints yet.
+    fresh: Vec<UpstreamKey>,
     metrics: Option<Arc<Metrics>>,
 }
 
@@ -358,6 +360,7 @@ impl Upstreams {
     pub fn new(metrics: Option<Arc<Metrics>>) -> Self {
         Upstreams {
             pools: HashMap::new(),
+            fresh: Vec::new(),
             metrics,
         }
     }
@@ -379,6 +382,7 @@ impl Upstreams {
         }
         let p = Arc::new(Pool::new(key.clone(), gauge));
         self.pools.insert(key.clone(), p.clone());
+        self.fresh.push(key.clone());
         p
     }
 
@@ -403,6 +407,27 @@ impl Upstreams {
     /// Recompute every pool's endpoints from the snapshot; returns how many pools changed.
     pub fn refresh(&self, snap: &Snapshot) -> usize {
         self.refresh_where(snap, |_| true)
+    }
+
+    /// Give the pools created since the last call their endpoints, and recompute those of
+    /// the pools of these (namespace, service) pairs (whose slices or Service changed; None:
+    /// every pool): a new generation costs what it changed, not one lookup per pool.
+    pub fn refresh_changed(
+        &mut self,
+        snap: &Snapshot,
+        services: Option<&BTreeSet<(String, String)>>,
+    ) -> usize {
+        let fresh: HashSet<UpstreamKey> = std::mem::take(&mut self.fresh).into_iter().collect();
+        let Some(services) = services else {
+            return self.refresh(snap);
+        };
+        let wanted: HashSet<(&str, &str)> = services
+            .iter()
+            .map(|(ns, svc)| (ns.as_str(), svc.as_str()))
+            .collect();
+        self.refresh_where(snap, |k| {
+            fresh.contains(k) || wanted.contains(&(k.namespace.as_str(), k.service.as_str()))
+        })
     }
 
     /// Recompute the endpoints of the pools of these (namespace, service) pairs only.

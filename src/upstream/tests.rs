@@ -165,3 +165,37 @@ fn refreshing_named_services_touches_only_their_pools() {
     assert_eq!(api.len(), api_full.len());
     assert_eq!(u.refresh_services(&snap(&both), &BTreeSet::new()), 0);
 }
+
+#[test]
+fn a_new_generation_refreshes_new_pools_and_changed_services_only() {
+    let api_key = UpstreamKey {
+        service: "api".into(),
+        ..key("http")
+    };
+    let both = format!(
+        "{SLICES}---\n{}",
+        SLICES
+            .replace("name: web-1", "name: api-1")
+            .replace("service-name: web", "service-name: api")
+    );
+    let s = snap(&both);
+    let mut u = Upstreams::new(None);
+    let web = u.pool(&key("http"));
+    // Both pools are new: both get their endpoints though no Service is named.
+    assert_eq!(u.refresh_changed(&s, Some(&BTreeSet::new())), 1);
+    assert_eq!(web.len(), 3);
+    let api = u.pool(&api_key);
+    assert_eq!(u.refresh_changed(&s, Some(&BTreeSet::new())), 1);
+    assert_eq!(api.len(), 2);
+    // Not new and not named: left as they are even when the snapshot says otherwise.
+    let empty = Snapshot::default();
+    assert_eq!(u.refresh_changed(&empty, Some(&BTreeSet::new())), 0);
+    assert_eq!((api.len(), web.len()), (2, 3));
+    // Named: recomputed (the empty snapshot has no slices for api).
+    let named: BTreeSet<(String, String)> = [("shop".to_string(), "api".to_string())].into();
+    assert_eq!(u.refresh_changed(&empty, Some(&named)), 1);
+    assert_eq!((api.len(), web.len()), (0, 3));
+    // None: every pool.
+    assert_eq!(u.refresh_changed(&Snapshot::default(), None), 1);
+    assert_eq!(web.len(), 0);
+}
