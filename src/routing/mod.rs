@@ -35,7 +35,10 @@
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashMap;
+/// The route table's maps are looked up on every request (host, then exact path): foldhash
+/// (seeded per process, as hashbrown's default) instead of SipHash. Their keys come from
+/// the configuration, never from a request, so a client cannot build collisions.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 pub mod conditions;
 
@@ -262,8 +265,8 @@ impl<T> Default for HostRoutes<T> {
     fn default() -> Self {
         HostRoutes {
             root: None,
-            exact: HashMap::new(),
-            prefix: HashMap::new(),
+            exact: HashMap::default(),
+            prefix: HashMap::default(),
             regex: None,
             default: None,
         }
@@ -421,9 +424,9 @@ pub struct RouteTable<T> {
 impl<T> Default for RouteTable<T> {
     fn default() -> Self {
         RouteTable {
-            exact: HashMap::new(),
-            wildcard: HashMap::new(),
-            suffix: HashMap::new(),
+            exact: HashMap::default(),
+            wildcard: HashMap::default(),
+            suffix: HashMap::default(),
             any: None,
             fallback: None,
         }

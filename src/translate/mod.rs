@@ -25,7 +25,13 @@ mod tests;
 
 pub use diagnostics::{DiagKind, Diagnostic};
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
+
+/// The translator's own maps (per host, per pool, per rule slot; a few per Ingress and
+/// rebuilt on every translation): foldhash instead of SipHash, about a tenth of the
+/// translation's time at 10,000 Ingresses (docs/benchmarks.md, "Scale").
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+type HashSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 use std::sync::Arc;
 
 use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
@@ -247,15 +253,15 @@ pub fn translate_with(snap: &Snapshot, conf: &TranslateConf, last_good: &LastGoo
         snap,
         conf,
         routes: RouteTable::default(),
-        owners: HashMap::new(),
+        owners: HashMap::default(),
         diagnostics: Vec::new(),
         tls: Vec::new(),
-        tls_hosts: HashSet::new(),
-        regex_hosts: HashSet::new(),
-        balances: HashMap::new(),
-        host_owner: HashMap::new(),
-        auth_cache: HashMap::new(),
-        client_tls: HashMap::new(),
+        tls_hosts: HashSet::default(),
+        regex_hosts: HashSet::default(),
+        balances: HashMap::default(),
+        host_owner: HashMap::default(),
+        auth_cache: HashMap::default(),
+        client_tls: HashMap::default(),
     };
     let default_route = t.global_default();
     let mut ours: Vec<(&ObjKey, &Ingress)> = snap
