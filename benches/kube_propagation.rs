@@ -121,7 +121,18 @@ async fn run(ingresses: usize, changes: usize, ports: &[u16], marker: u16, quick
     api.apply_yaml(&yaml);
 
     let t0 = Instant::now();
-    let gw = Gateway::start_kube(&api, "bench", "  access_log: {enabled: false}\n").await;
+    // Ready takes longer than the tests' deadline at 50,000 Ingresses: wait here, with
+    // patience in proportion to the object count.
+    let gw = Gateway::start_kube_unready(&api, "bench", "  access_log: {enabled: false}\n").await;
+    let patience = Duration::from_secs(60) + Duration::from_millis(ingresses as u64 * 4);
+    while gw.readyz().await != 200 {
+        assert!(
+            t0.elapsed() < patience,
+            "not ready after {patience:?}: {}",
+            gw.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let ready_ms = t0.elapsed().as_secs_f64() * 1000.0;
     assert_eq!(gw.get("h0.bench.local", "/").await.unwrap().0, 200);
     let rss_loaded = rss_mib(gw.pid());

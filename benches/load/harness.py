@@ -60,6 +60,10 @@ SCENARIOS = {
     # peers serve the same configuration as in hosts-1000).
     "hosts-1000-gateway": ("hosts-1000 as Gateway API: one Gateway, 1,000 HTTPRoutes x 10 PathPrefix rules",
                            "http", "/?size=13", "hosts", 50),
+    # Scale: hosts-1000's load over 10 and 50 times the Ingresses (not in the default run:
+    # name them with --scenarios; docs/benchmarks.md, "Scale").
+    "hosts-10000": ("10,000 hosts x 10 paths, random host+path per request", "http", "/?size=13", "hosts", 50),
+    "hosts-50000": ("50,000 hosts x 10 paths, random host+path per request", "http", "/?size=13", "hosts", 50),
     "churn": ("route and endpoint change every 100 ms under load", "http", "/?size=13", "churn", 50),
     "annotations-1000": ("1,000 Ingresses with ingress-nginx annotations (regex path, rewrite-target, "
                          "cookie affinity, canary by header), random host per request; 1 in 10 requests "
@@ -80,12 +84,15 @@ SCENARIOS = {
     "tracing-all": ("h1-small with tracing on, sampling_ratio 1.0, OTLP export", "http", "/?size=13",
                     "keepalive", 50),
 }
+# Run only when named (their set-up takes minutes per proxy).
+SCALE_ONLY = {"hosts-10000", "hosts-50000"}
 # Report tables, one per family of scenarios (in this order).
 FAMILIES = [
     ("HTTP/1.1 keep-alive, by response size", ["h1-small", "h1-16k", "h1-1m"]),
     ("New connections", ["h1-newconn", "tls-newconn"]),
     ("TLS and HTTP/2", ["tls-small", "h2-tls"]),
     ("Routing at 1,000 hosts", ["hosts-1000", "hosts-1000-gateway", "annotations-1000"]),
+    ("Routing at 10,000 and 50,000 hosts", ["hosts-10000", "hosts-50000"]),
     ("Changes and hostile clients", ["churn", "slowloris"]),
     ("pingress's own features against h1-small",
      ["policy-allowlist", "policy-limit", "policy-basic-auth", "tracing-1pct", "tracing-all"]),
@@ -223,10 +230,16 @@ def rss_kib(pid, key="VmHWM"):
 # ---------------------------------------------------------------- configs
 
 
+def is_hosts(scenario):
+    """hosts-1000, hosts-1000-gateway and the scale scenarios: N hosts x 10 paths."""
+    return scenario.startswith("hosts-")
+
+
 def routes_for(scenario):
     """(host, path) pairs every proxy serves, all to the same backend."""
-    if scenario in ("hosts-1000", "hosts-1000-gateway"):
-        return [(f"h{i}.bench.local", f"/p{j}") for i in range(1000) for j in range(10)]
+    if is_hosts(scenario):
+        n = int(scenario.split("-")[1])
+        return [(f"h{i}.bench.local", f"/p{j}") for i in range(n) for j in range(10)]
     if scenario == "annotations-1000":
         return [(f"a{i}.bench.local", "/svc") for i in range(1000)]
     return [(HOST, "/")]
@@ -620,10 +633,12 @@ class Proxy:
         self.conf = conf
         self.proc = subprocess.Popen(pinned(cmd, PROXY_CPU), stdout=subprocess.DEVNULL,
                                      stderr=open(d / f"{self.name}.stderr", "w"))
-        wait_port(self.http)
-        wait_port(self.https)
+        # The scale scenarios' configurations take every proxy seconds to minutes to load.
+        patience = 600 if self.scenario in SCALE_ONLY else 30
+        wait_port(self.http, patience)
+        wait_port(self.https, patience)
         if self.name == "pingress":
-            end = time.time() + 30
+            end = time.time() + patience
             while time.time() < end:
                 try:
                     if urllib.request.urlopen(f"http://127.0.0.1:{self.admin}/readyz").status == 200:
@@ -710,7 +725,7 @@ def wrk_script(d, scenario, routes, close):
                 lua.append(f'  reqs[{k}] = wrk.format(nil, "{p}/x?size=13", {{["Host"]="{h}",{hdr}{extra}}})\n')
         lua.append("end\nlocal n = 0\nrequest = function()\n  n = n + 7919\n"
                    "  return reqs[(n % #reqs) + 1]\nend\n")
-    elif scenario in ("hosts-1000", "hosts-1000-gateway"):
+    elif is_hosts(scenario):
         lua.append("local reqs = {}\ninit = function(args)\n")
         for i, (h, p) in enumerate(routes):
             lua.append(f'  reqs[{i + 1}] = wrk.format(nil, "{p}/x?size=13", {{["Host"]="{h}",{hdr}}})\n')
@@ -956,7 +971,7 @@ def main():
     ap.add_argument("--duration", type=float, default=8)
     ap.add_argument("--warmup", type=float, default=2,
                     help="seconds of unmeasured load before each measured run (0: none)")
-    ap.add_argument("--scenarios", default=",".join(SCENARIOS))
+    ap.add_argument("--scenarios", default=",".join(s for s in SCENARIOS if s not in SCALE_ONLY))
     ap.add_argument("--proxies", default=",".join(PROXIES))
     ap.add_argument("--out", default=str(ROOT / "benches" / "results"))
     ap.add_argument("--command", default="benches/load/run")

@@ -353,6 +353,8 @@ pub struct Upstreams {
     pools: HashMap<UpstreamKey, Arc<Pool>>,
     /// Pools created since the last [`Upstreams::refresh_changed`]: they have no endpoints yet.
     fresh: Vec<UpstreamKey>,
+    /// The pools of each (namespace, Service), for endpoint changes.
+    by_service: HashMap<(String, String), Vec<UpstreamKey>>,
     metrics: Option<Arc<Metrics>>,
 }
 
@@ -361,6 +363,7 @@ impl Upstreams {
         Upstreams {
             pools: HashMap::new(),
             fresh: Vec::new(),
+            by_service: HashMap::new(),
             metrics,
         }
     }
@@ -383,12 +386,17 @@ impl Upstreams {
         let p = Arc::new(Pool::new(key.clone(), gauge));
         self.pools.insert(key.clone(), p.clone());
         self.fresh.push(key.clone());
+        self.by_service
+            .entry((key.namespace.clone(), key.service.clone()))
+            .or_default()
+            .push(key.clone());
         p
     }
 
     /// Drop pools no route uses any more (requests in flight keep their `Arc`).
     pub fn retain(&mut self, used: &HashSet<UpstreamKey>) {
         let metrics = self.metrics.clone();
+        let by_service = &mut self.by_service;
         self.pools.retain(|k, _| {
             let keep = used.contains(k);
             if !keep {
@@ -399,6 +407,13 @@ impl Upstreams {
                         &k.port.to_string(),
                     ]);
                 }
+                let svc = (k.namespace.clone(), k.service.clone());
+                if let Some(keys) = by_service.get_mut(&svc) {
+                    keys.retain(|x| x != k);
+                    if keys.is_empty() {
+                        by_service.remove(&svc);
+                    }
+                }
             }
             keep
         });
@@ -406,7 +421,7 @@ impl Upstreams {
 
     /// Recompute every pool's endpoints from the snapshot; returns how many pools changed.
     pub fn refresh(&self, snap: &Snapshot) -> usize {
-        self.refresh_where(snap, |_| true)
+        self.refresh_keys(snap, self.pools.keys())
     }
 
     /// Give the pools created since the last call their endpoints, and recompute those of
@@ -417,43 +432,47 @@ impl Upstreams {
         snap: &Snapshot,
         services: Option<&BTreeSet<(String, String)>>,
     ) -> usize {
-        let fresh: HashSet<UpstreamKey> = std::mem::take(&mut self.fresh).into_iter().collect();
+        let fresh = std::mem::take(&mut self.fresh);
         let Some(services) = services else {
             return self.refresh(snap);
         };
-        let wanted: HashSet<(&str, &str)> = services
+        let named = services
             .iter()
-            .map(|(ns, svc)| (ns.as_str(), svc.as_str()))
-            .collect();
-        self.refresh_where(snap, |k| {
-            fresh.contains(k) || wanted.contains(&(k.namespace.as_str(), k.service.as_str()))
-        })
+            .filter_map(|s| self.by_service.get(s))
+            .flatten();
+        self.refresh_keys(snap, fresh.iter().chain(named))
     }
 
-    /// Recompute the endpoints of the pools of these (namespace, service) pairs only.
+    /// Recompute the endpoints of the pools of these (namespace, service) pairs only: the
+    /// cost is theirs, not the pool count's (docs/benchmarks.md, "Scale").
     pub fn refresh_services(
         &self,
         snap: &Snapshot,
         services: &BTreeSet<(String, String)>,
     ) -> usize {
-        if services.is_empty() {
-            return 0;
-        }
-        let wanted: HashSet<(&str, &str)> = services
+        let named = services
             .iter()
-            .map(|(ns, svc)| (ns.as_str(), svc.as_str()))
-            .collect();
-        self.refresh_where(snap, |k| {
-            wanted.contains(&(k.namespace.as_str(), k.service.as_str()))
-        })
+            .filter_map(|s| self.by_service.get(s))
+            .flatten();
+        self.refresh_keys(snap, named)
     }
 
-    /// Recompute the endpoints of the pools `wanted` accepts. Each pool's slices come from
-    /// the snapshot's index by Service: the cost is the pools', not the slice count's
-    /// (docs/benchmarks.md, "Scale").
-    fn refresh_where(&self, snap: &Snapshot, wanted: impl Fn(&UpstreamKey) -> bool) -> usize {
+    /// Recompute the endpoints of these pools (each once; keys without a pool are skipped).
+    /// Each pool's slices come from the snapshot's index by Service.
+    fn refresh_keys<'a>(
+        &self,
+        snap: &Snapshot,
+        keys: impl Iterator<Item = &'a UpstreamKey>,
+    ) -> usize {
+        let mut seen = HashSet::new();
         let mut changed = 0;
-        for (key, pool) in self.pools.iter().filter(|(k, _)| wanted(k)) {
+        for key in keys {
+            let Some(pool) = self.pools.get(key) else {
+                continue;
+            };
+            if !seen.insert(key) {
+                continue;
+            }
             let endpoints = if key.cluster_ip {
                 cluster_ip_endpoint(snap, key)
             } else {
