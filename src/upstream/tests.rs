@@ -135,6 +135,17 @@ fn registry_refreshes_and_drops_unused_pools() {
     assert_eq!(a.len(), 3, "in-flight holders keep a working pool");
 }
 
+/// SLICES, and the same again for a Service `api` (its first slice renamed `api-1`; the
+/// second copies keep their names, so the first definitions win).
+fn web_and_api_slices() -> String {
+    format!(
+        "{SLICES}---\n{}",
+        SLICES
+            .replace("name: web-1", "name: api-1")
+            .replace("service-name: web", "service-name: api")
+    )
+}
+
 #[test]
 fn refreshing_named_services_touches_only_their_pools() {
     let mut u = Upstreams::new(None);
@@ -143,12 +154,7 @@ fn refreshing_named_services_touches_only_their_pools() {
         service: "api".into(),
         ..key("http")
     });
-    let both = format!(
-        "{SLICES}---\n{}",
-        SLICES
-            .replace("name: web-1", "name: api-1")
-            .replace("service-name: web", "service-name: api")
-    );
+    let both = web_and_api_slices();
     let only_web: BTreeSet<(String, String)> = [("shop".to_string(), "web".to_string())].into();
     assert_eq!(u.refresh_services(&snap(&both), &only_web), 1);
     assert_eq!((web.len(), api.len()), (3, 0), "api's slices are not read");
@@ -172,12 +178,7 @@ fn a_new_generation_refreshes_new_pools_and_changed_services_only() {
         service: "api".into(),
         ..key("http")
     };
-    let both = format!(
-        "{SLICES}---\n{}",
-        SLICES
-            .replace("name: web-1", "name: api-1")
-            .replace("service-name: web", "service-name: api")
-    );
+    let both = web_and_api_slices();
     let s = snap(&both);
     let mut u = Upstreams::new(None);
     let web = u.pool(&key("http"));
