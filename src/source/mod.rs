@@ -323,14 +323,7 @@ impl Snapshot {
         use imbl::ordmap::DiffItem;
         let mut out = BTreeSet::new();
         let mut note = |k: &ObjKey, s: &EndpointSlice| {
-            let svc = s
-                .metadata
-                .labels
-                .as_ref()
-                .and_then(|l| l.get(crate::upstream::SERVICE_NAME_LABEL))
-                .cloned()
-                .unwrap_or_default();
-            out.insert((k.namespace.clone(), svc));
+            out.insert(slice_service(k, s).unwrap_or_else(|| (k.namespace.clone(), String::new())));
         };
         for d in self.endpoint_slices.diff(&other.endpoint_slices) {
             match d {
