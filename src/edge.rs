@@ -161,6 +161,36 @@ fn check_host(
     }
 }
 
+/// The octets of an RFC 3986 reg-name without pct-encoding: unreserved and sub-delims,
+/// one lookup per octet.
+static REG_NAME: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        t[i] = b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'-' | b'.'
+                    | b'_'
+                    | b'~'
+                    | b'!'
+                    | b'$'
+                    | b'&'
+                    | b'\''
+                    | b'('
+                    | b')'
+                    | b'*'
+                    | b'+'
+                    | b','
+                    | b';'
+                    | b'='
+            );
+        i += 1;
+    }
+    t
+};
+
 /// `uri-host [ ":" port ]` of RFC 3986, as a Host field value (which may be empty).
 pub fn valid_authority(v: &[u8]) -> bool {
     let (host, port) = if v.first() == Some(&b'[') {
@@ -188,26 +218,7 @@ pub fn valid_authority(v: &[u8]) -> bool {
     };
     // No pct-encoded octets: no DNS name has one, and the http crate's authority parser
     // refuses them (`%`, then `%00`, found by the property test in src/props.rs).
-    let reg_name = host.iter().all(|b| {
-        b.is_ascii_alphanumeric()
-            || matches!(
-                b,
-                b'-' | b'.'
-                    | b'_'
-                    | b'~'
-                    | b'!'
-                    | b'$'
-                    | b'&'
-                    | b'\''
-                    | b'('
-                    | b')'
-                    | b'*'
-                    | b'+'
-                    | b','
-                    | b';'
-                    | b'='
-            )
-    });
+    let reg_name = host.iter().all(|b| REG_NAME[*b as usize]);
     let port_ok = port.len() <= 5
         && port.iter().all(u8::is_ascii_digit)
         && (port.is_empty()

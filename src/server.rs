@@ -131,14 +131,15 @@ struct Draining<A> {
     delay: Duration,
     proxy_protocol: Option<Arc<ProxyProtocol>>,
     connections: prometheus::IntGauge,
-    /// `pingress.edge`: connection limits and the request-head deadline.
+    /// `pingress.edge`: connection limits and the HTTP/1 connection deadlines.
     max_connections: usize,
     max_per_client: usize,
     per_client: Arc<crate::edge::conn::PerClient>,
-    head_timeout: Duration,
+    timeouts: crate::edge::conn::ConnTimeouts,
     closed: prometheus::IntCounterVec,
-    /// `closed{reason="head_timeout"}`, looked up once rather than at every accept.
-    head_timeouts: prometheus::IntCounter,
+    /// `closed{reason="head_timeout"}` and `{reason="send_timeout"}`, looked up once
+    /// rather than at every accept.
+    deadline_closes: crate::edge::conn::DeadlineCounters,
     /// TLS handshakes under way: a connection handed to the app has finished its own.
     handshakes: Arc<crate::edge::handshake::Handshakes>,
 }
@@ -192,10 +193,10 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Draining<A> {
             }
             _ => None,
         };
-        let session = Box::new(crate::edge::conn::HeadDeadline::new(
+        let session = Box::new(crate::edge::conn::Deadlines::new(
             session,
-            self.head_timeout,
-            self.head_timeouts.clone(),
+            self.timeouts,
+            self.deadline_closes.clone(),
         ));
         self.inner.process_new(session, shutdown).await
     }
@@ -311,12 +312,23 @@ pub fn build(config: Config, opt: Opt) -> anyhow::Result<Server> {
             max_connections: edge.max_connections,
             max_per_client: edge.max_connections_per_client,
             per_client: Default::default(),
-            head_timeout: Duration::from_millis(edge.head_timeout_ms),
+            timeouts: crate::edge::conn::ConnTimeouts {
+                head: Duration::from_millis(edge.head_timeout_ms),
+                idle: (edge.keepalive_timeout_seconds > 0)
+                    .then(|| Duration::from_secs(edge.keepalive_timeout_seconds)),
+                send: Some(Duration::from_millis(edge.send_timeout_ms)),
+            },
             closed: shared.metrics.downstream_closed.clone(),
-            head_timeouts: shared
-                .metrics
-                .downstream_closed
-                .with_label_values(&["head_timeout"]),
+            deadline_closes: crate::edge::conn::DeadlineCounters {
+                head: shared
+                    .metrics
+                    .downstream_closed
+                    .with_label_values(&["head_timeout"]),
+                send: shared
+                    .metrics
+                    .downstream_closed
+                    .with_label_values(&["send_timeout"]),
+            },
         },
     );
     // The TLS handshake deadline, and the PROXY header on HTTPS listeners configured for

@@ -992,6 +992,113 @@ async fn slow_heads_are_closed_at_the_head_deadline_and_idle_keepalive_is_not() 
     );
 }
 
+/// Reads one HTTP/1 response with a small body (no chunking) and returns its status line.
+async fn read_answer(s: &mut tokio::net::TcpStream) -> String {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let n = tokio::time::timeout_at(deadline.into(), s.read(&mut buf))
+            .await
+            .expect("an answer")
+            .unwrap();
+        assert!(n > 0, "closed before the answer: {got:?}");
+        got.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&got).into_owned();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let len = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length: ")
+                        .map(|v| v.trim().parse::<usize>().unwrap())
+                })
+                .unwrap_or(0);
+            if body.len() >= len {
+                return head.lines().next().unwrap_or("").to_string();
+            }
+        }
+    }
+}
+
+/// The keep-alive idle time (`keepalive_timeout_seconds`) is the connection's own: an idle
+/// connection ends cleanly (no answer, an end of stream) once it has passed since the
+/// last answer, while one that keeps sending requests more often stays open throughout,
+/// past many multiples of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_keepalive_connections_close_at_the_idle_time_and_busy_ones_stay() {
+    let edge = Edge::start("  edge: {keepalive_timeout_seconds: 2}\n").await;
+    let one = format!("GET /ok HTTP/1.1\r\nHost: {HOST}\r\n\r\n");
+    let mut idle = tokio::net::TcpStream::connect(edge.gw.http).await.unwrap();
+    idle.write_all(one.as_bytes()).await.unwrap();
+    assert_eq!(read_answer(&mut idle).await, "HTTP/1.1 200 OK");
+    let answered = std::time::Instant::now();
+    let busy_gw = edge.gw.http;
+    let busy = tokio::spawn(async move {
+        let mut s = tokio::net::TcpStream::connect(busy_gw).await.unwrap();
+        let started = std::time::Instant::now();
+        let mut served = 0;
+        while started.elapsed() < Duration::from_secs(7) {
+            s.write_all(one.as_bytes()).await.unwrap();
+            assert_eq!(
+                read_answer(&mut s).await,
+                "HTTP/1.1 200 OK",
+                "after {served}"
+            );
+            served += 1;
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        served
+    });
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(30), idle.read(&mut buf))
+        .await
+        .expect("the idle connection is closed")
+        .expect("closed cleanly, not reset");
+    let after = answered.elapsed();
+    assert_eq!(n, 0, "bytes on an idle connection: {:?}", &buf[..n]);
+    assert!(
+        after >= Duration::from_millis(1900),
+        "closed after {after:?}"
+    );
+    let served = busy.await.unwrap();
+    assert!(served >= 10, "the busy connection served {served} requests");
+}
+
+/// The send timeout on HTTP/1 (`send_timeout_ms`, nginx's `send_timeout`): a client that
+/// asks for 64 MiB and does not read is cut once no write has made progress for that long,
+/// and counted; meanwhile others are served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http1_client_that_does_not_read_is_cut_at_the_send_timeout() {
+    let web = pod("web").await;
+    let gw = Gateway::start_with(
+        &[("site.yaml", site("web", "s.test", &[web]))],
+        "  edge: {send_timeout_ms: 1500}\n",
+    )
+    .await;
+    gw.wait_for("s.test", "/", "web").await;
+    let size = 64 << 20;
+    let mut s = tokio::net::TcpStream::connect(gw.http).await.unwrap();
+    s.write_all(format!("GET /?size={size} HTTP/1.1\r\nHost: s.test\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    // Not reading: the gateway's writes stop when the socket buffers are full.
+    assert_eq!(gw.who("s.test", "/").await, "web");
+    closes_counted(&gw, "send_timeout", 1.0).await;
+    // What was buffered arrives, then the connection ends short of the body.
+    let mut total = 0usize;
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        match tokio::time::timeout(Duration::from_secs(30), s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => total += n,
+            Err(_) => panic!("still open after the send timeout, {total} bytes read"),
+        }
+    }
+    assert!(total < size, "read {total} bytes: the whole body");
+    assert_eq!(gw.who("s.test", "/").await, "web");
+}
+
 /// Connection limits: past `max_connections_per_client` (and `max_connections`) a new
 /// connection is closed at once, counted; closing one lets the next in.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,19 +1,32 @@
 //! Per-connection guards, applied where the proxy app takes a new client connection:
-//! the connection limits (process-wide and per client address) and the request-head
-//! deadline that closes slow clients (slowloris) which Pingora's per-read timeouts let live.
+//! the connection limits (process-wide and per client address) and the deadlines of an
+//! HTTP/1 connection, kept by a wrapper around its stream ([`Deadlines`]):
 //!
-//! The deadline is a wrapper around the connection's stream. Its state moves with the
-//! HTTP/1 request cycle: armed at accept, and again by the first byte of each next request
-//! on a keep-alive connection; disarmed by the proxy once a head is complete
-//! ([`HeadClock::head_done`]), idle after each answer ([`HeadClock::idle`]), when the
-//! keep-alive timeout is Pingora's. HTTP/2 connections are never armed (their streams have
-//! their own limits and the idle timeout).
+//! * the request head: from accept for the first request, from the first byte of each next
+//!   one; past it the connection is closed (slowloris, which Pingora's per-read timeouts
+//!   let live);
+//! * the keep-alive idle time, from the end of an answer to the next request's first byte;
+//!   past it the connection ends cleanly, as an end of stream;
+//! * the send timeout: the longest wait for a client to take the next response bytes
+//!   (nginx's `send_timeout`, between two writes that make progress).
+//!
+//! The state moves with the request cycle ([`ConnClock`]): armed at accept, head again at
+//! the first byte of each next request, done once the proxy has a complete head
+//! ([`ConnClock::head_done`]), idle after each answer ([`ConnClock::idle`]). HTTP/2
+//! connections are never armed (their streams have their own limits, send timeout and the
+//! idle timeout).
+//!
+//! The timers cost nothing while a client keeps up: a deadline is taken (one clock read)
+//! only when a read or write has to wait, and one timer per direction lives as long as the
+//! connection, moved only when a deadline comes earlier than where it stands (a later
+//! deadline is checked when the timer fires). Pingora's own keep-alive and write timeouts
+//! would register a timer for every wait of every request.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::IpAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -22,122 +35,254 @@ use async_trait::async_trait;
 use pingora::protocols::{GetProxyDigest, GetSocketDigest, GetTimingDigest};
 use pingora::protocols::{Peek, Shutdown, Ssl, Stream, UniqueID, UniqueIDType, ALPN};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, Sleep};
 
-const IDLE: u8 = 0;
-const HEAD: u8 = 1;
-const BODY: u8 = 2;
-const OFF: u8 = 3;
+const IDLE: u32 = 0;
+const HEAD: u32 = 1;
+const BODY: u32 = 2;
+const OFF: u32 = 3;
+const STATE: u32 = 0xff;
 
-/// Where a connection is in its request cycle, as the deadline sees it.
+/// Where a connection is in its request cycle, as its deadlines see it: the state in the
+/// low byte, above it a count of changes, so each phase (each idle time, each head) is told
+/// apart from the one before even when the state is the same.
 #[derive(Debug, Default)]
-pub struct HeadClock(AtomicU8);
+pub struct ConnClock(AtomicU32);
 
-impl HeadClock {
-    /// The request head is complete: no deadline while it is answered.
+impl ConnClock {
+    fn new(state: u32) -> Self {
+        ConnClock(AtomicU32::new(state))
+    }
+
+    /// The current phase: state and change count.
+    fn phase(&self) -> u32 {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    /// Move to `to` when the state is one of `from`.
+    fn moved(&self, from: &[u32], to: u32) {
+        let _ = self
+            .0
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |w| {
+                from.contains(&(w & STATE))
+                    .then(|| (w & !STATE).wrapping_add(STATE + 1) | to)
+            });
+    }
+
+    /// The request head is complete (read now, or pipelined behind the last answer): no
+    /// deadline of ours while it is answered.
     pub fn head_done(&self) {
-        let _ = self
-            .0
-            .compare_exchange(HEAD, BODY, Ordering::Relaxed, Ordering::Relaxed);
+        self.moved(&[HEAD, IDLE], BODY);
     }
 
-    /// The answer is written: the next byte starts the next head's deadline.
+    /// The answer is written: the keep-alive idle time starts; the next byte starts the
+    /// next head's deadline.
     pub fn idle(&self) {
-        let _ = self
-            .0
-            .compare_exchange(BODY, IDLE, Ordering::Relaxed, Ordering::Relaxed);
+        self.moved(&[BODY], IDLE);
     }
 }
 
-/// A client stream with a request-head deadline.
-pub struct HeadDeadline {
-    inner: Stream,
-    clock: Arc<HeadClock>,
-    timeout: Duration,
-    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
-    timeouts: prometheus::IntCounter,
+/// The deadlines of one client connection.
+#[derive(Clone, Copy, Debug)]
+pub struct ConnTimeouts {
+    /// To receive a whole request head.
+    pub head: Duration,
+    /// Keep-alive idle time (`None`: no limit of ours).
+    pub idle: Option<Duration>,
+    /// Longest wait for a client to take response bytes (`None`: no limit of ours).
+    pub send: Option<Duration>,
 }
 
-impl HeadDeadline {
+/// The counters of connections the deadlines closed.
+#[derive(Clone)]
+pub struct DeadlineCounters {
+    pub head: prometheus::IntCounter,
+    pub send: prometheus::IntCounter,
+}
+
+/// A deadline and the timer that wakes the connection for it. The timer is created at the
+/// first wait and reused: a deadline later than the timer's is checked when it fires.
+#[derive(Default)]
+struct Timer {
+    sleep: Option<Pin<Box<Sleep>>>,
+}
+
+impl Timer {
+    /// Whether `deadline` has passed; if not, the task is woken when it does.
+    fn expired(&mut self, deadline: Instant, cx: &mut Context<'_>) -> bool {
+        let sleep = self
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if sleep.deadline() > deadline {
+            sleep.as_mut().reset(deadline);
+        }
+        while sleep.as_mut().poll(cx).is_ready() {
+            if sleep.deadline() >= deadline {
+                return true;
+            }
+            // It fired for an earlier deadline that has since moved later.
+            sleep.as_mut().reset(deadline);
+        }
+        false
+    }
+}
+
+/// A client stream with its connection's deadlines.
+pub struct Deadlines {
+    inner: Stream,
+    clock: Arc<ConnClock>,
+    timeouts: ConnTimeouts,
+    /// The phase whose read deadline is taken, and that deadline.
+    read_phase: Option<(u32, Instant)>,
+    read_timer: Timer,
+    /// Since a write has been waiting: its deadline.
+    write_deadline: Option<Instant>,
+    write_timer: Timer,
+    counters: DeadlineCounters,
+}
+
+impl Deadlines {
     /// Wrap `inner`; the first head's deadline starts now, unless the connection is
     /// HTTP/2 by ALPN.
-    pub fn new(inner: Stream, timeout: Duration, timeouts: prometheus::IntCounter) -> Self {
+    pub fn new(inner: Stream, timeouts: ConnTimeouts, counters: DeadlineCounters) -> Self {
         let h2 = matches!(inner.selected_alpn_proto(), Some(ALPN::H2));
-        HeadDeadline {
+        let clock = ConnClock::new(if h2 { OFF } else { HEAD });
+        Deadlines {
+            read_phase: (!h2).then(|| (clock.phase(), Instant::now() + timeouts.head)),
+            clock: Arc::new(clock),
             inner,
-            clock: Arc::new(HeadClock(AtomicU8::new(if h2 { OFF } else { HEAD }))),
-            timeout,
-            sleep: (!h2).then(|| Box::pin(tokio::time::sleep(timeout))),
             timeouts,
+            read_timer: Timer::default(),
+            write_deadline: None,
+            write_timer: Timer::default(),
+            counters,
         }
     }
 
     /// The clock of the connection under `stream`, when it is one of ours.
-    pub fn clock_of(stream: &Stream) -> Option<&HeadClock> {
+    pub fn clock_of(stream: &Stream) -> Option<&ConnClock> {
         stream
             .as_any()
-            .downcast_ref::<HeadDeadline>()
+            .downcast_ref::<Deadlines>()
             .map(|d| &*d.clock)
+    }
+
+    /// A read has to wait in `phase`: its deadline, if the phase has one, is checked.
+    fn read_waits(&mut self, phase: u32, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let timeout = match phase & STATE {
+            HEAD => Some(self.timeouts.head),
+            IDLE => self.timeouts.idle,
+            _ => None,
+        };
+        let Some(timeout) = timeout else {
+            return Poll::Pending;
+        };
+        let deadline = match self.read_phase {
+            Some((p, d)) if p == phase => d,
+            _ => {
+                let d = Instant::now() + timeout;
+                self.read_phase = Some((phase, d));
+                d
+            }
+        };
+        if !self.read_timer.expired(deadline, cx) {
+            return Poll::Pending;
+        }
+        if phase & STATE == IDLE {
+            // The keep-alive time is over: the connection ends as if the client closed it
+            // (Pingora closes it without an answer, as at its own keep-alive timeout).
+            return Poll::Ready(Ok(()));
+        }
+        self.counters.head.inc();
+        Poll::Ready(Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "request head timeout",
+        )))
+    }
+
+    /// What a write's poll says, with the send timeout: a write that waits past it fails,
+    /// one that makes progress ends the wait.
+    fn written<T>(
+        &mut self,
+        r: Poll<std::io::Result<T>>,
+        progress: impl Fn(&T) -> bool,
+        cx: &mut Context<'_>,
+    ) -> Poll<std::io::Result<T>> {
+        match &r {
+            Poll::Pending => {
+                let Some(timeout) = self.timeouts.send else {
+                    return r;
+                };
+                if self.clock.phase() & STATE == OFF {
+                    return r;
+                }
+                let deadline = *self
+                    .write_deadline
+                    .get_or_insert_with(|| Instant::now() + timeout);
+                if self.write_timer.expired(deadline, cx) {
+                    self.counters.send.inc();
+                    return Poll::Ready(Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "send timeout: the client does not read",
+                    )));
+                }
+            }
+            Poll::Ready(Ok(v)) if progress(v) => self.write_deadline = None,
+            Poll::Ready(_) => {}
+        }
+        r
     }
 }
 
-impl std::fmt::Debug for HeadDeadline {
+impl std::fmt::Debug for Deadlines {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HeadDeadline")
+        f.debug_struct("Deadlines")
             .field("inner", &self.inner)
-            .field("state", &self.clock.0.load(Ordering::Relaxed))
+            .field("phase", &self.clock.phase())
             .finish()
     }
 }
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0";
 
-impl AsyncRead for HeadDeadline {
+impl AsyncRead for Deadlines {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
         let this = &mut *self;
-        let state = this.clock.0.load(Ordering::Relaxed);
-        if state == HEAD {
-            let timeout = this.timeout;
-            let sleep = this
-                .sleep
-                .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
-            if sleep.as_mut().poll(cx).is_ready() {
-                this.timeouts.inc();
-                return Poll::Ready(Err(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    "request head timeout",
-                )));
-            }
-        } else if this.sleep.is_some() {
-            this.sleep = None;
-        }
+        let phase = this.clock.phase();
         let before = buf.filled().len();
         let r = Pin::new(&mut this.inner).poll_read(cx, buf);
-        if let Poll::Ready(Ok(())) = r {
-            let read = &buf.filled()[before..];
-            if !read.is_empty() {
-                if state == IDLE {
-                    this.clock.0.store(HEAD, Ordering::Relaxed);
-                } else if state == HEAD && before == 0 && read.starts_with(H2_PREFACE) {
-                    // HTTP/2 with prior knowledge (h2c).
-                    this.clock.0.store(OFF, Ordering::Relaxed);
+        match r {
+            Poll::Ready(Ok(())) => {
+                let read = &buf.filled()[before..];
+                if !read.is_empty() {
+                    if phase & STATE == IDLE {
+                        // The next request's first byte: its head deadline starts.
+                        this.clock.moved(&[IDLE], HEAD);
+                    } else if phase & STATE == HEAD && before == 0 && read.starts_with(H2_PREFACE) {
+                        // HTTP/2 with prior knowledge (h2c).
+                        this.clock.moved(&[HEAD], OFF);
+                    }
                 }
+                r
             }
+            Poll::Pending => this.read_waits(phase, cx),
+            Poll::Ready(Err(_)) => r,
         }
-        r
     }
 }
 
-impl AsyncWrite for HeadDeadline {
+impl AsyncWrite for Deadlines {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.written(r, |n| *n > 0, cx)
     }
 
     fn poll_write_vectored(
@@ -145,7 +290,8 @@ impl AsyncWrite for HeadDeadline {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.written(r, |n| *n > 0, cx)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -153,7 +299,8 @@ impl AsyncWrite for HeadDeadline {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        let r = Pin::new(&mut self.inner).poll_flush(cx);
+        self.written(r, |_| true, cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -162,19 +309,19 @@ impl AsyncWrite for HeadDeadline {
 }
 
 #[async_trait]
-impl Shutdown for HeadDeadline {
+impl Shutdown for Deadlines {
     async fn shutdown(&mut self) {
         self.inner.shutdown().await
     }
 }
 
-impl UniqueID for HeadDeadline {
+impl UniqueID for Deadlines {
     fn id(&self) -> UniqueIDType {
         self.inner.id()
     }
 }
 
-impl Ssl for HeadDeadline {
+impl Ssl for Deadlines {
     fn get_ssl(&self) -> Option<&pingora::protocols::tls::TlsRef> {
         self.inner.get_ssl()
     }
@@ -188,7 +335,7 @@ impl Ssl for HeadDeadline {
     }
 }
 
-impl GetTimingDigest for HeadDeadline {
+impl GetTimingDigest for Deadlines {
     fn get_timing_digest(&self) -> Vec<Option<pingora::protocols::TimingDigest>> {
         self.inner.get_timing_digest()
     }
@@ -202,20 +349,20 @@ impl GetTimingDigest for HeadDeadline {
     }
 }
 
-impl GetProxyDigest for HeadDeadline {
+impl GetProxyDigest for Deadlines {
     fn get_proxy_digest(&self) -> Option<Arc<pingora::protocols::raw_connect::ProxyDigest>> {
         self.inner.get_proxy_digest()
     }
 }
 
-impl GetSocketDigest for HeadDeadline {
+impl GetSocketDigest for Deadlines {
     fn get_socket_digest(&self) -> Option<Arc<pingora::protocols::SocketDigest>> {
         self.inner.get_socket_digest()
     }
 }
 
 #[async_trait]
-impl Peek for HeadDeadline {
+impl Peek for Deadlines {
     async fn try_peek(&mut self, buf: &mut [u8]) -> std::io::Result<bool> {
         self.inner.try_peek(buf).await
     }

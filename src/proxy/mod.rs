@@ -265,6 +265,10 @@ const MISDIRECTED: &[u8] = b"421 Misdirected Request: this connection's TLS hand
 const CLOSED: &[u8] =
     b"503 service unavailable: this route's access control could not be built (see the Ingress's diagnostics)\n";
 const HTTP: HeaderValue = HeaderValue::from_static("http");
+// Header names looked up on every request, made at compile time (a `&str` name is parsed
+// and checked at every lookup).
+const X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
+const X_FORWARDED_FOR: http::HeaderName = http::HeaderName::from_static("x-forwarded-for");
 
 /// How many concurrent streams one HTTP/2 connection to a pod may carry.
 const UPSTREAM_H2_STREAMS: usize = 100;
@@ -316,24 +320,36 @@ impl Gateway {
     /// gap, the keep-alive idle time. A refusal closes the connection: after ambiguous
     /// framing nothing else on it can be trusted.
     async fn strict(&self, session: &mut Session, ctx: &mut Ctx) -> Option<Result<bool>> {
-        session.set_write_timeout(Some(self.edge.send_timeout));
         if session.is_http2() {
+            session.set_write_timeout(Some(self.edge.send_timeout));
             let Err(refusal) = crate::edge::check_h2(session.req_header()) else {
                 return None;
             };
             return Some(self.refuse(session, ctx, refusal).await);
         }
         let down = session.as_downstream_mut();
-        if let Some(clock) = down
+        // The connection's own deadlines (src/edge/conn.rs) keep the keep-alive idle time
+        // and the send timeout of an HTTP/1 connection; Pingora's would register a timer
+        // for every wait of every request.
+        let ours = match down
             .stream()
-            .and_then(crate::edge::conn::HeadDeadline::clock_of)
+            .and_then(crate::edge::conn::Deadlines::clock_of)
         {
-            clock.head_done();
-        }
+            Some(clock) => {
+                clock.head_done();
+                true
+            }
+            None => false,
+        };
         down.set_pipelining_enabled(true);
         down.set_read_timeout(Some(self.edge.body_timeout));
-        if down.get_keepalive().is_some() {
-            down.set_keepalive(Some(self.edge.keepalive));
+        let keepalive = if ours { 0 } else { self.edge.keepalive };
+        if down.get_keepalive().is_some_and(|k| k != keepalive) {
+            // 0: no idle limit of Pingora's (a reused connection has it already).
+            down.set_keepalive(Some(keepalive));
+        }
+        if !ours {
+            down.set_write_timeout(Some(self.edge.send_timeout));
         }
         let raw = down.to_h1_raw();
         let Err(refusal) = crate::edge::check_h1(down.req_header(), &raw, &self.edge.limits) else {
@@ -812,8 +828,13 @@ impl Gateway {
     /// The X-Forwarded-For sent on: the peer alone, or a trusted peer's value with the
     /// peer appended.
     fn forwarded_for(&self, req: &RequestHeader, ctx: &Ctx) -> Option<HeaderValue> {
+        let prev = req.headers.get(&X_FORWARDED_FOR).filter(|v| !v.is_empty());
+        self.forwarded_for_after(prev, ctx)
+    }
+
+    /// [`Self::forwarded_for`] with the client's X-Forwarded-For (non-empty) looked up.
+    fn forwarded_for_after(&self, prev: Option<&HeaderValue>, ctx: &Ctx) -> Option<HeaderValue> {
         let peer = ctx.peer.as_ref()?;
-        let prev = req.headers.get("x-forwarded-for").filter(|v| !v.is_empty());
         Some(match prev {
             Some(prev) if peer.trusted => {
                 let ip = &peer.value;
@@ -908,10 +929,12 @@ fn acceptable_request_id(v: &[u8]) -> bool {
 
 #[async_trait]
 impl ProxyHttp for Gateway {
-    type CTX = Ctx;
+    /// Boxed: Pingora keeps the context by value in its per-request future, which is
+    /// moved into a heap allocation for every request; a pointer moves for nothing.
+    type CTX = Box<Ctx>;
 
-    fn new_ctx(&self) -> Ctx {
-        Ctx {
+    fn new_ctx(&self) -> Box<Ctx> {
+        Box::new(Ctx {
             start: Instant::now(),
             route: None,
             upstream: None,
@@ -937,7 +960,7 @@ impl ProxyHttp for Gateway {
             auth_cookies: Vec::new(),
             client_cert: None,
             trace: None,
-        }
+        })
     }
 
     fn init_downstream_modules(&self, _modules: &mut pingora::modules::http::HttpModules) {
@@ -947,7 +970,7 @@ impl ProxyHttp for Gateway {
     fn persist_connection_context(
         &self,
         _session: &Session,
-        ctx: &Ctx,
+        ctx: &Self::CTX,
     ) -> Option<Box<dyn std::any::Any + Send + Sync>> {
         ctx.conn
             .clone()
@@ -957,7 +980,7 @@ impl ProxyHttp for Gateway {
     fn on_connection_reuse(
         &self,
         _session: &mut Session,
-        ctx: &mut Ctx,
+        ctx: &mut Self::CTX,
         prev: Box<dyn std::any::Any + Send + Sync>,
     ) {
         if let Ok(c) = prev.downcast::<Arc<ConnGuard>>() {
@@ -965,7 +988,7 @@ impl ProxyHttp for Gateway {
         }
     }
 
-    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
         if let Some(done) = self.strict(session, ctx).await {
             return done;
         }
@@ -988,7 +1011,7 @@ impl ProxyHttp for Gateway {
             ctx.trace = Some(t.start(req, host_without_port(request_host(req)), client));
         }
         let req = session.req_header();
-        ctx.request_id = match req.headers.get("x-request-id") {
+        ctx.request_id = match req.headers.get(&X_REQUEST_ID) {
             Some(v) if acceptable_request_id(v.as_bytes()) => Some(v.clone()),
             _ => HeaderValue::try_from(new_request_id()).ok(),
         };
@@ -1205,7 +1228,7 @@ impl ProxyHttp for Gateway {
         session: &mut Session,
         body: &mut Option<Bytes>,
         _end_of_stream: bool,
-        ctx: &mut Ctx,
+        ctx: &mut Self::CTX,
     ) -> Result<()> {
         let Some(b) = body else {
             return Ok(());
@@ -1227,7 +1250,11 @@ impl ProxyHttp for Gateway {
         Ok(())
     }
 
-    async fn upstream_peer(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+    async fn upstream_peer(
+        &self,
+        session: &mut Session,
+        ctx: &mut Self::CTX,
+    ) -> Result<Box<HttpPeer>> {
         let Some(route) = ctx.route.as_ref() else {
             return Error::e_explain(InternalError, "no route for this request");
         };
@@ -1307,7 +1334,7 @@ impl ProxyHttp for Gateway {
         &self,
         session: &mut Session,
         _peer: &HttpPeer,
-        ctx: &mut Ctx,
+        ctx: &mut Self::CTX,
         mut e: Box<Error>,
     ) -> Box<Error> {
         if let Some(a) = ctx.upstream.take() {
@@ -1359,7 +1386,7 @@ impl ProxyHttp for Gateway {
         #[cfg(unix)] _fd: std::os::unix::io::RawFd,
         #[cfg(windows)] _sock: std::os::windows::io::RawSocket,
         _digest: Option<&Digest>,
-        ctx: &mut Ctx,
+        ctx: &mut Self::CTX,
     ) -> Result<()> {
         ctx.upstream_start = Some(Instant::now());
         Ok(())
@@ -1369,7 +1396,7 @@ impl ProxyHttp for Gateway {
         &self,
         session: &mut Session,
         up: &mut RequestHeader,
-        ctx: &mut Ctx,
+        ctx: &mut Self::CTX,
     ) -> Result<()> {
         // Values are shared `HeaderValue`s where possible (no copy): the peer address
         // formatted once per HTTP/1 connection (per request on HTTP/2), the Host and request
@@ -1381,8 +1408,8 @@ impl ProxyHttp for Gateway {
         // X-Forwarded-Proto, -Host and -Port are kept.
         let req = session.req_header();
         let trusted = ctx.peer.as_ref().is_some_and(|p| p.trusted);
-        let prev = req.headers.get("x-forwarded-for").filter(|v| !v.is_empty());
-        if let Some(xff) = self.forwarded_for(req, ctx) {
+        let prev = req.headers.get(&X_FORWARDED_FOR).filter(|v| !v.is_empty());
+        if let Some(xff) = self.forwarded_for_after(prev, ctx) {
             up.insert_header("x-forwarded-for", xff)?;
         }
         if let Some(prev) = prev {
@@ -1515,7 +1542,7 @@ impl ProxyHttp for Gateway {
         &self,
         session: &mut Session,
         resp: &mut ResponseHeader,
-        ctx: &mut Ctx,
+        ctx: &mut Self::CTX,
     ) -> Result<()> {
         if resp.status == http::StatusCode::SWITCHING_PROTOCOLS {
             // An upgraded connection (WebSocket) may idle: the body read gap is for
@@ -1553,7 +1580,7 @@ impl ProxyHttp for Gateway {
         &self,
         session: &mut Session,
         e: &Error,
-        ctx: &mut Ctx,
+        ctx: &mut Self::CTX,
     ) -> pingora_proxy::FailToProxy {
         if let (Some(code), HTTPStatus(c)) = (ctx.intercept, e.etype()) {
             if code == *c && session.response_written().is_none() {
@@ -1594,7 +1621,7 @@ impl ProxyHttp for Gateway {
         &self,
         session: &mut Session,
         resp: &mut ResponseHeader,
-        ctx: &mut Ctx,
+        ctx: &mut Self::CTX,
     ) -> Result<()> {
         if let Some(s) = ctx.upstream_start {
             ctx.upstream_time = Some(s.elapsed());
@@ -1622,12 +1649,12 @@ impl ProxyHttp for Gateway {
         Ok(())
     }
 
-    fn suppress_error_log(&self, _session: &Session, ctx: &Ctx, _error: &Error) -> bool {
+    fn suppress_error_log(&self, _session: &Session, ctx: &Self::CTX, _error: &Error) -> bool {
         // An intercepted status is answered from the error backend: not an error of ours.
         ctx.intercept.is_some()
     }
 
-    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Self::CTX) {
         // A client past the body read gap or the send timeout: its connection ends here.
         if let Some(e) = e.filter(|e| e.esource == pingora::ErrorSource::Downstream) {
             let reason = match e.etype {
@@ -1647,7 +1674,7 @@ impl ProxyHttp for Gateway {
         if let Some(clock) = session
             .as_downstream()
             .stream()
-            .and_then(crate::edge::conn::HeadDeadline::clock_of)
+            .and_then(crate::edge::conn::Deadlines::clock_of)
         {
             clock.idle();
         }

@@ -747,25 +747,25 @@ impl Found<'_> {
     }
 }
 
-/// Lowercase a Host header value into `buf`, without its port and trailing dot.
-/// Returns None for an empty or over-long host.
-pub fn normalize_host<'a>(raw: &str, buf: &'a mut [u8; 256]) -> Option<&'a str> {
-    let raw = raw.trim();
-    let host = if raw.starts_with('[') {
+/// A Host header value lowercased, without its port and trailing dot: `raw` itself when it
+/// already is (the usual case, nothing copied), else a copy in `buf`. Returns None for an
+/// empty or over-long host.
+pub fn normalize_host<'a>(raw: &'a str, buf: &'a mut [u8; 256]) -> Option<&'a str> {
+    let raw = raw.trim_ascii();
+    let b = raw.as_bytes();
+    let end = if b.first() == Some(&b'[') {
         // IPv6 literal: keep the brackets, drop the port.
-        match raw.find(']') {
-            Some(i) => &raw[..=i],
-            None => raw,
-        }
+        b.iter().position(|&c| c == b']').map_or(b.len(), |i| i + 1)
     } else {
-        match raw.rfind(':') {
-            Some(i) => &raw[..i],
-            None => raw,
-        }
+        b.iter().rposition(|&c| c == b':').unwrap_or(b.len())
     };
+    let host = &raw[..end];
     let host = host.strip_suffix('.').unwrap_or(host);
     if host.is_empty() || host.len() > buf.len() {
         return None;
+    }
+    if !host.bytes().any(|c| c.is_ascii_uppercase()) {
+        return Some(host);
     }
     let out = &mut buf[..host.len()];
     out.copy_from_slice(host.as_bytes());

@@ -181,6 +181,32 @@ fn normalize_host_handles_ipv6_literals() {
 }
 
 #[test]
+fn normalize_host_drops_port_dot_and_case_and_copies_only_when_it_must() {
+    let cases = [
+        ("example.com", Some("example.com")),
+        (" Example.COM.:8443 ", Some("example.com")),
+        ("a.b:80", Some("a.b")),
+        ("[::1]", Some("[::1]")),
+        ("[::1", Some("[::1")),
+        (":80", None),
+        (".", None),
+    ];
+    for (raw, want) in cases {
+        let mut b = [0u8; 256];
+        assert_eq!(normalize_host(raw, &mut b), want, "{raw:?}");
+    }
+    let raw = "web.example";
+    let mut b = [0u8; 256];
+    let got = normalize_host(raw, &mut b).unwrap();
+    assert!(
+        std::ptr::eq(got, raw),
+        "an already normal host is not copied"
+    );
+    let long = "a".repeat(257);
+    assert_eq!(normalize_host(&long, &mut b), None);
+}
+
+#[test]
 fn map_keeps_every_route() {
     let t = table(&[
         ("a.com", Prefix, "/"),
