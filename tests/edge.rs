@@ -1070,13 +1070,7 @@ async fn idle_keepalive_connections_close_at_the_idle_time_and_busy_ones_stay() 
 /// and counted; meanwhile others are served.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http1_client_that_does_not_read_is_cut_at_the_send_timeout() {
-    let web = pod("web").await;
-    let gw = Gateway::start_with(
-        &[("site.yaml", site("web", "s.test", &[web]))],
-        "  edge: {send_timeout_ms: 1500}\n",
-    )
-    .await;
-    gw.wait_for("s.test", "/", "web").await;
+    let gw = web_gateway("s.test", "  edge: {send_timeout_ms: 1500}\n").await;
     let size = 64 << 20;
     let mut s = tokio::net::TcpStream::connect(gw.http).await.unwrap();
     s.write_all(format!("GET /?size={size} HTTP/1.1\r\nHost: s.test\r\n\r\n").as_bytes())
@@ -1165,6 +1159,14 @@ async fn closes_counted(gw: &Gateway, reason: &str, want: f64) {
     .await;
 }
 
+/// A gateway (with `extra` config) serving `host` from one pod named `web`, routed.
+async fn web_gateway(host: &str, extra: &str) -> Gateway {
+    let web = pod("web").await;
+    let gw = Gateway::start_with(&[("site.yaml", site("web", host, &[web]))], extra).await;
+    gw.wait_for(host, "/", "web").await;
+    gw
+}
+
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap()
@@ -1181,13 +1183,7 @@ fn rss_kib(pid: u32) -> u64 {
 /// served meanwhile, and at the send timeout the stalled streams are ended.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_zero_window_stall_is_bounded_released_and_others_are_served() {
-    let web = pod("web").await;
-    let gw = Gateway::start_with(
-        &[("site.yaml", site("web", "z.test", &[web]))],
-        "  h2c: true\n  edge: {send_timeout_ms: 3000}\n",
-    )
-    .await;
-    gw.wait_for("z.test", "/", "web").await;
+    let gw = web_gateway("z.test", "  h2c: true\n  edge: {send_timeout_ms: 3000}\n").await;
     let before = rss_kib(gw.pid());
     let tcp = tokio::net::TcpStream::connect(gw.http).await.unwrap();
     let (client, conn) = h2::client::Builder::new()

@@ -126,8 +126,6 @@ CANNOT = {
     "policy-limit": _POLICY_ONLY,
     "policy-basic-auth": _POLICY_ONLY,
     "annotations-1000": {"haproxy": "no equivalent configuration written for this scenario",
-                         "ingress-nginx-eq": "no equivalent configuration written for this scenario yet",
-                         "caddy": "no equivalent configuration written for this scenario yet",
                          "pingora-floor": "no routing: cannot express annotations"},
 }
 # ingress-nginx-eq: nginx plus Lua doing per request what ingress-nginx's generated config does
@@ -413,6 +411,51 @@ LUA_LOCATION = """      rewrite_by_lua_block { ngx.ctx.balancer = "upstream_bala
       }
 """
 
+# annotations-1000 in ingress-nginx's way: the canary by header and the cookie affinity are
+# decided in Lua per request (balancer.lua's route_to_alternative_balancer, and the sticky
+# balancer, which hashes the cookie to an endpoint and issues the cookie when there is none),
+# then the balancer sets that endpoint. A second upstream, so the other scenarios' Lua is
+# unchanged.
+LUA_ANN_HTTP = """
+  upstream ann_balancer {
+    server 0.0.0.1;
+    balancer_by_lua_block {
+      local n = #backends
+      if n == 0 then return ngx.exit(503) end
+      local pick = ngx.ctx.pick
+      if not pick then rr = rr % n + 1; pick = rr end
+      local ok, err = require("ngx.balancer").set_current_peer(backends[pick][1], backends[pick][2])
+      if not ok then ngx.log(ngx.ERR, err) end
+    }
+    keepalive 256;
+  }
+"""
+LUA_ANN_LOCATION = """      rewrite_by_lua_block {
+        ngx.ctx.balancer = "ann_balancer"
+        local n = #backends
+        if ngx.var.http_x_canary == "always" or n == 0 then return end
+        local c = ngx.var.cookie_INGRESSCOOKIE
+        if c then
+          ngx.ctx.pick = ngx.crc32_short(c) % n + 1
+        else
+          rr = rr % n + 1
+          ngx.ctx.pick = rr
+          ngx.ctx.cookie = ngx.md5(backends[rr][1] .. ":" .. backends[rr][2])
+        end
+      }
+      header_filter_by_lua_block {
+        ngx.header["X-Served-By"] = nil
+        if ngx.ctx.cookie then
+          ngx.header["Set-Cookie"] = "INGRESSCOOKIE=" .. ngx.ctx.cookie .. "; Path=/; HttpOnly"
+        end
+      }
+      log_by_lua_block {
+        local m, k = ngx.shared.metrics, ngx.var.host .. " " .. ngx.var.status
+        m:incr(k .. " n", 1, 0)
+        m:incr(k .. " t", tonumber(ngx.var.request_time) or 0, 0)
+      }
+"""
+
 
 def lua_backends(backends):
     return ",".join(f"127.0.0.1:{p}" for p in backends)
@@ -432,7 +475,11 @@ def nginx_conf(d, http, https, routes, backends, crt, key, scenario=None, lua_cf
     # nginx cannot issue the cookie; ingress-nginx does that in Lua).
     ann = scenario == "annotations-1000"
     for h, paths in servers.items():
-        if ann:
+        if ann and lua:
+            locs = (f'    location ~* "^{ANN_PATH}" {{\n{LUA_ANN_LOCATION}'
+                    f'      rewrite "(?i){ANN_PATH}" /$2 break;\n'
+                    "      proxy_pass http://ann_balancer;\n    }\n")
+        elif ann:
             locs = (f'    location ~* "^{ANN_PATH}" {{\n      rewrite "(?i){ANN_PATH}" /$2 break;\n'
                     "      proxy_pass http://$be_pick;\n    }\n")
         elif lua:
@@ -452,6 +499,8 @@ def nginx_conf(d, http, https, routes, backends, crt, key, scenario=None, lua_cf
     slow = (f"  client_header_timeout {SLOWLORIS['head_timeout_s']}s;\n"
             if scenario == "slowloris" else "")
     modules = ""
+    if lua and ann:
+        extra += LUA_ANN_HTTP
     if lua:
         modules = ("load_module /usr/share/nginx/modules/ndk_http_module.so;\n"
                    "load_module /usr/share/nginx/modules/ngx_http_lua_module.so;\n")
@@ -517,6 +566,20 @@ def caddy_conf(d, http, https, admin, routes, backends, crt, key, scenario=None)
              "headers": {"request": {"set": {"X-Request-Id": ["{http.request.uuid}"],
                                              "X-Real-Ip": ["{http.request.remote.host}"]}}}}
     host_routes = []
+    if scenario == "annotations-1000":
+        # The regex path with rewrite-target (case-insensitive, as `~*`), the canary by header
+        # first, then the main backend with cookie affinity (Caddy's cookie policy issues the
+        # cookie when there is none).
+        rewrite = {"handler": "rewrite", "uri": "/{http.regexp.svc.2}?{http.request.uri.query}"}
+        path = {"path_regexp": {"name": "svc", "pattern": "(?i)^" + ANN_PATH}}
+        sticky = dict(proxy, load_balancing={"selection_policy": {"policy": "cookie",
+                                                                   "name": "INGRESSCOOKIE"}})
+        for h in servers:
+            subs = [{"match": [dict(path, header={"X-Canary": ["always"]})], "handle": [rewrite, proxy]},
+                    {"match": [path], "handle": [rewrite, sticky]}]
+            host_routes.append({"match": [{"host": [h]}],
+                                "handle": [{"handler": "subroute", "routes": subs}], "terminal": True})
+        servers = {}
     for h, paths in servers.items():
         subs = []
         for p in sorted(paths, key=len, reverse=True):

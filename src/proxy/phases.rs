@@ -400,7 +400,7 @@ mod tests {
         assert!(!canary_wanted(&value, &req("/", &[("x-canary", "yes")])));
         let pat = rule(
             Some(HeaderRule::Pattern(crate::translate::model::Pattern(
-                regex::Regex::new("^b").unwrap(),
+                regex::Regex::new("^b").unwrap().into(),
             ))),
             false,
             0,

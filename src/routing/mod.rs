@@ -30,7 +30,10 @@
 //! Lookups allocate nothing: the host is lowercased into a stack buffer, prefix candidates
 //! are slices of the request path, each checked with one hash lookup, and the regex search
 //! reuses pooled caches (regex-automata: lock-free for the thread that owns the pool, a
-//! short mutex for the others).
+//! short mutex for the others). Hosts with the same regex patterns share one compiled
+//! matcher, and so one warm cache.
+
+use std::sync::Arc;
 
 #[cfg(test)]
 mod tests;
@@ -218,34 +221,62 @@ impl<T> Slot<T> {
 struct RegexRules<T> {
     /// Pattern source and its rules, in precedence order.
     slots: Vec<(Box<str>, Slot<T>)>,
-    /// Leftmost-first over `slots`' patterns: an anchored-or-not search reports the first
-    /// pattern (in order) that matches. Built by [`RouteTable::finish`].
-    set: Option<regex_automata::meta::Regex>,
+    /// The compiled patterns, built by [`RouteTable::finish`]: shared by every host of the
+    /// table with the same patterns in the same order (1,000 hosts with the rule
+    /// `/svc(/|$)(.*)` have one matcher, with one warm lazy-DFA cache, not 1,000).
+    matchers: Option<Arc<Matchers>>,
+}
+
+/// One host's regex patterns, compiled.
+#[derive(Debug)]
+struct Matchers {
+    /// Leftmost-first over the patterns: an anchored-or-not search reports the first
+    /// pattern (in order) that matches.
+    set: regex_automata::meta::Regex,
     /// Each pattern alone, for continuing past a slot whose conditions all failed.
     each: Vec<regex::Regex>,
 }
+
+impl Matchers {
+    fn new(patterns: &[&str]) -> Result<Self, String> {
+        // A larger lazy-DFA cache than the 2 MiB default: with hundreds of patterns the DFA
+        // would otherwise keep clearing its cache and fall back to slower engines.
+        let set = regex_automata::meta::Regex::builder()
+            .configure(regex_automata::meta::Config::new().hybrid_cache_capacity(32 << 20))
+            .build_many(patterns)
+            .map_err(|e| e.to_string())?;
+        let each = patterns
+            .iter()
+            .map(|p| regex::Regex::new(p))
+            .collect::<Result<_, _>>()
+            .map_err(|e| e.to_string())?;
+        Ok(Matchers { set, each })
+    }
+}
+
+/// The matchers compiled so far while a table is finished, by pattern list.
+type MatcherCache = HashMap<Vec<Box<str>>, Arc<Matchers>>;
 
 impl<T> Default for RegexRules<T> {
     fn default() -> Self {
         RegexRules {
             slots: Vec::new(),
-            set: None,
-            each: Vec::new(),
+            matchers: None,
         }
     }
 }
 
 impl<T> RegexRules<T> {
     fn lookup(&self, req: &Request) -> Option<&T> {
-        let set = self.set.as_ref()?;
-        let first = set.search(&regex_automata::Input::new(req.path))?;
+        let m = self.matchers.as_deref()?;
+        let first = m.set.search(&regex_automata::Input::new(req.path))?;
         let i = first.pattern().as_usize();
         if let Some(t) = self.slots[i].1.pick(req) {
             return Some(t);
         }
         // That rule's conditions failed: the next matching rule in order.
         (i + 1..self.slots.len())
-            .filter(|&j| self.each[j].is_match(req.path))
+            .filter(|&j| m.each[j].is_match(req.path))
             .find_map(|j| self.slots[j].1.pick(req))
     }
 }
@@ -324,8 +355,7 @@ impl<T> HostRoutes<T> {
             regex: self.regex.map(|r| {
                 Box::new(RegexRules {
                     slots: r.slots.into_iter().map(|(p, s)| (p, s.map(f))).collect(),
-                    set: r.set,
-                    each: r.each,
+                    matchers: r.matchers,
                 })
             }),
             default: self.default.map(f),
@@ -341,23 +371,19 @@ impl<T> HostRoutes<T> {
                 .map_or(0, |r| r.slots.iter().map(|(_, s)| s.len()).sum())
     }
 
-    fn finish(&mut self) -> Result<(), String> {
+    fn finish(&mut self, cache: &mut MatcherCache) -> Result<(), String> {
         let Some(r) = &mut self.regex else {
             return Ok(());
         };
-        let patterns: Vec<&str> = r.slots.iter().map(|(p, _)| &**p).collect();
-        // A larger lazy-DFA cache than the 2 MiB default: with hundreds of patterns the DFA
-        // would otherwise keep clearing its cache and fall back to slower engines.
-        let set = regex_automata::meta::Regex::builder()
-            .configure(regex_automata::meta::Config::new().hybrid_cache_capacity(32 << 20))
-            .build_many(&patterns)
-            .map_err(|e| e.to_string())?;
-        r.each = patterns
-            .iter()
-            .map(|p| regex::Regex::new(p))
-            .collect::<Result<_, _>>()
-            .map_err(|e| e.to_string())?;
-        r.set = Some(set);
+        let key: Vec<Box<str>> = r.slots.iter().map(|(p, _)| p.clone()).collect();
+        if let Some(m) = cache.get(&key) {
+            r.matchers = Some(m.clone());
+            return Ok(());
+        }
+        let patterns: Vec<&str> = key.iter().map(|p| &**p).collect();
+        let m = Arc::new(Matchers::new(&patterns)?);
+        cache.insert(key, m.clone());
+        r.matchers = Some(m);
         Ok(())
     }
 
@@ -478,7 +504,7 @@ impl<T> RouteTable<T> {
                     Some(i) => &mut r.slots[i].1,
                     None => {
                         r.slots.push((path.into(), Slot::default()));
-                        r.set = None;
+                        r.matchers = None;
                         &mut r.slots.last_mut().expect("just pushed").1
                     }
                 }
@@ -533,9 +559,10 @@ impl<T> RouteTable<T> {
             .chain(self.wildcard.iter_mut().map(|(h, r)| (format!("*.{h}"), r)))
             .chain(self.suffix.iter_mut().map(|(h, r)| (format!("*.{h}"), r)))
             .chain(self.any.iter_mut().map(|r| ("*".to_string(), r)));
+        let mut cache = MatcherCache::default();
         for (name, routes) in hosts {
             routes
-                .finish()
+                .finish(&mut cache)
                 .map_err(|e| format!("host {name}: regex rules: {e}"))?;
         }
         Ok(())

@@ -229,6 +229,35 @@ fn regex_table(patterns: &[&str]) -> RouteTable<usize> {
 }
 
 #[test]
+fn hosts_with_the_same_regex_patterns_share_one_matcher() {
+    let mut t = RouteTable::default();
+    let same = ["(?i)^/svc(/|$)(.*)", "(?i)^/api"];
+    for (i, host) in ["a.com", "b.com", "c.com"].iter().enumerate() {
+        let h = HostMatch::Exact((*host).into());
+        let patterns: &[&str] = if i < 2 { &same } else { &same[..1] };
+        for (j, p) in patterns.iter().enumerate() {
+            t.insert_path(&h, PathKind::Regex, p, i * 10 + j).unwrap();
+        }
+    }
+    t.finish().unwrap();
+    let matchers = |host: &str| {
+        t.exact[host]
+            .regex
+            .as_ref()
+            .and_then(|r| r.matchers.clone())
+            .expect("compiled")
+    };
+    assert!(Arc::ptr_eq(&matchers("a.com"), &matchers("b.com")));
+    assert!(!Arc::ptr_eq(&matchers("a.com"), &matchers("c.com")));
+    // Shared, each host still answers with its own targets.
+    assert_eq!(t.lookup("a.com", "/SVC/x"), Some(&0));
+    assert_eq!(t.lookup("b.com", "/svc/x"), Some(&10));
+    assert_eq!(t.lookup("b.com", "/api/x"), Some(&11));
+    assert_eq!(t.lookup("c.com", "/svc"), Some(&20));
+    assert_eq!(t.lookup("c.com", "/api"), None);
+}
+
+#[test]
 fn regex_rules_are_tried_in_order_and_the_first_match_wins() {
     // As ingress-nginx orders them: longest path first, case-insensitive, start-anchored.
     let t = regex_table(&["(?i)^/api/v[0-9]+/users", "(?i)^/api", "(?i)^/"]);

@@ -262,6 +262,7 @@ pub fn translate_with(snap: &Snapshot, conf: &TranslateConf, last_good: &LastGoo
         host_owner: HashMap::default(),
         auth_cache: HashMap::default(),
         client_tls: HashMap::default(),
+        rewrite_patterns: HashMap::default(),
     };
     let default_route = t.global_default();
     let mut ours: Vec<(&ObjKey, &Ingress)> = snap
@@ -464,6 +465,9 @@ struct Translator<'a> {
     /// auth-tls-* per host: the Ingress that set it (the oldest) and the setting, or
     /// `Err` when it failed closed (the host's paths answer 503).
     client_tls: HashMap<HostMatch, (ObjKey, ClientTlsResult)>,
+    /// rewrite-target capture patterns compiled so far: Ingresses with the same regex path
+    /// share one (and its cache).
+    rewrite_patterns: HashMap<String, model::Pattern>,
 }
 
 type ClientTlsResult = Result<Arc<ClientTls>, ()>;
@@ -471,6 +475,18 @@ type ClientTlsResult = Result<Arc<ClientTls>, ()>;
 type AuthCache = HashMap<(ObjKey, annotations::auth::Basic), Result<Arc<BasicAuth>, String>>;
 
 impl Translator<'_> {
+    /// The rewrite-target capture pattern of a regex path (case-insensitive, as
+    /// ingress-nginx's `rewrite "(?i)..."`), compiled once per translation.
+    fn rewrite_pattern(&mut self, raw_path: &str) -> Result<model::Pattern, regex::Error> {
+        if let Some(p) = self.rewrite_patterns.get(raw_path) {
+            return Ok(p.clone());
+        }
+        let p = model::Pattern(regex::Regex::new(&format!("(?i){raw_path}"))?.into());
+        self.rewrite_patterns
+            .insert(raw_path.to_string(), p.clone());
+        Ok(p)
+    }
+
     fn is_ours(&self, ing: &Ingress) -> bool {
         is_ours(self.snap, self.conf, ing)
     }
@@ -1127,11 +1143,11 @@ impl Translator<'_> {
                 }
                 if let Some(rt) = &ann.rewrite.target {
                     if *rt != raw_path {
-                        match regex::Regex::new(&format!("(?i){raw_path}")) {
-                            Ok(re) => {
+                        match self.rewrite_pattern(&raw_path) {
+                            Ok(pattern) => {
                                 let pol = target.policy_mut();
                                 pol.rewrite = Some(Rewrite::Captures {
-                                    pattern: model::Pattern(re),
+                                    pattern,
                                     target: rt.clone(),
                                 });
                                 if let Some(pre) = &ann.rewrite.x_forwarded_prefix {

@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use http::{HeaderName, HeaderValue};
 
-/// A regex that compares (and hashes) by its source text.
+/// A regex that compares (and hashes) by its source text. Shared: routes with the same
+/// pattern can hold one compiled regex, with one warm cache.
 #[derive(Debug, Clone)]
-pub struct Pattern(pub regex::Regex);
+pub struct Pattern(pub std::sync::Arc<regex::Regex>);
 
 impl PartialEq for Pattern {
     fn eq(&self, other: &Self) -> bool {

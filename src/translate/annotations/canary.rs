@@ -51,7 +51,7 @@ pub fn read(r: &mut Reader) -> Option<Canary> {
                 match values::regex_chars(p)
                     .and_then(|()| regex::Regex::new(p).map_err(|e| e.to_string()))
                 {
-                    Ok(re) => Some(Pattern(re)),
+                    Ok(re) => Some(Pattern(re.into())),
                     Err(e) => {
                         r.invalid(
                     "canary-by-header-pattern",
