@@ -9,7 +9,8 @@ Run: python3 benches/load/callgrind.py BIN SCENARIO {pingress|floor} [SECONDS]
   e.g. python3 benches/load/callgrind.py target/release/pingress h1-small floor 10
 Prints "<proxy> <scenario>: <requests> requests, <Ir> Ir, <Ir/request> Ir/request" and leaves
 the profile in /tmp/pingress-callgrind/<proxy>-<scenario>/cg.out.* for callgrind_annotate.
-Scenarios: those of harness.py served over plain HTTP/1.1 (h1-*, hosts-*, annotations-1000).
+Scenarios: those of harness.py that wrk runs over HTTP/1.1, plain or TLS (h1-*, tls-small,
+tls-newconn, hosts-*, annotations-1000).
 """
 
 import glob
@@ -66,7 +67,9 @@ def main():
             except OSError:
                 time.sleep(0.2)
         lua = H.wrk_script(d, scen, routes, False)
-        url = f"http://127.0.0.1:{http}/"
+        # The scenario's protocol: plain HTTP/1.1, or HTTP/1.1 over TLS (tls-*).
+        proto = H.SCENARIOS[scen][1]
+        url = f"{proto}://127.0.0.1:{https if proto == 'https' else http}/"
         subprocess.run(["wrk", "-t1", "-c10", "-d3s", "-s", str(lua), url], capture_output=True)
         subprocess.run(["callgrind_control", "-i", "on", str(proc.pid)], capture_output=True)
         r = subprocess.run(["wrk", "-t1", "-c10", f"-d{seconds}s", "-s", str(lua), url],
