@@ -77,12 +77,12 @@ fn target(route: &Route, state: Option<&DebugState>) -> Value {
     };
     let endpoints: Vec<Value> = match (pool, state) {
         (Some(pool), Some(st)) if !pool.key.cluster_ip => {
-            let idx = crate::upstream::index_slices(&st.snapshot);
-            let slices = idx
-                .get(&(pool.key.namespace.as_str(), pool.key.service.as_str()))
-                .map(Vec::as_slice)
-                .unwrap_or_default();
-            crate::upstream::all_endpoints_for(slices, &pool.key)
+            // The snapshot's by-Service index: one lookup per target, not a scan of every
+            // slice (the page lists every target).
+            let slices = st
+                .snapshot
+                .slices_of(&pool.key.namespace, &pool.key.service);
+            crate::upstream::all_endpoints_for(&slices, &pool.key)
                 .into_iter()
                 .map(|(a, ready)| json!({"address": a.to_string(), "ready": ready}))
                 .collect()

@@ -257,25 +257,6 @@ fn decayed(e: &Ewma) -> f64 {
     }
 }
 
-/// Index EndpointSlices by (namespace, service name).
-pub fn index_slices(snap: &Snapshot) -> HashMap<(&str, &str), Vec<&EndpointSlice>> {
-    let mut idx: HashMap<(&str, &str), Vec<&EndpointSlice>> = HashMap::new();
-    for (key, slice) in &snap.endpoint_slices {
-        let Some(svc) = slice
-            .metadata
-            .labels
-            .as_ref()
-            .and_then(|l| l.get(SERVICE_NAME_LABEL))
-        else {
-            continue;
-        };
-        idx.entry((key.namespace.as_str(), svc.as_str()))
-            .or_default()
-            .push(slice);
-    }
-    idx
-}
-
 /// The ready endpoints of a pool: addresses of ready, non-terminating endpoints, with the
 /// port of the slice port named like the Service port.
 pub fn endpoints_for(slices: &[&EndpointSlice], key: &UpstreamKey) -> BTreeSet<SocketAddr> {

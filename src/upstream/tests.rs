@@ -73,8 +73,7 @@ fn addrs(list: &[&str]) -> BTreeSet<SocketAddr> {
 #[test]
 fn ready_endpoints_of_all_slices_with_the_named_port() {
     let s = snap(SLICES);
-    let idx = index_slices(&s);
-    let slices = &idx[&("shop", "web")];
+    let slices = &s.slices_of("shop", "web");
     assert_eq!(
         endpoints_for(slices, &key("http")),
         addrs(&["10.0.0.1:8080", "10.0.0.4:8080", "10.0.0.5:8080"])
