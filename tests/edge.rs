@@ -1066,12 +1066,12 @@ async fn idle_keepalive_connections_close_at_the_idle_time_and_busy_ones_stay() 
 }
 
 /// The send timeout on HTTP/1 (`send_timeout_ms`, nginx's `send_timeout`): a client that
-/// asks for 64 MiB and does not read is cut once no write has made progress for that long,
+/// asks for 16 MiB and does not read is cut once no write has made progress for that long,
 /// and counted; meanwhile others are served.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http1_client_that_does_not_read_is_cut_at_the_send_timeout() {
     let gw = web_gateway("s.test", "  edge: {send_timeout_ms: 1500}\n").await;
-    let size = 64 << 20;
+    let size = 16 << 20;
     let mut s = tokio::net::TcpStream::connect(gw.http).await.unwrap();
     s.write_all(format!("GET /?size={size} HTTP/1.1\r\nHost: s.test\r\n\r\n").as_bytes())
         .await
