@@ -402,14 +402,17 @@ LUA_HTTP = """
     keepalive 256;
   }
 """
-LUA_LOCATION = """      rewrite_by_lua_block { ngx.ctx.balancer = "upstream_balancer" }
-      header_filter_by_lua_block { ngx.header["X-Served-By"] = nil }
-      log_by_lua_block {
+# The metrics hook, as ingress-nginx's monitor.call(): per host and status, a count and a
+# latency sum in a shared dict.
+LUA_METRICS_LOG = """      log_by_lua_block {
         local m, k = ngx.shared.metrics, ngx.var.host .. " " .. ngx.var.status
         m:incr(k .. " n", 1, 0)
         m:incr(k .. " t", tonumber(ngx.var.request_time) or 0, 0)
       }
 """
+LUA_LOCATION = """      rewrite_by_lua_block { ngx.ctx.balancer = "upstream_balancer" }
+      header_filter_by_lua_block { ngx.header["X-Served-By"] = nil }
+""" + LUA_METRICS_LOG
 
 # annotations-1000 in ingress-nginx's way: the canary by header and the cookie affinity are
 # decided in Lua per request (balancer.lua's route_to_alternative_balancer, and the sticky
@@ -449,12 +452,7 @@ LUA_ANN_LOCATION = """      rewrite_by_lua_block {
           ngx.header["Set-Cookie"] = "INGRESSCOOKIE=" .. ngx.ctx.cookie .. "; Path=/; HttpOnly"
         end
       }
-      log_by_lua_block {
-        local m, k = ngx.shared.metrics, ngx.var.host .. " " .. ngx.var.status
-        m:incr(k .. " n", 1, 0)
-        m:incr(k .. " t", tonumber(ngx.var.request_time) or 0, 0)
-      }
-"""
+""" + LUA_METRICS_LOG
 
 
 def lua_backends(backends):
