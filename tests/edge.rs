@@ -1373,11 +1373,14 @@ async fn a_trickling_body_is_cut_below_the_minimum_rate() {
         )))
         .await
         .unwrap();
-        let reply = tokio::time::timeout(Duration::from_secs(20), ws.next())
-            .await
-            .expect("a reply")
-            .expect("the socket open")
-            .unwrap();
+        let reply = tokio::time::timeout(Duration::from_secs(20), ws.next()).await;
+        let reply = match reply {
+            Ok(Some(Ok(m))) => m,
+            other => panic!(
+                "message {i}: no reply ({other:?}); gateway log:\n{}",
+                gw.stderr()
+            ),
+        };
         assert_eq!(reply.into_text().unwrap(), format!("ws-pod: hello {i}"));
     }
 }

@@ -286,6 +286,94 @@ async fn websocket_upgrades_pass_through() {
     ws.close(None).await.unwrap();
 }
 
+/// Pingora 0.9's HTTP/1 loop tears an upgrade down when the pod's 101 is read before the
+/// upgrade request's own (empty) end of body (cloudflare/pingora#946): a fast pod on a busy
+/// proxy. This pod has its 101 waiting before the request arrives, the worst case (4 in 20
+/// such upgrades broke before the workaround, src/proxy/upgrade.rs); every tunnel must carry
+/// its bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_survives_a_101_that_is_already_waiting() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // The pod: a 101 as soon as a connection opens, then an echo of what follows the head
+    // (raw bytes: the proxy does not look into the tunnel).
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let fast = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut c, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let _ = c
+                    .write_all(b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n")
+                    .await;
+                let mut seen = Vec::new();
+                let mut buf = [0u8; 4096];
+                let mut head_done = false;
+                while let Ok(n) = c.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    if head_done {
+                        let _ = c.write_all(&buf[..n]).await;
+                        continue;
+                    }
+                    seen.extend_from_slice(&buf[..n]);
+                    if let Some(i) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                        head_done = true;
+                        let rest = seen.split_off(i + 4);
+                        let _ = c.write_all(&rest).await;
+                    }
+                }
+            });
+        }
+    });
+    let gw = Gateway::start(&[("all.yaml", site("up", "up.example.com", &[fast]))]).await;
+    let mut broken = Vec::new();
+    for i in 0..40 {
+        let mut s = tokio::net::TcpStream::connect(gw.http).await.unwrap();
+        s.write_all(
+            b"GET /tunnel HTTP/1.1\r\nHost: up.example.com\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        )
+        .await
+        .unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        let want = format!("ping {i}");
+        let mut sent = false;
+        let outcome = loop {
+            let read = tokio::time::timeout(std::time::Duration::from_secs(20), s.read(&mut buf));
+            match read.await {
+                Ok(Ok(0)) => break format!("closed after {:?}", String::from_utf8_lossy(&got)),
+                Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+                other => break format!("{other:?} after {:?}", String::from_utf8_lossy(&got)),
+            }
+            let text = String::from_utf8_lossy(&got).to_string();
+            let Some((head, body)) = text.split_once("\r\n\r\n") else {
+                continue;
+            };
+            if !head.starts_with("HTTP/1.1 101") {
+                break format!("answered {head}");
+            }
+            if !sent {
+                s.write_all(want.as_bytes()).await.unwrap();
+                sent = true;
+            }
+            if body == want {
+                break String::new();
+            }
+        };
+        if !outcome.is_empty() {
+            broken.push(format!("tunnel {i}: {outcome}"));
+        }
+    }
+    let log = gw.stderr();
+    assert!(
+        broken.is_empty(),
+        "{} of 40 tunnels broke: {broken:#?}\ngateway log (end):\n{}",
+        broken.len(),
+        &log[log.len().saturating_sub(3000)..]
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_health_readiness_and_metrics() {
     let web = pod("web").await;

@@ -36,6 +36,7 @@ const HOP_BY_HOP: &[&str] = &[
 ];
 pub mod phases;
 mod request_id;
+mod upgrade;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -1326,6 +1327,9 @@ impl ProxyHttp for Gateway {
         if route.protocol.http2() {
             o.set_http_version(2, 2);
             o.max_h2_streams = UPSTREAM_H2_STREAMS;
+        } else if !tls && session.is_upgrade_req() && session.is_body_empty() {
+            // Pingora's upgrade race (cloudflare/pingora#946): src/proxy/upgrade.rs.
+            upgrade::gate(&mut peer);
         }
         Ok(Box::new(peer))
     }

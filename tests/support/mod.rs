@@ -15,6 +15,12 @@ pub use pingress::echo::Echo;
 pub mod fake_api;
 pub mod tls;
 
+/// The gateway's log filter in tests: `info`, or `PINGRESS_TEST_LOG` when set (for example
+/// `PINGRESS_TEST_LOG=info,pingora_proxy=debug` to see why a connection ended).
+pub fn gateway_log_filter() -> String {
+    std::env::var("PINGRESS_TEST_LOG").unwrap_or_else(|_| "info".into())
+}
+
 /// Generous deadline for anything that should happen "well under a second".
 pub const DEADLINE: Duration = Duration::from_secs(20);
 
@@ -250,7 +256,7 @@ impl Gateway {
             let child = Command::new(env!("CARGO_BIN_EXE_pingress"))
                 .arg("-c")
                 .arg(&conf_path)
-                .env("RUST_LOG", "info")
+                .env("RUST_LOG", gateway_log_filter())
                 .stdin(Stdio::null())
                 .stdout(log)
                 .stderr(err)
@@ -332,7 +338,7 @@ impl Gateway {
             .arg("-u")
             .arg("-c")
             .arg(self.dir.path().join("pingress.yaml"))
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", gateway_log_filter())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(err)
