@@ -125,8 +125,7 @@ CANNOT = {
     "policy-allowlist": _POLICY_ONLY,
     "policy-limit": _POLICY_ONLY,
     "policy-basic-auth": _POLICY_ONLY,
-    "annotations-1000": {"haproxy": "no equivalent configuration written for this scenario",
-                         "pingora-floor": "no routing: cannot express annotations"},
+    "annotations-1000": {"pingora-floor": "no routing: cannot express annotations"},
 }
 # ingress-nginx-eq: nginx plus Lua doing per request what ingress-nginx's generated config does
 # (see nginx_conf); caddy: the Go net/http reverse proxy, the Traefik family's data plane.
@@ -611,6 +610,24 @@ def haproxy_conf(d, http, https, routes, backends, pem, scenario=None):
     lines = [f"{h}{p} be" for h, p in routes]
     (d / "routes.map").write_text("\n".join(lines) + "\n")
     servers = "".join(f"  server s{i} 127.0.0.1:{p}\n" for i, p in enumerate(backends))
+    route = f"  use_backend %[base,map_beg({d}/routes.map)]\n"
+    extra = ""
+    if scenario == "annotations-1000":
+        # As a haproxy user writes ingress-nginx's annotated rule: the hosts in a map, the
+        # regex path tested once (case-insensitive, as `~*`) and remembered, because
+        # replace-path (rewrite-target /$2) changes what later rules see; the canary header
+        # picks the canary backend, else the main one with cookie persistence (haproxy
+        # inserts the cookie when the request has none, or one naming no server).
+        (d / "hosts.map").write_text("".join(f"{h} ann\n" for h, _ in routes))
+        ann = "{ var(txn.ann) -m found }"
+        route = (f"  http-request set-var(txn.ann) req.hdr(host),field(1,:),lower,map_str({d}/hosts.map)"
+                 f" if {{ path_reg -i ^{ANN_PATH} }}\n"
+                 f"  http-request replace-path (?i)^{ANN_PATH} /\\2 if {ann}\n"
+                 f"  use_backend be_canary if {ann} {{ req.hdr(x-canary) -m str always }}\n"
+                 f"  use_backend be_sticky if {ann}\n")
+        sticky = "".join(f"  server s{i} 127.0.0.1:{p} cookie s{i}\n" for i, p in enumerate(backends))
+        extra = (f"backend be_canary\n{servers}"
+                 f"backend be_sticky\n  cookie INGRESSCOOKIE insert indirect nocache httponly\n{sticky}")
     slow = (f"  timeout http-request {SLOWLORIS['head_timeout_s']}s\n"
             if scenario == "slowloris" else "")
     conf = d / "haproxy.cfg"
@@ -639,10 +656,9 @@ frontend fe
   http-request set-header X-Forwarded-Host %[req.hdr(host)]
   http-request set-header X-Forwarded-Port %[dst_port]
   http-request set-header X-Request-ID %[unique-id]
-  use_backend %[base,map_beg({d}/routes.map)]
-  default_backend notfound
+{route}  default_backend notfound
 backend be
-{servers}backend notfound
+{servers}{extra}backend notfound
   http-request return status 404
 """)
     return conf
