@@ -184,7 +184,7 @@ impl Controller {
             if let Some(tx) = &self.reports {
                 tx.send_replace(Some(Arc::new(Report {
                     snapshot: snap.clone(),
-                    ours: t.ingresses.clone(),
+                    ours: std::mem::take(&mut t.ingresses),
                     diagnostics: t.diagnostics.clone(),
                     gateway: gateway.clone(),
                     gateway_controller: self.conf.gateway_controller.clone(),

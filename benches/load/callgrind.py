@@ -5,12 +5,16 @@ runs (after an uninstrumented warm-up), so start-up and translation are not coun
 Callgrind counts instructions, not time: the same binary and load give the same figure on a
 loaded or a quiet machine, which is what an A/B of a small hot-path change needs on this VM.
 
-Run: python3 benches/load/callgrind.py BIN SCENARIO {pingress|floor} [SECONDS]
+Run: python3 benches/load/callgrind.py BIN SCENARIO {pingress|floor} [SECONDS] [--cache-sim]
   e.g. python3 benches/load/callgrind.py target/release/pingress h1-small floor 10
 Prints "<proxy> <scenario>: <requests> requests, <Ir> Ir, <Ir/request> Ir/request" and leaves
 the profile in /tmp/pingress-callgrind/<proxy>-<scenario>/cg.out.* for callgrind_annotate.
+With --cache-sim, callgrind also simulates the caches (`--cache-sim=yes`: first-level
+instruction and data caches and the last level, sized as this machine's) and prints each
+event per request: I1mr/D1mr/D1mw first-level misses (instruction fetch, data read, data
+write), ILmr/DLmr/DLmw last-level ones. About twice as slow to run.
 Scenarios: those of harness.py that wrk runs over HTTP/1.1, plain or TLS (h1-*, tls-small,
-tls-newconn, hosts-*, annotations-1000).
+tls-newconn, hosts-*, annotations-1000), and h2-tls (h2load).
 """
 
 import glob
@@ -29,8 +33,10 @@ import harness as H  # noqa: E402
 def main():
     if len(sys.argv) < 4 or sys.argv[3] not in ("pingress", "floor"):
         sys.exit(__doc__)
-    binary, scen, which = os.path.abspath(sys.argv[1]), sys.argv[2], sys.argv[3]
-    seconds = sys.argv[4] if len(sys.argv) > 4 else "10"
+    cache_sim = "--cache-sim" in sys.argv
+    args = [a for a in sys.argv[1:] if a != "--cache-sim"]
+    binary, scen, which = os.path.abspath(args[0]), args[1], args[2]
+    seconds = args[3] if len(args) > 3 else "10"
     d = Path(f"/tmp/pingress-callgrind/{which}-{scen}")
     d.mkdir(parents=True, exist_ok=True)
     crt, key = H.write_certs(d)
@@ -44,6 +50,8 @@ def main():
     for f in glob.glob(f"{out}*"):
         os.unlink(f)
     vg = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}"]
+    if cache_sim:
+        vg.append("--cache-sim=yes")
     if which == "pingress":
         m = H.pingress_manifests(d, routes, [be], crt, key, scen)
         conf = H.pingress_conf(d, http, https, admin, m, None, scen)
@@ -66,14 +74,24 @@ def main():
                     break
             except OSError:
                 time.sleep(0.2)
-        lua = H.wrk_script(d, scen, routes, False)
-        # The scenario's protocol: plain HTTP/1.1, or HTTP/1.1 over TLS (tls-*).
-        proto = H.SCENARIOS[scen][1]
-        url = f"{proto}://127.0.0.1:{https if proto == 'https' else http}/"
-        subprocess.run(["wrk", "-t1", "-c10", "-d3s", "-s", str(lua), url], capture_output=True)
+        # The scenario's protocol: plain HTTP/1.1, HTTP/1.1 over TLS (tls-*), or HTTP/2 over
+        # TLS (h2-tls: h2load, 10 connections x 10 streams as in the harness).
+        _, proto, path, mode, _ = H.SCENARIOS[scen]
+        if mode == "h2":
+            url = f"https://127.0.0.1:{https}{path}"
+
+            def load(secs):
+                return ["h2load", "-c", "10", "-m", "10", "-D", str(secs), "-H",
+                        f":authority: {H.HOST}", url]
+        else:
+            lua = H.wrk_script(d, scen, routes, False)
+            url = f"{proto}://127.0.0.1:{https if proto == 'https' else http}/"
+
+            def load(secs):
+                return ["wrk", "-t1", "-c10", f"-d{secs}s", "-s", str(lua), url]
+        subprocess.run(load(3), capture_output=True)
         subprocess.run(["callgrind_control", "-i", "on", str(proc.pid)], capture_output=True)
-        r = subprocess.run(["wrk", "-t1", "-c10", f"-d{seconds}s", "-s", str(lua), url],
-                           capture_output=True, text=True)
+        r = subprocess.run(load(seconds), capture_output=True, text=True)
         # Dump (and zero) the counters of the load alone, then stop counting.
         subprocess.run(["callgrind_control", "-d", str(proc.pid)], capture_output=True)
         subprocess.run(["callgrind_control", "-i", "off", str(proc.pid)], capture_output=True)
@@ -81,12 +99,22 @@ def main():
         proc.terminate()
         proc.wait(60)
         echo.terminate()
-    requests = int(re.search(r"(\d+) requests in", r.stdout).group(1))
-    ir = 0
+    done = re.search(r"(\d+) requests in", r.stdout) or re.search(r"\d+ started, (\d+) done", r.stdout)
+    requests = int(done.group(1))
+    totals = {}
     for f in glob.glob(f"{out}*"):
-        # `totals:` (the final dump's `summary:` can be garbage after a zeroing dump).
-        ir += sum(int(line.split()[1]) for line in open(f) if line.startswith("totals:"))
-    print(f"{which} {scen}: {requests} requests, {ir} Ir, {ir / max(requests, 1):.0f} Ir/request")
+        names = []
+        for line in open(f):
+            if line.startswith("events:"):
+                names = line.split()[1:]
+            # `totals:` (the final dump's `summary:` can be garbage after a zeroing dump).
+            elif line.startswith("totals:"):
+                for name, v in zip(names, line.split()[1:]):
+                    totals[name] = totals.get(name, 0) + int(v)
+    ir, per = totals.get("Ir", 0), max(requests, 1)
+    print(f"{which} {scen}: {requests} requests, {ir} Ir, {ir / per:.0f} Ir/request")
+    if cache_sim:
+        print("  per request: " + ", ".join(f"{k} {v / per:.1f}" for k, v in totals.items() if k != "Ir"))
 
 
 if __name__ == "__main__":

@@ -336,9 +336,7 @@ impl Snapshot {
         }
         out
     }
-}
 
-impl Snapshot {
     /// (namespace, service) of every Service whose endpoints may differ between `self` and
     /// `other`: its EndpointSlices changed, or the Service itself (a `service-upstream`
     /// pool's one endpoint is its ClusterIP).

@@ -226,7 +226,8 @@ pub struct Translation {
     /// TLS entries of those Ingresses, oldest Ingress first.
     pub tls: Vec<TlsBinding>,
     pub diagnostics: Vec<Diagnostic>,
-    /// The verdict on every annotation of each Ingress of ours (for `pingress check`).
+    /// The verdict on every annotation of each Ingress of ours that has any (for
+    /// `pingress check`).
     pub annotations: BTreeMap<ObjKey, Vec<Verdict>>,
     /// The Ingresses whose annotations were accepted and the routes that passed the CRD
     /// rules, as translated: pass them back as `last_good` so that a later bad update keeps
@@ -257,6 +258,7 @@ pub fn translate_with(snap: &Snapshot, conf: &TranslateConf, last_good: &LastGoo
         diagnostics: Vec::new(),
         tls: Vec::new(),
         tls_hosts: HashSet::default(),
+        tls_wildcard_parents: HashSet::default(),
         regex_hosts: HashSet::default(),
         balances: HashMap::default(),
         host_owner: HashMap::default(),
@@ -284,7 +286,9 @@ pub fn translate_with(snap: &Snapshot, conf: &TranslateConf, last_good: &LastGoo
     for (key, ing) in &ours {
         let (ann, verdicts, refusal) = annotations::read(ing.metadata.annotations.as_ref());
         t.verdict_diagnostics(key, &verdicts);
-        annotations.insert((*key).clone(), verdicts);
+        if !verdicts.is_empty() {
+            annotations.insert((*key).clone(), verdicts);
+        }
         let Some(why) = refusal else {
             let arc = snap.ingresses[*key].clone();
             accepted.insert((*key).clone(), arc.clone());
@@ -315,6 +319,9 @@ pub fn translate_with(snap: &Snapshot, conf: &TranslateConf, last_good: &LastGoo
         t.tls_entries(key, ing);
     }
     t.tls_hosts = t.tls.iter().flat_map(|b| b.hosts.clone()).collect();
+    t.tls_wildcard_parents = (t.tls_hosts.iter())
+        .filter_map(|h| h.strip_prefix("*.").map(str::to_string))
+        .collect();
     for (_, ing, ann) in &live {
         if ann.canary.is_none() && t.wants_regex(ing, ann) {
             for rule in ing.spec.iter().flat_map(|s| s.rules.iter().flatten()) {
@@ -401,7 +408,18 @@ struct PendingPath {
     /// As written in the Ingress.
     path: String,
     target: RouteSpec,
-    what: String,
+    what: PathField,
+}
+
+/// `rules[i].http.paths[j]` of an Ingress, for messages: formatted only when one is written
+/// (a translation places every path of every Ingress, and nearly all place cleanly).
+#[derive(Debug, Clone, Copy)]
+struct PathField(usize, usize);
+
+impl std::fmt::Display for PathField {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "rules[{}].http.paths[{}]", self.0, self.1)
+    }
 }
 
 /// Whether an Ingress is ours: its class (spec.ingressClassName, then the legacy
@@ -454,6 +472,9 @@ struct Translator<'a> {
     tls: Vec<TlsBinding>,
     /// Every host of `tls`.
     tls_hosts: HashSet<String>,
+    /// `example.com` for each `*.example.com` of `tls_hosts` (looked up without building
+    /// the wildcard's name for every rule host).
+    tls_wildcard_parents: HashSet<String>,
     /// Hosts where every path is a case-insensitive, start-anchored regex.
     regex_hosts: HashSet<HostMatch>,
     /// The balancing of each pool, set by the oldest Ingress that sends to it.
@@ -587,7 +608,7 @@ impl Translator<'_> {
         &mut self,
         key: &ObjKey,
         b: &IngressBackend,
-        what: &str,
+        what: &dyn std::fmt::Display,
         ann: &IngressAnnotations,
     ) -> Option<RouteSpec> {
         if b.resource.is_some() {
@@ -644,7 +665,7 @@ impl Translator<'_> {
         key: &ObjKey,
         spec: &mut RouteSpec,
         ann: &IngressAnnotations,
-        what: &str,
+        what: &dyn std::fmt::Display,
     ) {
         let mut p: Policy<RouteSpec> = Policy {
             redirect: ann.redirect.fixed.clone(),
@@ -981,7 +1002,7 @@ impl Translator<'_> {
             HostMatch::Exact(h) => {
                 self.tls_hosts.contains(h)
                     || h.split_once('.')
-                        .is_some_and(|(_, parent)| self.tls_hosts.contains(&format!("*.{parent}")))
+                        .is_some_and(|(_, parent)| self.tls_wildcard_parents.contains(parent))
             }
         }
     }
@@ -1026,7 +1047,7 @@ impl Translator<'_> {
         }
     }
 
-    fn claim(&mut self, key: &ObjKey, slot: Slot, placed: bool, what: &str) {
+    fn claim(&mut self, key: &ObjKey, slot: Slot, placed: bool, what: &dyn std::fmt::Display) {
         if placed {
             self.owners.insert(slot, key.clone());
         } else {
@@ -1089,7 +1110,7 @@ impl Translator<'_> {
         let default = spec
             .default_backend
             .as_ref()
-            .and_then(|b| self.backend(key, b, "defaultBackend", ann));
+            .and_then(|b| self.backend(key, b, &"defaultBackend", ann));
         let mut hosts = Vec::new();
         for (ri, rule) in rules.iter().enumerate() {
             let host = match HostMatch::parse(rule.host.as_deref()) {
@@ -1113,7 +1134,7 @@ impl Translator<'_> {
                 .map(|h| h.paths.as_slice())
                 .unwrap_or_default();
             for (pi, p) in paths.iter().enumerate() {
-                let what = format!("rules[{ri}].http.paths[{pi}]");
+                let what = PathField(ri, pi);
                 let Some((kind, raw_path)) = self.path_of(key, p, &what) else {
                     continue;
                 };
@@ -1194,7 +1215,7 @@ impl Translator<'_> {
         if hosts.is_empty() {
             let default = self.on_host(default, ann, None);
             let placed = self.routes.insert_fallback(default).is_ok();
-            self.claim(key, Slot::Fallback, placed, "the catch-all defaultBackend");
+            self.claim(key, Slot::Fallback, placed, &"the catch-all defaultBackend");
         } else {
             for host in hosts {
                 let target = self.on_host(default.clone(), ann, Some(&host));
@@ -1210,7 +1231,7 @@ impl Translator<'_> {
         &mut self,
         key: &ObjKey,
         p: &k8s_openapi::api::networking::v1::HTTPIngressPath,
-        what: &str,
+        what: &dyn std::fmt::Display,
     ) -> Option<(PathKind, String)> {
         let raw_path = p.path.as_deref().filter(|s| !s.is_empty()).unwrap_or("/");
         let kind = match p.path_type.as_str() {
@@ -1270,8 +1291,14 @@ impl Translator<'_> {
             .routes
             .insert_path(&p.host, kind, &table_path, p.target)
             .is_ok();
-        let desc = format!("host {} path {} ({:?})", p.host, p.path, p.kind);
-        self.claim(&p.key, Slot::Path(p.host, kind, table_path), placed, &desc);
+        if placed {
+            self.owners
+                .insert(Slot::Path(p.host, kind, table_path), p.key);
+        } else {
+            let slot = Slot::Path(p.host.clone(), kind, table_path);
+            let desc = format!("host {} path {} ({:?})", p.host, p.path, p.kind);
+            self.claim(&p.key, slot, false, &desc);
+        }
     }
 
     /// app-root, server-alias and from-to-www-redirect for the hosts of one Ingress.
