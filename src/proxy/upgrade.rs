@@ -56,10 +56,12 @@ impl L4Connect for UpgradeConnect {
         let SocketAddr::Inet(addr) = addr else {
             return Error::e_explain(ErrorType::ConnectError, "upgrade to a non-TCP address");
         };
-        let connecting = TcpStream::connect(*addr);
+        // Pingora's own connect, so a failure has the error type (refused, no route, ...)
+        // its retry logic expects; the peer's connect timeout is ours to apply here.
+        let connecting = pingora::protocols::l4::ext::connect(addr, None);
         let tcp = match self.timeout {
             Some(t) => match tokio::time::timeout(t, connecting).await {
-                Ok(r) => r,
+                Ok(r) => r?,
                 Err(_) => {
                     return Error::e_explain(
                         ErrorType::ConnectTimedout,
@@ -67,15 +69,8 @@ impl L4Connect for UpgradeConnect {
                     )
                 }
             },
-            None => connecting.await,
+            None => connecting.await?,
         };
-        let tcp = tcp.map_err(|e| {
-            let kind = match e.kind() {
-                std::io::ErrorKind::ConnectionRefused => ErrorType::ConnectRefused,
-                _ => ErrorType::ConnectError,
-            };
-            Error::because(kind, format!("connecting to {addr}"), e)
-        })?;
         let gated = Gated {
             tcp,
             flushes: 0,
