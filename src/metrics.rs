@@ -1,8 +1,14 @@
 //! Prometheus metrics. One registry, owned here; `/metrics` exposes exactly it.
 
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use prometheus::core::{Collector, Desc};
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    proto, Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
 };
 
 use crate::translate::DiagKind;
@@ -28,18 +34,11 @@ fn method_index(m: &http::Method) -> usize {
         .unwrap_or(9)
 }
 
-/// One route's request metrics, resolved on its first request: the hot path then counts
-/// without hashing label values (a route lives for one generation, so each label set is
-/// looked up once per generation, not once per request).
+/// One route's request metrics, resolved on its first request to the series of its labels:
+/// the hot path then counts without hashing label values (a route lives for one generation,
+/// so each label set is looked up once per generation, not once per request).
 #[derive(Default)]
-pub struct RouteStats(std::sync::OnceLock<Box<RouteHandles>>);
-
-struct RouteHandles {
-    duration: prometheus::Histogram,
-    upstream: prometheus::Histogram,
-    /// By status class, then method; each resolved on first use.
-    requests: [[std::sync::OnceLock<IntCounter>; METHODS.len()]; CLASSES.len()],
-}
+pub struct RouteStats(std::sync::OnceLock<Arc<Series>>);
 
 /// The labels a route's requests are counted under.
 pub struct RouteLabels<'a> {
@@ -55,16 +54,12 @@ impl std::fmt::Debug for RouteStats {
 }
 
 impl RouteStats {
-    /// Requests counted under this route so far (0 before the first).
+    /// Requests counted so far under this route's labels (by every route with the same
+    /// Ingress, namespace and Service, since start; 0 before this route's first request).
     pub fn total(&self) -> u64 {
-        self.0.get().map_or(0, |h| {
-            h.requests
-                .iter()
-                .flatten()
-                .filter_map(|c| c.get())
-                .map(|c| c.get())
-                .sum()
-        })
+        self.0
+            .get()
+            .map_or(0, |s| s.requests().map(|(_, _, n)| n).sum())
     }
 
     /// Count one finished request: its status (0: none written), method, whole duration
@@ -75,30 +70,202 @@ impl RouteStats {
         labels: &RouteLabels,
         status: u16,
         method: &http::Method,
-        elapsed: std::time::Duration,
-        upstream: Option<std::time::Duration>,
+        elapsed: Duration,
+        upstream: Option<Duration>,
     ) {
-        let ns = [labels.ingress, labels.namespace, labels.service];
-        let h = self.0.get_or_init(|| {
-            Box::new(RouteHandles {
-                duration: metrics.request_duration.with_label_values(&ns),
-                upstream: metrics.upstream_response.with_label_values(&ns),
-                requests: Default::default(),
-            })
-        });
-        let (c, m) = (class_index(status), method_index(method));
-        h.requests[c][m]
-            .get_or_init(|| {
-                let [i, n, s] = ns;
-                metrics
-                    .requests
-                    .with_label_values(&[i, n, s, CLASSES[c], METHODS[m]])
-            })
-            .inc();
-        h.duration.observe(elapsed.as_secs_f64());
+        let s = self.0.get_or_init(|| metrics.route_series.series(labels));
+        s.requests[class_index(status)][method_index(method)].fetch_add(1, Relaxed);
+        s.duration.observe(elapsed);
         if let Some(t) = upstream {
-            h.upstream.observe(t.as_secs_f64());
+            s.upstream.observe(t);
         }
+    }
+}
+
+/// [`LATENCY_BUCKETS`] in nanoseconds.
+const LATENCY_BOUNDS_NS: [u64; LATENCY_BUCKETS.len()] = {
+    let mut out = [0; LATENCY_BUCKETS.len()];
+    let mut i = 0;
+    while i < out.len() {
+        out[i] = (LATENCY_BUCKETS[i] * 1e9) as u64;
+        i += 1;
+    }
+    out
+};
+
+/// A latency histogram as plain counters: the sum first, on the cache line of the buckets
+/// up to 50 ms, so one observation of a typical request writes one line.
+#[derive(Default)]
+#[repr(C)]
+struct Hist {
+    sum_ns: AtomicU64,
+    /// Observations per bucket (not cumulative); the last one is above every bound.
+    counts: [AtomicU64; LATENCY_BUCKETS.len() + 1],
+}
+
+impl Hist {
+    fn observe(&self, d: Duration) {
+        let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        // Prometheus `le` buckets: a value equal to a bound counts in that bound's bucket.
+        let i = LATENCY_BOUNDS_NS.partition_point(|&b| b < ns);
+        self.counts[i].fetch_add(1, Relaxed);
+        self.sum_ns.fetch_add(ns, Relaxed);
+    }
+
+    fn proto(&self) -> proto::Histogram {
+        let mut h = proto::Histogram::default();
+        let mut cumulative = 0;
+        let mut buckets = Vec::with_capacity(LATENCY_BUCKETS.len());
+        for (count, bound) in self.counts.iter().zip(LATENCY_BUCKETS) {
+            cumulative += count.load(Relaxed);
+            let mut b = proto::Bucket::default();
+            b.set_cumulative_count(cumulative);
+            b.set_upper_bound(*bound);
+            buckets.push(b);
+        }
+        cumulative += self.counts[LATENCY_BUCKETS.len()].load(Relaxed);
+        h.set_bucket(buckets);
+        // The count is the buckets' sum, so `+Inf` always equals it; the sum is read on its
+        // own (a scrape racing a request can see one without the other, as with any
+        // counters scraped one by one).
+        h.set_sample_count(cumulative);
+        h.set_sample_sum(self.sum_ns.load(Relaxed) as f64 / 1e9);
+        h
+    }
+}
+
+/// The request metrics of one label set (Ingress, namespace, Service) in one cache-aligned
+/// block, shared by every route with those labels. The hot path writes three of its lines
+/// per request; prometheus' own `Histogram` and `IntCounter` objects spread the same counts
+/// over about ten lines in separate allocations, which at thousands of routes cost more in
+/// cache and TLB misses than the instructions of the whole lookup (docs/benchmarks.md).
+#[derive(Default)]
+#[repr(C, align(64))]
+pub struct Series {
+    duration: Hist,
+    upstream: Hist,
+    /// By status class, then method.
+    requests: [[AtomicU64; METHODS.len()]; CLASSES.len()],
+}
+
+impl Series {
+    /// (class, method, count) of every non-zero request counter.
+    fn requests(&self) -> impl Iterator<Item = (&'static str, &'static str, u64)> + '_ {
+        self.requests.iter().zip(CLASSES).flat_map(|(row, class)| {
+            row.iter()
+                .zip(METHODS)
+                .map(move |(n, method)| (class, method, n.load(Relaxed)))
+                .filter(|&(_, _, n)| n > 0)
+        })
+    }
+}
+
+/// Series by (ingress, namespace, service).
+type SeriesMap = BTreeMap<[Box<str>; 3], Arc<Series>>;
+
+/// The route request series by label set, exported as three metric families
+/// (`pingress_requests_total`, `pingress_request_duration_seconds`,
+/// `pingress_upstream_response_seconds`). A series is created on the first request under
+/// its labels and kept (counters never go back), as a prometheus `*Vec` keeps its children.
+#[derive(Clone)]
+pub struct RouteSeries {
+    requests: Desc,
+    duration: Desc,
+    upstream: Desc,
+    by_labels: Arc<Mutex<SeriesMap>>,
+}
+
+impl RouteSeries {
+    fn new() -> RouteSeries {
+        let desc = |name: &str, help: &str, labels: &[&str]| {
+            let labels = labels.iter().map(|l| l.to_string()).collect();
+            Desc::new(name.into(), help.into(), labels, Default::default()).expect("valid metric")
+        };
+        const ROUTE: [&str; 3] = ["ingress", "namespace", "service"];
+        RouteSeries {
+            requests: desc(
+                "pingress_requests_total",
+                "Requests handled",
+                &["ingress", "namespace", "service", "status", "method"],
+            ),
+            duration: desc(
+                "pingress_request_duration_seconds",
+                "Time from request start to the end of the response",
+                &ROUTE,
+            ),
+            upstream: desc(
+                "pingress_upstream_response_seconds",
+                "Time from connecting to the pod to its response header",
+                &ROUTE,
+            ),
+            by_labels: Default::default(),
+        }
+    }
+
+    /// The series of a label set, created on first use.
+    fn series(&self, l: &RouteLabels) -> Arc<Series> {
+        let key = [l.ingress.into(), l.namespace.into(), l.service.into()];
+        let mut map = self.by_labels.lock().unwrap_or_else(|e| e.into_inner());
+        map.entry(key)
+            .or_insert_with(|| Arc::new(Series::default()))
+            .clone()
+    }
+}
+
+/// Label pairs sorted by name, as prometheus' own vectors write them.
+fn label_pairs(pairs: &[(&str, &str)]) -> Vec<proto::LabelPair> {
+    let mut pairs = pairs.to_vec();
+    pairs.sort_unstable();
+    pairs
+        .into_iter()
+        .map(|(name, value)| {
+            let mut p = proto::LabelPair::default();
+            p.set_name(name.into());
+            p.set_value(value.into());
+            p
+        })
+        .collect()
+}
+
+impl Collector for RouteSeries {
+    fn desc(&self) -> Vec<&Desc> {
+        vec![&self.requests, &self.duration, &self.upstream]
+    }
+
+    fn collect(&self) -> Vec<proto::MetricFamily> {
+        let family = |desc: &Desc, kind| {
+            let mut f = proto::MetricFamily::default();
+            f.set_name(desc.fq_name.clone());
+            f.set_help(desc.help.clone());
+            f.set_field_type(kind);
+            f
+        };
+        let mut requests = family(&self.requests, proto::MetricType::COUNTER);
+        let mut duration = family(&self.duration, proto::MetricType::HISTOGRAM);
+        let mut upstream = family(&self.upstream, proto::MetricType::HISTOGRAM);
+        let map = self.by_labels.lock().unwrap_or_else(|e| e.into_inner());
+        for ([ingress, namespace, service], s) in map.iter() {
+            let route = [
+                ("ingress", &**ingress),
+                ("namespace", &**namespace),
+                ("service", &**service),
+            ];
+            for (class, method, n) in s.requests() {
+                let [i, ns, svc] = route;
+                let labels = [i, ns, svc, ("status", class), ("method", method)];
+                let mut m = proto::Metric::from_label(label_pairs(&labels));
+                let mut c = proto::Counter::default();
+                c.set_value(n as f64);
+                m.set_counter(c);
+                requests.mut_metric().push(m);
+            }
+            for (f, h) in [(&mut duration, &s.duration), (&mut upstream, &s.upstream)] {
+                let mut m = proto::Metric::from_label(label_pairs(&route));
+                m.set_histogram(h.proto());
+                f.mut_metric().push(m);
+            }
+        }
+        vec![requests, duration, upstream]
     }
 }
 
@@ -106,12 +273,10 @@ impl RouteStats {
 pub struct Metrics {
     pub registry: Registry,
     names: Vec<String>,
-    /// Requests by ingress, namespace, service, status class and method.
-    pub requests: IntCounterVec,
-    /// Whole-request duration (first byte in to last byte out) by ingress.
-    pub request_duration: HistogramVec,
-    /// Time from sending the request upstream to its response header, by ingress.
-    pub upstream_response: HistogramVec,
+    /// Requests by ingress, namespace, service, status class and method; whole-request
+    /// duration (first byte in to last byte out) and time from sending the request upstream
+    /// to its response header, by ingress, namespace and service.
+    route_series: RouteSeries,
     /// Open downstream connections.
     pub downstream_connections: IntGauge,
     /// Route generations published.
@@ -163,20 +328,6 @@ const LATENCY_BUCKETS: &[f64] = &[
 impl Metrics {
     pub fn new() -> Metrics {
         let registry = Registry::new();
-        let requests = IntCounterVec::new(
-            Opts::new("pingress_requests_total", "Requests handled"),
-            &["ingress", "namespace", "service", "status", "method"],
-        )
-        .expect("valid metric");
-        let request_duration = HistogramVec::new(
-            HistogramOpts::new(
-                "pingress_request_duration_seconds",
-                "Time from request start to the end of the response",
-            )
-            .buckets(LATENCY_BUCKETS.to_vec()),
-            &["ingress", "namespace", "service"],
-        )
-        .expect("valid metric");
         let apply_duration = HistogramVec::new(
             HistogramOpts::new(
                 "pingress_apply_duration_seconds",
@@ -187,15 +338,6 @@ impl Metrics {
                 1.0, 2.5, 5.0, 10.0,
             ]),
             &["kind"],
-        )
-        .expect("valid metric");
-        let upstream_response = HistogramVec::new(
-            HistogramOpts::new(
-                "pingress_upstream_response_seconds",
-                "Time from connecting to the pod to its response header",
-            )
-            .buckets(LATENCY_BUCKETS.to_vec()),
-            &["ingress", "namespace", "service"],
         )
         .expect("valid metric");
         let downstream_connections = IntGauge::new(
@@ -308,9 +450,7 @@ impl Metrics {
         let m = Metrics {
             registry,
             names: Vec::new(),
-            requests,
-            request_duration,
-            upstream_response,
+            route_series: RouteSeries::new(),
             downstream_connections,
             generations,
             endpoint_updates,
@@ -330,9 +470,7 @@ impl Metrics {
             downstream_closed,
         };
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
-            Box::new(m.requests.clone()),
-            Box::new(m.request_duration.clone()),
-            Box::new(m.upstream_response.clone()),
+            Box::new(m.route_series.clone()),
             Box::new(m.downstream_connections.clone()),
             Box::new(m.generations.clone()),
             Box::new(m.endpoint_updates.clone()),
@@ -383,34 +521,146 @@ impl Default for Metrics {
 mod tests {
     use super::*;
 
+    fn render(m: &Metrics) -> String {
+        String::from_utf8(m.render()).unwrap()
+    }
+
+    /// The value of the exposition line that starts with `series` (name and labels).
+    fn value(text: &str, series: &str) -> Option<f64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+            .map(|v| v.parse().unwrap())
+    }
+
+    const WEB: RouteLabels = RouteLabels {
+        ingress: "ns/web",
+        namespace: "ns",
+        service: "web",
+    };
+
     #[test]
     fn route_stats_count_under_the_route_labels() {
         let m = Metrics::new();
         let stats = RouteStats::default();
-        let labels = RouteLabels {
-            ingress: "ns/web",
-            namespace: "ns",
-            service: "web",
-        };
-        let ms = std::time::Duration::from_millis(1);
+        let ms = Duration::from_millis(1);
         for (status, method) in [(200, "GET"), (200, "GET"), (404, "POST"), (0, "BREW")] {
             let method = http::Method::from_bytes(method.as_bytes()).unwrap();
-            stats.record(&m, &labels, status, &method, ms, Some(ms));
+            stats.record(&m, &WEB, status, &method, ms, Some(ms));
         }
+        let text = render(&m);
         let count = |class: &str, method: &str| {
-            m.requests
-                .with_label_values(&["ns/web", "ns", "web", class, method])
-                .get()
+            let series = format!(
+                "pingress_requests_total{{ingress=\"ns/web\",method=\"{method}\",\
+                 namespace=\"ns\",service=\"web\",status=\"{class}\"}}"
+            );
+            value(&text, &series)
         };
-        assert_eq!(count("2xx", "GET"), 2);
-        assert_eq!(count("4xx", "POST"), 1);
-        assert_eq!(count("error", "OTHER"), 1);
-        let hist = m
-            .request_duration
-            .with_label_values(&["ns/web", "ns", "web"]);
-        assert_eq!(hist.get_sample_count(), 4);
+        assert_eq!(count("2xx", "GET"), Some(2.0));
+        assert_eq!(count("4xx", "POST"), Some(1.0));
+        assert_eq!(count("error", "OTHER"), Some(1.0));
+        assert_eq!(
+            count("2xx", "POST"),
+            None,
+            "a counter never incremented is absent"
+        );
+        assert!(text.contains("# TYPE pingress_requests_total counter"));
+        assert!(text.contains("# TYPE pingress_request_duration_seconds histogram"));
+        let route = r#"{ingress="ns/web",namespace="ns",service="web"}"#;
+        assert_eq!(
+            value(
+                &text,
+                &format!("pingress_request_duration_seconds_count{route}")
+            ),
+            Some(4.0)
+        );
+        assert_eq!(
+            value(
+                &text,
+                &format!("pingress_upstream_response_seconds_count{route}")
+            ),
+            Some(4.0)
+        );
+        assert_eq!(stats.total(), 4);
         assert_eq!(class_index(599), 4);
         assert_eq!(class_index(600), 5);
         assert_eq!(method_index(&http::Method::TRACE), 8);
+    }
+
+    #[test]
+    fn latency_buckets_are_cumulative_and_inclusive_of_their_bound() {
+        let m = Metrics::new();
+        let stats = RouteStats::default();
+        let get = http::Method::GET;
+        // On the first bound, just above it, above the last bound; no upstream time for one.
+        let times = [500_000, 500_001, 20_000_000_000];
+        for ns in times {
+            stats.record(&m, &WEB, 200, &get, Duration::from_nanos(ns), None);
+        }
+        stats.record(
+            &m,
+            &WEB,
+            200,
+            &get,
+            Duration::ZERO,
+            Some(Duration::from_secs(3)),
+        );
+        let text = render(&m);
+        let bucket = |family: &str, le: &str| {
+            let series = format!(
+                "pingress_{family}_bucket{{ingress=\"ns/web\",namespace=\"ns\",\
+                 service=\"web\",le=\"{le}\"}}"
+            );
+            value(&text, &series)
+        };
+        let d = "request_duration_seconds";
+        assert_eq!(bucket(d, "0.0005"), Some(2.0), "zero and the bound itself");
+        assert_eq!(bucket(d, "0.001"), Some(3.0));
+        assert_eq!(bucket(d, "10"), Some(3.0));
+        assert_eq!(bucket(d, "+Inf"), Some(4.0));
+        let route = r#"{ingress="ns/web",namespace="ns",service="web"}"#;
+        let sum = value(&text, &format!("pingress_{d}_sum{route}")).unwrap();
+        assert!((sum - 20.001000001).abs() < 1e-9, "{sum}");
+        let u = "upstream_response_seconds";
+        assert_eq!(bucket(u, "2.5"), Some(0.0));
+        assert_eq!(bucket(u, "5"), Some(1.0));
+        assert_eq!(
+            value(&text, &format!("pingress_{u}_count{route}")),
+            Some(1.0)
+        );
+    }
+
+    #[test]
+    fn routes_with_the_same_labels_share_one_series() {
+        let m = Metrics::new();
+        let (a, b, other) = (
+            RouteStats::default(),
+            RouteStats::default(),
+            RouteStats::default(),
+        );
+        let get = http::Method::GET;
+        let ms = Duration::from_millis(1);
+        a.record(&m, &WEB, 200, &get, ms, None);
+        b.record(&m, &WEB, 200, &get, ms, None);
+        let api = RouteLabels {
+            service: "api",
+            ..WEB
+        };
+        other.record(&m, &api, 200, &get, ms, None);
+        assert_eq!((a.total(), b.total(), other.total()), (2, 2, 1));
+        let text = render(&m);
+        let count = |svc: &str| {
+            value(
+                &text,
+                &format!(
+                    "pingress_request_duration_seconds_count{{ingress=\"ns/web\",\
+                     namespace=\"ns\",service=\"{svc}\"}}"
+                ),
+            )
+        };
+        assert_eq!((count("web"), count("api")), (Some(2.0), Some(1.0)));
+        assert!(m
+            .names()
+            .iter()
+            .any(|n| n == "pingress_upstream_response_seconds"));
     }
 }
