@@ -44,6 +44,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 # PINGRESS_BIN points the harness at another build (A/B comparisons of hot-path changes).
 BIN = Path(os.environ.get("PINGRESS_BIN", ROOT / "target" / "release" / "pingress"))
+# PINGRESS_BIN_B: a second build, run as the proxy `pingress-b` (same config as `pingress`) in
+# the same interleaved rounds, for A/B comparisons finer than the drift between two runs.
+BIN_B = os.environ.get("PINGRESS_BIN_B")
 
 # name: (description, protocol, path, mode, connections)
 #   mode: keepalive | close (new connection per request) | h2 | hosts | churn
@@ -130,6 +133,8 @@ CANNOT = {
 # ingress-nginx-eq: nginx plus Lua doing per request what ingress-nginx's generated config does
 # (see nginx_conf); caddy: the Go net/http reverse proxy, the Traefik family's data plane.
 PROXIES = ["pingress", "ingress-nginx-eq", "nginx", "haproxy", "caddy", "pingora-floor"]
+# Known but not in the default run: the A/B build (PINGRESS_BIN_B).
+ALL_PROXIES = PROXIES + ["pingress-b"]
 HOST = "bench.local"
 
 
@@ -680,12 +685,12 @@ class Proxy:
 
     def start(self):
         d = self.d
-        if self.name == "pingress":
+        if self.is_pingress:
             self.admin = free_port()
             m = pingress_manifests(d, self.routes, self.backends, self.crt, self.key, self.scenario)
             tracing = (TRACING[self.scenario], self.collector) if self.scenario in TRACING else None
             conf = pingress_conf(d, self.http, self.https, self.admin, m, tracing, self.scenario)
-            cmd = [str(BIN), "-c", str(conf)]
+            cmd = [str(BIN if self.name == "pingress" else BIN_B), "-c", str(conf)]
         elif self.name == "pingora-floor":
             # The gateway's config file (server section, listeners, timeouts); no routes.
             conf = pingress_conf(d, self.http, self.https, free_port(), d)
@@ -714,7 +719,7 @@ class Proxy:
         patience = 600 if self.scenario in SCALE_ONLY else 30
         wait_port(self.http, patience)
         wait_port(self.https, patience)
-        if self.name == "pingress":
+        if self.is_pingress:
             end = time.time() + patience
             while time.time() < end:
                 try:
@@ -733,6 +738,10 @@ class Proxy:
         return self
 
     @property
+    def is_pingress(self):
+        return self.name in ("pingress", "pingress-b")
+
+    @property
     def pid(self):
         return self.proc.pid
 
@@ -745,7 +754,7 @@ class Proxy:
         """Churn step: point the routes at `backends` (live for pingress, ingress-nginx-eq's Lua
         table and caddy's admin API; a reload for nginx and haproxy)."""
         self.backends = backends
-        if self.name == "pingress":
+        if self.is_pingress:
             pingress_endpoints(self.d, backends)
         elif self.name == "ingress-nginx-eq":
             self.post_backends(backends)
@@ -1068,8 +1077,10 @@ def main():
         if s not in SCENARIOS:
             sys.exit(f"unknown scenario {s}; known: {', '.join(SCENARIOS)}")
     for p in proxies:
-        if p not in PROXIES:
-            sys.exit(f"unknown proxy {p}; known: {', '.join(PROXIES)}")
+        if p not in ALL_PROXIES:
+            sys.exit(f"unknown proxy {p}; known: {', '.join(ALL_PROXIES)}")
+    if "pingress-b" in proxies and not BIN_B:
+        sys.exit("pingress-b needs PINGRESS_BIN_B (the second build to compare)")
 
     import resource
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -1216,7 +1227,7 @@ def markdown(rep):
 def compact(rep):
     """The README's tables: one per family, a row per scenario, CPU us/req and p99 ms of every
     proxy side by side."""
-    proxies = sorted({p for by in rep["results"].values() for p in by}, key=PROXIES.index)
+    proxies = sorted({p for by in rep["results"].values() for p in by}, key=ALL_PROXIES.index)
     m = rep["machine"]
     out = [f"Run {rep['date']} on {m['cpu']}, {m['cores']} cores ({m['pinning']}): `{rep['command']}`. "
            "Each cell: proxy CPU per request in us / p99 in ms (medians of interleaved rounds); "
@@ -1242,9 +1253,10 @@ def svg(rep):
     peer and to plain nginx (1.0 = that peer), so scenarios of very different cost share one
     axis; the absolute value is printed on each bar."""
     colors = {"pingress": "#d9480f", "ingress-nginx-eq": "#5f3dc4", "nginx": "#2b8a3e",
-              "haproxy": "#1864ab", "caddy": "#0b7285", "pingora-floor": "#868e96"}
+              "haproxy": "#1864ab", "caddy": "#0b7285", "pingora-floor": "#868e96",
+              "pingress-b": "#f08c00"}
     scen = list(rep["results"])
-    proxies = sorted({p for by in rep["results"].values() for p in by}, key=PROXIES.index)
+    proxies = sorted({p for by in rep["results"].values() for p in by}, key=ALL_PROXIES.index)
     bases = [b for b in ["ingress-nginx-eq", "nginx"] if b in proxies] or proxies[:1]
     bar, gap, left, top, ch = 26, 26, 60, 50, 230
     group = bar * len(proxies) + gap
