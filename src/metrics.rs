@@ -82,12 +82,13 @@ impl RouteStats {
     }
 }
 
-/// [`LATENCY_BUCKETS`] in nanoseconds.
+/// [`LATENCY_BUCKETS`] in nanoseconds, rounded (`0.001 * 1e9` need not be exactly 1,000,000
+/// in floating point; truncated, a request of exactly a bound could miss that bucket).
 const LATENCY_BOUNDS_NS: [u64; LATENCY_BUCKETS.len()] = {
     let mut out = [0; LATENCY_BUCKETS.len()];
     let mut i = 0;
     while i < out.len() {
-        out[i] = (LATENCY_BUCKETS[i] * 1e9) as u64;
+        out[i] = (LATENCY_BUCKETS[i] * 1e9 + 0.5) as u64;
         i += 1;
     }
     out
@@ -627,6 +628,26 @@ mod tests {
             value(&text, &format!("pingress_{u}_count{route}")),
             Some(1.0)
         );
+    }
+
+    #[test]
+    fn a_duration_equal_to_any_bound_counts_in_that_bound() {
+        // As prometheus' own histogram does with the same duration in seconds (`v <= bound`).
+        for (i, bound) in LATENCY_BUCKETS.iter().enumerate() {
+            let h = Hist::default();
+            h.observe(Duration::from_secs_f64(*bound));
+            let counts: Vec<u64> = h
+                .proto()
+                .get_bucket()
+                .iter()
+                .map(|b| b.cumulative_count())
+                .collect();
+            let below = counts[..i].iter().all(|&c| c == 0);
+            assert!(
+                below && counts[i..].iter().all(|&c| c == 1),
+                "{bound}: {counts:?}"
+            );
+        }
     }
 
     #[test]
