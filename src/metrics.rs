@@ -244,8 +244,13 @@ impl Collector for RouteSeries {
         let mut requests = family(&self.requests, proto::MetricType::COUNTER);
         let mut duration = family(&self.duration, proto::MetricType::HISTOGRAM);
         let mut upstream = family(&self.upstream, proto::MetricType::HISTOGRAM);
-        let map = self.by_labels.lock().unwrap_or_else(|e| e.into_inner());
-        for ([ingress, namespace, service], s) in map.iter() {
+        // A snapshot, so a scrape of thousands of series does not hold the lock a route's
+        // first request takes to find its series.
+        let series: Vec<_> = {
+            let map = self.by_labels.lock().unwrap_or_else(|e| e.into_inner());
+            map.iter().map(|(k, s)| (k.clone(), s.clone())).collect()
+        };
+        for ([ingress, namespace, service], s) in &series {
             let route = [
                 ("ingress", &**ingress),
                 ("namespace", &**namespace),
