@@ -1,6 +1,9 @@
 //! The controller: takes snapshots from a source, translates them, attaches live upstream
 //! pools and publishes a new generation; or, when only EndpointSlices changed, just swaps the
-//! endpoint sets of the affected pools. Changes are debounced (see [`Controller::run`]).
+//! endpoint sets of the affected pools. When only Ingresses changed, only the islands of
+//! Ingresses they can affect are translated again and replace their host entries in a copy
+//! of the published table ([`crate::translate::islands`]). Changes are debounced (see
+//! [`Controller::run`]).
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
@@ -14,7 +17,10 @@ use crate::policy::limits::Registry as LimitRegistry;
 use crate::source::Snapshot;
 use crate::status::Report;
 use crate::tls::Certs;
-use crate::translate::{translate_with, BackendSpec, RouteSpec, TranslateConf, Translation};
+use crate::translate::islands::{Islands, Partial};
+use crate::translate::{
+    translate_with, BackendSpec, Diagnostic, RouteSpec, TranslateConf, Translation,
+};
 use crate::upstream::Upstreams;
 
 /// Turns translated routes into live ones (their canary, error and fallback routes too):
@@ -92,8 +98,13 @@ pub struct Controller {
     reports: Option<watch::Sender<Option<Arc<Report>>>>,
     /// Certificates for the HTTPS listener, rebuilt with each generation.
     certs: Option<Certs>,
-    /// The last accepted version of each Ingress: kept serving when an update is refused.
-    last_good: crate::translate::LastGood,
+    /// The islands of the last translation, with the last accepted version of each Ingress
+    /// (kept serving when an update is refused).
+    islands: Islands,
+    /// What the last certificate update reported (kept while the TLS entries are unchanged).
+    cert_diags: Vec<Diagnostic>,
+    /// The Ingresses of ours, oldest first (rebuilt only when the set changes).
+    ours: Arc<Vec<crate::source::ObjKey>>,
     /// Rate and connection limiters, kept across generations while their settings are.
     limits: LimitRegistry,
 }
@@ -110,7 +121,9 @@ impl Controller {
             next_id: 1,
             reports: None,
             certs: None,
-            last_good: Default::default(),
+            islands: Islands::default(),
+            cert_diags: Vec::new(),
+            ours: Arc::default(),
             limits: LimitRegistry::new(crate::policy::limits::DEFAULT_TRACKED_CLIENTS),
         }
     }
@@ -172,38 +185,23 @@ impl Controller {
                 })));
             Applied::Endpoints(changed)
         } else {
-            let mut t = translate_with(&snap, &self.conf, &self.last_good);
-            self.last_good = std::mem::take(&mut t.accepted);
-            if let Some(certs) = &mut self.certs {
-                certs.set_client_auth_hosts(&t.client_auth_hosts);
-                let diags = certs.update(&t.tls, &snap);
-                t.diagnostics.extend(diags);
-            }
-            self.report(&t);
-            let gateway = Arc::new(t.gateway.clone());
-            if let Some(tx) = &self.reports {
-                tx.send_replace(Some(Arc::new(Report {
-                    snapshot: snap.clone(),
-                    ours: std::mem::take(&mut t.ingresses),
-                    diagnostics: t.diagnostics.clone(),
-                    gateway: gateway.clone(),
-                    gateway_controller: self.conf.gateway_controller.clone(),
-                })));
-            }
-            self.shared
-                .debug
-                .store(Some(Arc::new(crate::generation::DebugState {
-                    snapshot: snap.clone(),
-                    diagnostics: Arc::new(t.diagnostics.clone()),
-                    gateway,
-                })));
+            let partial =
+                (self.last.as_ref()).and_then(|last| self.islands.step(last, &snap, &self.conf));
             let changed = (self.last.as_ref()).map(|last| last.changed_endpoint_services(&snap));
-            let generation = self.link(t, &snap, changed);
+            let (generation, translated) = match partial {
+                Some(p) => {
+                    let n = p.translated;
+                    (self.publish_partial(p, &snap, changed), Some(n))
+                }
+                None => (self.publish_whole(&snap, changed), None),
+            };
             let id = generation.id;
             info!(
                 generation = id,
                 rules = generation.routes.len(),
                 pools = self.upstreams.len(),
+                ingresses_translated = translated.map_or(-1, |n| n as i64),
+                islands = self.islands.len(),
                 elapsed_us = started.elapsed().as_micros() as u64,
                 "routes published"
             );
@@ -218,6 +216,96 @@ impl Controller {
         self.last = Some(snap);
         self.shared.set_ready();
         applied
+    }
+
+    /// Translate the whole snapshot and build the generation from it.
+    fn publish_whole(
+        &mut self,
+        snap: &Arc<Snapshot>,
+        changed: Option<BTreeSet<(String, String)>>,
+    ) -> Generation {
+        let mut t = translate_with(snap, &self.conf, self.islands.last_good());
+        self.islands.rebuild(snap, &mut t);
+        if let Some(certs) = &mut self.certs {
+            certs.set_client_auth_hosts(&t.client_auth_hosts);
+            self.cert_diags = certs.update(&t.tls, snap);
+            t.diagnostics.extend(self.cert_diags.iter().cloned());
+        }
+        self.ours = Arc::new(std::mem::take(&mut t.ingresses));
+        let gateway = Arc::new(std::mem::take(&mut t.gateway));
+        self.publish_reports(snap, &t.diagnostics, gateway);
+        self.link(t, snap, changed)
+    }
+
+    /// Build the generation from the published one with the host entries of a partial
+    /// translation in place of the islands' old ones.
+    fn publish_partial(
+        &mut self,
+        p: Partial,
+        snap: &Arc<Snapshot>,
+        changed: Option<BTreeSet<(String, String)>>,
+    ) -> Generation {
+        let mut diagnostics = self.islands.diagnostics();
+        if let Some(certs) = &mut self.certs {
+            certs.set_client_auth_hosts(&self.islands.client_auth_hosts());
+            if p.tls_changed {
+                self.cert_diags = certs.update(&self.islands.tls(), snap);
+            }
+        }
+        diagnostics.extend(self.cert_diags.iter().cloned());
+        if p.ours_changed {
+            self.ours = Arc::new(self.islands.ours());
+        }
+        let gateway = (self.shared.debug.load().as_ref())
+            .map(|d| d.gateway.clone())
+            .unwrap_or_default();
+        self.publish_reports(snap, &diagnostics, gateway);
+        let prev = self.shared.generation.load_full();
+        let mut routes = prev.routes.clone();
+        let mut link = Link {
+            upstreams: &mut self.upstreams,
+            used: HashSet::new(),
+            limits: &mut self.limits,
+            used_limits: HashSet::new(),
+        };
+        let part = p.routes.map(&mut |spec| link.convert(spec));
+        routes.replace_hosts(&p.removed_hosts, p.removed_fallback, part);
+        self.upstreams.refresh_changed(snap, changed.as_ref());
+        self.upstreams.remove(&p.dropped_pools);
+        self.limits.remove(&p.dropped_limits);
+        let id = self.next_id;
+        self.next_id += 1;
+        Generation {
+            id,
+            routes,
+            default_route: prev.default_route.clone(),
+        }
+    }
+
+    /// Log the diagnostics, hand them to the status writer and the debug view.
+    fn publish_reports(
+        &mut self,
+        snap: &Arc<Snapshot>,
+        diagnostics: &[Diagnostic],
+        gateway: Arc<crate::translate::gateway::Report>,
+    ) {
+        self.report(diagnostics);
+        if let Some(tx) = &self.reports {
+            tx.send_replace(Some(Arc::new(Report {
+                snapshot: snap.clone(),
+                ours: self.ours.clone(),
+                diagnostics: diagnostics.to_vec(),
+                gateway: gateway.clone(),
+                gateway_controller: self.conf.gateway_controller.clone(),
+            })));
+        }
+        self.shared
+            .debug
+            .store(Some(Arc::new(crate::generation::DebugState {
+                snapshot: snap.clone(),
+                diagnostics: Arc::new(diagnostics.to_vec()),
+                gateway,
+            })));
     }
 
     /// Attach live pools to the translated routes; new pools get their endpoints before the
@@ -251,11 +339,11 @@ impl Controller {
     }
 
     /// Log new and resolved diagnostics once, and set the per-kind gauges.
-    fn report(&mut self, t: &Translation) {
+    fn report(&mut self, diagnostics: &[Diagnostic]) {
         let metrics = &self.shared.metrics;
         let mut counts: HashMap<&'static str, i64> = HashMap::new();
         let mut now = BTreeSet::new();
-        for d in &t.diagnostics {
+        for d in diagnostics {
             *counts.entry(d.kind.as_str()).or_default() += 1;
             let line = d.to_string();
             if !self.last_diagnostics.contains(&line) {

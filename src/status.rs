@@ -34,7 +34,7 @@ pub mod gateway;
 pub struct Report {
     pub snapshot: Arc<Snapshot>,
     /// Ingresses of our class.
-    pub ours: Vec<ObjKey>,
+    pub ours: Arc<Vec<ObjKey>>,
     pub diagnostics: Vec<Diagnostic>,
     /// Gateway API status as translation computed it, and our controllerName.
     pub gateway: Arc<crate::translate::gateway::Report>,

@@ -217,6 +217,13 @@ impl Registry {
         self.limiters.retain(|k, _| used.contains(k));
     }
 
+    /// Drop the limiters of these settings (no route uses them any more).
+    pub fn remove(&mut self, specs: &[LimitSpec]) {
+        for s in specs {
+            self.limiters.remove(s);
+        }
+    }
+
     pub fn store(&self) -> &Arc<Store> {
         &self.store
     }

@@ -393,6 +393,18 @@ impl<T> HostRoutes<T> {
         Ok(())
     }
 
+    /// Every target of the host: app-root, path rules (conditional ones too), default.
+    pub fn targets(&self) -> impl Iterator<Item = &T> {
+        let slots = (self.exact.values()).chain(self.prefix.values()).chain(
+            self.regex
+                .iter()
+                .flat_map(|r| r.slots.iter().map(|(_, s)| s)),
+        );
+        (self.root.iter())
+            .chain(slots.flat_map(|s| s.targets().map(|(_, t)| t)))
+            .chain(self.default.iter())
+    }
+
     /// The app-root target: for the path `/` only, before every other rule.
     pub fn root(&self) -> Option<&T> {
         self.root.as_ref()
@@ -679,6 +691,48 @@ impl<T> RouteTable<T> {
             .collect();
         out.sort_by(|a, b| a.0.cmp(&b.0));
         out
+    }
+
+    /// Every host entry with its host, in no order (the full table's hosts; see
+    /// [`RouteTable::hosts`] for a sorted list).
+    pub fn entries(&self) -> impl Iterator<Item = (HostMatch, &HostRoutes<T>)> {
+        (self.exact.iter())
+            .map(|(h, r)| (HostMatch::Exact(h.to_string()), r))
+            .chain((self.wildcard.iter()).map(|(h, r)| (HostMatch::Wildcard(h.to_string()), r)))
+            .chain((self.suffix.iter()).map(|(h, r)| (HostMatch::Suffix(h.to_string()), r)))
+            .chain(self.any.iter().map(|r| (HostMatch::Any, r)))
+    }
+
+    /// Replace part of a finished table: drop the entries of `removed` hosts (and the
+    /// fallback when `removed_fallback`), then take every host entry of `part`, and its
+    /// fallback, as they are (their regex matchers already compiled). Used for a new
+    /// generation that re-translated only some Ingresses (`translate::islands`).
+    pub fn replace_hosts(
+        &mut self,
+        removed: &[HostMatch],
+        removed_fallback: bool,
+        part: RouteTable<T>,
+    ) {
+        for h in removed {
+            match h {
+                HostMatch::Exact(h) => drop(self.exact.remove(h.as_str())),
+                HostMatch::Wildcard(h) => drop(self.wildcard.remove(h.as_str())),
+                HostMatch::Suffix(h) => drop(self.suffix.remove(h.as_str())),
+                HostMatch::Any => self.any = None,
+            }
+        }
+        if removed_fallback {
+            self.fallback = None;
+        }
+        self.exact.extend(part.exact);
+        self.wildcard.extend(part.wildcard);
+        self.suffix.extend(part.suffix);
+        if part.any.is_some() {
+            self.any = part.any;
+        }
+        if part.fallback.is_some() {
+            self.fallback = part.fallback;
+        }
     }
 
     /// Convert every target (used to attach live upstream pools to translated routes).

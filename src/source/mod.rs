@@ -317,6 +317,47 @@ impl Snapshot {
             && same_map(&self.undecodable, &other.undecodable)
     }
 
+    /// When `other` differs from `self` in Ingresses (and EndpointSlices) only: the keys of
+    /// the Ingresses added, removed or changed. None when anything else that translation
+    /// reads differs. Visits only what the two snapshots do not share.
+    pub fn changed_ingresses_only(&self, other: &Snapshot) -> Option<Vec<ObjKey>> {
+        let others_same = same_map(&self.ingress_classes, &other.ingress_classes)
+            && same_map(&self.services, &other.services)
+            && same_map(&self.secrets, &other.secrets)
+            && same_map(&self.namespaces, &other.namespaces)
+            && same_map(&self.gateway_classes, &other.gateway_classes)
+            && same_map(&self.gateways, &other.gateways)
+            && same_map(&self.http_routes, &other.http_routes)
+            && same_map(&self.grpc_routes, &other.grpc_routes)
+            && same_map(&self.reference_grants, &other.reference_grants)
+            && same_map(&self.undecodable, &other.undecodable);
+        if !others_same {
+            return None;
+        }
+        let mut keys: Vec<ObjKey> = Vec::new();
+        for d in self.ingresses.diff(&other.ingresses) {
+            let k = match d {
+                imbl::ordmap::DiffItem::Add(k, _) | imbl::ordmap::DiffItem::Remove(k, _) => k,
+                imbl::ordmap::DiffItem::Update { new, .. } => new.0,
+            };
+            if keys.last() != Some(k) {
+                keys.push(k.clone());
+            }
+        }
+        Some(keys)
+    }
+
+    /// Whether the snapshot holds any Gateway API object (or an object that did not decode,
+    /// which the Gateway API report lists).
+    pub fn has_gateway_api(&self) -> bool {
+        !(self.gateway_classes.is_empty()
+            && self.gateways.is_empty()
+            && self.http_routes.is_empty()
+            && self.grpc_routes.is_empty()
+            && self.reference_grants.is_empty()
+            && self.undecodable.is_empty())
+    }
+
     /// (namespace, service) of every EndpointSlice added, removed or changed between `self`
     /// and `other`. Visits only what the two snapshots do not share.
     pub fn changed_slice_services(&self, other: &Snapshot) -> BTreeSet<(String, String)> {

@@ -18,6 +18,7 @@
 pub mod annotations;
 mod diagnostics;
 pub mod gateway;
+pub mod islands;
 pub mod model;
 pub mod template;
 #[cfg(test)]
@@ -240,6 +241,10 @@ pub struct Translation {
     pub client_auth_hosts: Vec<String>,
     /// Gateway API: the status of each GatewayClass, Gateway and route of ours.
     pub gateway: gateway::Report,
+    /// What each translated Ingress of ours shares with others ([`touches`]), for
+    /// [`islands`]: the version that was translated (the last good one when an update was
+    /// refused).
+    pub touches: Vec<(ObjKey, Vec<Touch>)>,
 }
 
 /// Translate a snapshot. Pure: same input, same output.
@@ -250,6 +255,30 @@ pub fn translate(snap: &Snapshot, conf: &TranslateConf) -> Translation {
 /// Translate a snapshot, keeping the `last_good` version (from the previous
 /// [`Translation::accepted`]) of an Ingress whose update is refused.
 pub fn translate_with(snap: &Snapshot, conf: &TranslateConf, last_good: &LastGood) -> Translation {
+    run(snap, conf, last_good, None)
+}
+
+/// Translate only the Ingresses of `snap` (a snapshot cut down to some islands, see
+/// [`islands`]): no global default backend (its route is the built-in 404 and it reports
+/// nothing) and no Gateway API. `wildcard_tls` are the `example.com` of every `*.example.com`
+/// TLS host of all Ingresses, the ones outside `snap` included: a rule host under one has TLS.
+pub fn translate_part(
+    snap: &Snapshot,
+    conf: &TranslateConf,
+    last_good: &LastGood,
+    wildcard_tls: &HashSet<String>,
+) -> Translation {
+    run(snap, conf, last_good, Some(wildcard_tls))
+}
+
+/// A whole translation (`part` None) or one of islands (`part`: the wildcard TLS parents of
+/// the Ingresses outside the snapshot).
+fn run(
+    snap: &Snapshot,
+    conf: &TranslateConf,
+    last_good: &LastGood,
+    part: Option<&HashSet<String>>,
+) -> Translation {
     let mut t = Translator {
         snap,
         conf,
@@ -266,7 +295,17 @@ pub fn translate_with(snap: &Snapshot, conf: &TranslateConf, last_good: &LastGoo
         client_tls: HashMap::default(),
         rewrite_patterns: HashMap::default(),
     };
-    let default_route = t.global_default();
+    let default_route = match part {
+        None => t.global_default(),
+        Some(_) => RouteSpec {
+            ingress: None,
+            backend: BackendSpec::NotFound,
+            protocol: Protocol::Http1,
+            https_redirect: false,
+            tls_host: false,
+            policy: None,
+        },
+    };
     let mut ours: Vec<(&ObjKey, &Ingress)> = snap
         .ingresses
         .iter()
@@ -283,6 +322,7 @@ pub fn translate_with(snap: &Snapshot, conf: &TranslateConf, last_good: &LastGoo
     let mut accepted = BTreeMap::new();
     let mut refused = BTreeMap::new();
     let mut live: Vec<(&ObjKey, Arc<Ingress>, IngressAnnotations)> = Vec::new();
+    let mut touched = Vec::with_capacity(ours.len());
     for (key, ing) in &ours {
         let (ann, verdicts, refusal) = annotations::read(ing.metadata.annotations.as_ref());
         t.verdict_diagnostics(key, &verdicts);
@@ -292,6 +332,7 @@ pub fn translate_with(snap: &Snapshot, conf: &TranslateConf, last_good: &LastGoo
         let Some(why) = refusal else {
             let arc = snap.ingresses[*key].clone();
             accepted.insert((*key).clone(), arc.clone());
+            touched.push(((*key).clone(), touches(key, &arc, &ann)));
             live.push((key, arc, ann));
             continue;
         };
@@ -304,6 +345,7 @@ pub fn translate_with(snap: &Snapshot, conf: &TranslateConf, last_good: &LastGoo
                 );
                 let (ann, _, _) = annotations::read(prev.metadata.annotations.as_ref());
                 accepted.insert((*key).clone(), prev.clone());
+                touched.push(((*key).clone(), touches(key, prev, &ann)));
                 live.push((key, prev.clone(), ann));
             }
             None => t.diag(
@@ -322,6 +364,9 @@ pub fn translate_with(snap: &Snapshot, conf: &TranslateConf, last_good: &LastGoo
     t.tls_wildcard_parents = (t.tls_hosts.iter())
         .filter_map(|h| h.strip_prefix("*.").map(str::to_string))
         .collect();
+    if let Some(outside) = part {
+        t.tls_wildcard_parents.extend(outside.iter().cloned());
+    }
     for (_, ing, ann) in &live {
         if ann.canary.is_none() && t.wants_regex(ing, ann) {
             for rule in ing.spec.iter().flat_map(|s| s.rules.iter().flatten()) {
@@ -365,7 +410,10 @@ pub fn translate_with(snap: &Snapshot, conf: &TranslateConf, last_good: &LastGoo
         ingresses: accepted,
         ..LastGood::default()
     };
-    let gateway = t.gateway_api(last_good, &mut accepted);
+    let gateway = match part {
+        None => t.gateway_api(last_good, &mut accepted),
+        Some(_) => gateway::Report::default(),
+    };
     if let Err(e) = t.routes.finish() {
         t.diag(None, DiagKind::InvalidPath, e);
     }
@@ -387,7 +435,87 @@ pub fn translate_with(snap: &Snapshot, conf: &TranslateConf, last_good: &LastGoo
         accepted,
         refused,
         gateway,
+        touches: touched,
     }
+}
+
+/// What the translation of one Ingress reads or claims that another Ingress's translation
+/// can read or claim too. Two Ingresses with a touch in common can change each other's
+/// routes (the older one wins a host and path, TLS on a host redirects every rule of it,
+/// the oldest Ingress sending to a Service sets its balancing, a Secret's problems are
+/// reported once); two without one cannot, so they can be translated apart ([`islands`]).
+/// The one exception, wildcard TLS (`*.example.com` gives `a.example.com` TLS), is passed
+/// to [`translate_part`] whole instead.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Touch {
+    /// A host the Ingress has rules, TLS, an alias or a www redirect for; [`HostMatch::Any`]
+    /// for rules without a host and the catch-all defaultBackend.
+    Host(HostMatch),
+    /// A Service it sends to (its balancing is set by the oldest Ingress that does).
+    Service(ObjKey),
+    /// A basic-auth Secret (parsed once per translation).
+    Secret(ObjKey),
+}
+
+/// The [`Touch`]es of one Ingress as translated with these annotations, without duplicates.
+pub fn touches(key: &ObjKey, ing: &Ingress, ann: &IngressAnnotations) -> Vec<Touch> {
+    let mut out = Vec::new();
+    let mut add = |t: Touch| {
+        if !out.contains(&t) {
+            out.push(t);
+        }
+    };
+    let hosts = rule_hosts(ing);
+    let Some(spec) = &ing.spec else {
+        return out;
+    };
+    if spec.default_backend.is_some() && hosts.is_empty() {
+        add(Touch::Host(HostMatch::Any));
+    }
+    for h in &hosts {
+        add(Touch::Host(h.clone()));
+        if let (true, HostMatch::Exact(name)) = (ann.redirect.from_to_www, h) {
+            let other = match name.strip_prefix("www.") {
+                Some(bare) => bare.to_string(),
+                None => format!("www.{name}"),
+            };
+            add(Touch::Host(HostMatch::Exact(other)));
+        }
+    }
+    for alias in &ann.redirect.aliases {
+        add(Touch::Host(alias.clone()));
+    }
+    for entry in spec.tls.iter().flatten() {
+        for h in entry.hosts.iter().flatten() {
+            if let Ok(m) = HostMatch::parse(Some(h)) {
+                add(Touch::Host(m));
+            }
+        }
+    }
+    let backends = spec
+        .default_backend
+        .iter()
+        .chain(paths_of(ing).map(|(_, p)| &p.backend));
+    for b in backends {
+        if let Some(svc) = &b.service {
+            add(Touch::Service(ObjKey::new(
+                key.namespace.clone(),
+                svc.name.clone(),
+            )));
+        }
+    }
+    if let Some(name) = &ann.errors.default_backend {
+        add(Touch::Service(ObjKey::new(
+            key.namespace.clone(),
+            name.clone(),
+        )));
+    }
+    if let Some(b) = &ann.auth.basic {
+        if let Ok(secret) = own_secret(key, b.namespace.as_deref(), &b.name) {
+            add(Touch::Secret(secret));
+        }
+    }
+    out
 }
 
 /// Where a rule lives, for naming the winner of a conflict.

@@ -581,6 +581,20 @@ impl<R> Policy<R> {
             && self.mirrors.is_empty()
     }
 
+    /// The backends (canary, error pages, fallback, weighted split, mirrors), as [`Policy::map`]
+    /// visits them.
+    pub fn routes(&self) -> impl Iterator<Item = &R> {
+        (self.canary.iter().map(|(_, r)| r))
+            .chain(self.errors.iter().map(|e| &e.backend))
+            .chain(self.fallback.iter())
+            .chain(
+                self.split
+                    .iter()
+                    .flat_map(|s| s.backends.iter().map(|(_, r)| r)),
+            )
+            .chain(self.mirrors.iter().map(|m| &m.backend))
+    }
+
     /// Convert the backends (canary, error pages, fallback) with `f`.
     pub fn map<U>(self, mut f: impl FnMut(R) -> U) -> Policy<U> {
         Policy {

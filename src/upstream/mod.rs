@@ -376,28 +376,35 @@ impl Upstreams {
 
     /// Drop pools no route uses any more (requests in flight keep their `Arc`).
     pub fn retain(&mut self, used: &HashSet<UpstreamKey>) {
-        let metrics = self.metrics.clone();
-        let by_service = &mut self.by_service;
-        self.pools.retain(|k, _| {
-            let keep = used.contains(k);
-            if !keep {
-                if let Some(m) = &metrics {
-                    let _ = m.ready_endpoints.remove_label_values(&[
-                        k.namespace.as_str(),
-                        k.service.as_str(),
-                        &k.port.to_string(),
-                    ]);
-                }
-                let svc = (k.namespace.clone(), k.service.clone());
-                if let Some(keys) = by_service.get_mut(&svc) {
-                    keys.retain(|x| x != k);
-                    if keys.is_empty() {
-                        by_service.remove(&svc);
-                    }
+        let unused: Vec<UpstreamKey> = (self.pools.keys())
+            .filter(|k| !used.contains(*k))
+            .cloned()
+            .collect();
+        self.remove(&unused);
+    }
+
+    /// Drop these pools (a partial translation's pools that no route uses any more), with
+    /// their endpoint gauges.
+    pub fn remove(&mut self, keys: &[UpstreamKey]) {
+        for k in keys {
+            if self.pools.remove(k).is_none() {
+                continue;
+            }
+            if let Some(m) = &self.metrics {
+                let _ = m.ready_endpoints.remove_label_values(&[
+                    k.namespace.as_str(),
+                    k.service.as_str(),
+                    &k.port.to_string(),
+                ]);
+            }
+            let svc = (k.namespace.clone(), k.service.clone());
+            if let Some(keys) = self.by_service.get_mut(&svc) {
+                keys.retain(|x| x != k);
+                if keys.is_empty() {
+                    self.by_service.remove(&svc);
                 }
             }
-            keep
-        });
+        }
     }
 
     /// Recompute every pool's endpoints from the snapshot; returns how many pools changed.
