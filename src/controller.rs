@@ -198,7 +198,7 @@ impl Controller {
             let id = generation.id;
             info!(
                 generation = id,
-                rules = generation.routes.len(),
+                hosts = generation.routes.host_count(),
                 pools = self.upstreams.len(),
                 ingresses_translated = translated.map_or(-1, |n| n as i64),
                 islands = self.islands.len(),

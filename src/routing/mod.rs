@@ -451,6 +451,128 @@ pub struct Trace<'a, T> {
     pub fallback: Option<&'a T>,
 }
 
+/// Shards of a host map: 64 is enough for a copy of a 50,000-host table with a few hosts
+/// replaced to copy about 800 entries, and small enough that their headers stay in cache.
+const SHARDS: usize = 64;
+
+/// A host map split into shards behind `Arc`s. A copy of it copies 64 pointers; changing
+/// a host then copies that host's shard only (`Arc::make_mut`). A lookup hashes the host
+/// once more to pick its shard (keys come from the configuration, so a fixed seed is fine).
+#[derive(Debug, Clone)]
+struct HostMap<V> {
+    shards: Box<[Arc<HashMap<Key, V>>]>,
+    len: usize,
+}
+
+impl<V> Default for HostMap<V> {
+    fn default() -> Self {
+        HostMap {
+            shards: (0..SHARDS).map(|_| Arc::new(HashMap::default())).collect(),
+            len: 0,
+        }
+    }
+}
+
+#[inline]
+fn shard_of(host: &str) -> usize {
+    use std::hash::BuildHasher;
+    const SEED: foldhash::fast::FixedState = foldhash::fast::FixedState::with_seed(0x7069_6e67);
+    (SEED.hash_one(host) >> 58) as usize
+}
+
+impl<V> HostMap<V> {
+    #[inline]
+    fn get(&self, host: &str) -> Option<&V> {
+        self.shards[shard_of(host)].get(host)
+    }
+
+    fn contains_key(&self, host: &str) -> bool {
+        self.get(host).is_some()
+    }
+
+    #[inline]
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&Key, &V)> {
+        self.shards.iter().flat_map(|s| s.iter())
+    }
+
+    fn values(&self) -> impl Iterator<Item = &V> {
+        self.shards.iter().flat_map(|s| s.values())
+    }
+}
+
+impl<V: Clone> HostMap<V> {
+    /// The shard of `host`, to change (copied first when another map shares it).
+    fn shard_mut(&mut self, host: &str) -> &mut HashMap<Key, V> {
+        Arc::make_mut(&mut self.shards[shard_of(host)])
+    }
+
+    fn get_mut(&mut self, host: &str) -> Option<&mut V> {
+        self.shard_mut(host).get_mut(host)
+    }
+
+    fn get_or_default(&mut self, host: &str) -> &mut V
+    where
+        V: Default,
+    {
+        let shard = Arc::make_mut(&mut self.shards[shard_of(host)]);
+        if !shard.contains_key(host) {
+            shard.insert(host.into(), V::default());
+            self.len += 1;
+        }
+        shard.get_mut(host).expect("just inserted")
+    }
+
+    fn insert(&mut self, host: Key, value: V) {
+        if self.shard_mut(&host).insert(host, value).is_none() {
+            self.len += 1;
+        }
+    }
+
+    fn remove(&mut self, host: &str) -> Option<V> {
+        let shard = &mut self.shards[shard_of(host)];
+        if !shard.contains_key(host) {
+            return None;
+        }
+        let v = Arc::make_mut(shard).remove(host);
+        self.len -= 1;
+        v
+    }
+
+    fn iter_mut(&mut self) -> impl Iterator<Item = (&Key, &mut V)> {
+        self.shards
+            .iter_mut()
+            .flat_map(|s| Arc::make_mut(s).iter_mut())
+    }
+
+    /// The same hosts with each value converted, shard by shard.
+    fn map_values<U>(self, mut f: impl FnMut(V) -> U) -> HostMap<U> {
+        let shards = (self.shards.into_vec().into_iter())
+            .map(|s| {
+                let m: HashMap<Key, U> = (Arc::unwrap_or_clone(s).into_iter())
+                    .map(|(k, v)| (k, f(v)))
+                    .collect();
+                Arc::new(m)
+            })
+            .collect();
+        HostMap {
+            shards,
+            len: self.len,
+        }
+    }
+
+    fn into_iter(self) -> impl Iterator<Item = (Key, V)> {
+        (self.shards.into_vec().into_iter()).flat_map(|s| Arc::unwrap_or_clone(s).into_iter())
+    }
+}
+
 /// A route that could not be added because an earlier one holds the same place.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Occupied;
@@ -462,9 +584,9 @@ pub struct Occupied;
 /// not its path maps: 50,000 hosts cost about a millisecond, not tens.
 #[derive(Debug, Clone)]
 pub struct RouteTable<T> {
-    exact: HashMap<Key, Arc<HostRoutes<T>>>,
-    wildcard: HashMap<Key, Arc<HostRoutes<T>>>,
-    suffix: HashMap<Key, Arc<HostRoutes<T>>>,
+    exact: HostMap<Arc<HostRoutes<T>>>,
+    wildcard: HostMap<Arc<HostRoutes<T>>>,
+    suffix: HostMap<Arc<HostRoutes<T>>>,
     any: Option<HostRoutes<T>>,
     fallback: Option<T>,
 }
@@ -472,9 +594,9 @@ pub struct RouteTable<T> {
 impl<T> Default for RouteTable<T> {
     fn default() -> Self {
         RouteTable {
-            exact: HashMap::default(),
-            wildcard: HashMap::default(),
-            suffix: HashMap::default(),
+            exact: HostMap::default(),
+            wildcard: HostMap::default(),
+            suffix: HostMap::default(),
             any: None,
             fallback: None,
         }
@@ -486,13 +608,9 @@ impl<T: Clone> RouteTable<T> {
     /// is built, none does).
     fn host_mut(&mut self, host: &HostMatch) -> &mut HostRoutes<T> {
         match host {
-            HostMatch::Exact(h) => Arc::make_mut(self.exact.entry(h.as_str().into()).or_default()),
-            HostMatch::Wildcard(h) => {
-                Arc::make_mut(self.wildcard.entry(h.as_str().into()).or_default())
-            }
-            HostMatch::Suffix(h) => {
-                Arc::make_mut(self.suffix.entry(h.as_str().into()).or_default())
-            }
+            HostMatch::Exact(h) => Arc::make_mut(self.exact.get_or_default(h)),
+            HostMatch::Wildcard(h) => Arc::make_mut(self.wildcard.get_or_default(h)),
+            HostMatch::Suffix(h) => Arc::make_mut(self.suffix.get_or_default(h)),
             HostMatch::Any => self.any.get_or_insert_with(HostRoutes::default),
         }
     }
@@ -725,18 +843,24 @@ impl<T: Clone> RouteTable<T> {
     ) {
         for h in removed {
             match h {
-                HostMatch::Exact(h) => drop(self.exact.remove(h.as_str())),
-                HostMatch::Wildcard(h) => drop(self.wildcard.remove(h.as_str())),
-                HostMatch::Suffix(h) => drop(self.suffix.remove(h.as_str())),
+                HostMatch::Exact(h) => drop(self.exact.remove(h)),
+                HostMatch::Wildcard(h) => drop(self.wildcard.remove(h)),
+                HostMatch::Suffix(h) => drop(self.suffix.remove(h)),
                 HostMatch::Any => self.any = None,
             }
         }
         if removed_fallback {
             self.fallback = None;
         }
-        self.exact.extend(part.exact);
-        self.wildcard.extend(part.wildcard);
-        self.suffix.extend(part.suffix);
+        for (h, r) in part.exact.into_iter() {
+            self.exact.insert(h, r);
+        }
+        for (h, r) in part.wildcard.into_iter() {
+            self.wildcard.insert(h, r);
+        }
+        for (h, r) in part.suffix.into_iter() {
+            self.suffix.insert(h, r);
+        }
         if part.any.is_some() {
             self.any = part.any;
         }
@@ -750,25 +874,25 @@ impl<T: Clone> RouteTable<T> {
         RouteTable {
             exact: self
                 .exact
-                .into_iter()
-                .map(|(k, v)| (k, Arc::new(Arc::unwrap_or_clone(v).map(&mut f))))
-                .collect(),
+                .map_values(|v| Arc::new(Arc::unwrap_or_clone(v).map(&mut f))),
             wildcard: self
                 .wildcard
-                .into_iter()
-                .map(|(k, v)| (k, Arc::new(Arc::unwrap_or_clone(v).map(&mut f))))
-                .collect(),
+                .map_values(|v| Arc::new(Arc::unwrap_or_clone(v).map(&mut f))),
             suffix: self
                 .suffix
-                .into_iter()
-                .map(|(k, v)| (k, Arc::new(Arc::unwrap_or_clone(v).map(&mut f))))
-                .collect(),
+                .map_values(|v| Arc::new(Arc::unwrap_or_clone(v).map(&mut f))),
             any: self.any.map(|r| r.map(&mut f)),
             fallback: self.fallback.map(f),
         }
     }
 
-    /// Number of path rules.
+    /// Number of host entries (the rules without a host count as one), without visiting
+    /// them.
+    pub fn host_count(&self) -> usize {
+        self.exact.len() + self.wildcard.len() + self.suffix.len() + usize::from(self.any.is_some())
+    }
+
+    /// Number of path rules (visits every host).
     pub fn len(&self) -> usize {
         self.exact.values().map(|r| r.len()).sum::<usize>()
             + self.wildcard.values().map(|r| r.len()).sum::<usize>()

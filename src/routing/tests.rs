@@ -241,7 +241,9 @@ fn hosts_with_the_same_regex_patterns_share_one_matcher() {
     }
     t.finish().unwrap();
     let matchers = |host: &str| {
-        t.exact[host]
+        t.exact
+            .get(host)
+            .unwrap()
             .regex
             .as_ref()
             .and_then(|r| r.matchers.clone())
@@ -486,4 +488,51 @@ fn rules_bound_to_listeners_answer_only_there() {
     assert_eq!(at(false, 8080, "/y"), Some("every-plain"));
     assert_eq!(at(true, 443, "/x"), Some("every-tls"));
     assert_eq!(at(true, 8080, "/x"), Some("every-tls"));
+}
+
+#[test]
+fn a_copy_with_hosts_replaced_leaves_the_original_and_shares_the_rest() {
+    let mut t = RouteTable::default();
+    for i in 0..500 {
+        let h = HostMatch::Exact(format!("h{i}.example.com"));
+        t.insert_path(&h, PathKind::Prefix, "/", i).unwrap();
+    }
+    t.finish().unwrap();
+    let mut part = RouteTable::default();
+    part.insert_path(
+        &HostMatch::Exact("new.example.com".into()),
+        PathKind::Prefix,
+        "/",
+        1000,
+    )
+    .unwrap();
+    part.insert_path(
+        &HostMatch::Exact("h7.example.com".into()),
+        PathKind::Exact,
+        "/x",
+        1007,
+    )
+    .unwrap();
+    let mut copy = t.clone();
+    let gone = [
+        HostMatch::Exact("h3.example.com".into()),
+        HostMatch::Exact("h7.example.com".into()),
+    ];
+    copy.replace_hosts(&gone, false, part);
+    // The copy: h3 gone, h7 replaced, a new host, the others as they were.
+    assert_eq!(copy.host_count(), 500);
+    assert_eq!(copy.lookup("h3.example.com", "/"), None);
+    assert_eq!(copy.lookup("h7.example.com", "/"), None);
+    assert_eq!(copy.lookup("h7.example.com", "/x"), Some(&1007));
+    assert_eq!(copy.lookup("new.example.com", "/a"), Some(&1000));
+    assert_eq!(copy.lookup("h499.example.com", "/a"), Some(&499));
+    // The original is untouched.
+    assert_eq!(t.host_count(), 500);
+    assert_eq!(t.lookup("h3.example.com", "/"), Some(&3));
+    assert_eq!(t.lookup("h7.example.com", "/x"), Some(&7));
+    assert_eq!(t.lookup("new.example.com", "/"), None);
+    // Untouched hosts are the same allocation in both.
+    let a = t.exact.get("h100.example.com").unwrap();
+    let b = copy.exact.get("h100.example.com").unwrap();
+    assert!(Arc::ptr_eq(a, b));
 }
