@@ -257,7 +257,10 @@ fn partial_translation_matches_a_whole_translation_over_random_edits() {
     for seed in 0..seeds {
         partial += run(seed, steps);
     }
-    println!("{partial} of {} edits translated in part", seeds as usize * steps);
+    println!(
+        "{partial} of {} edits translated in part",
+        seeds as usize * steps
+    );
     // Most edits must take the partial path, or this test checks nothing.
     assert!(
         partial * 2 > seeds as usize * steps,
