@@ -304,8 +304,12 @@ impl Snapshot {
     /// True when everything but the EndpointSlices is equal: only endpoint sets need
     /// updating, routes stay as they are.
     pub fn same_routing_inputs(&self, other: &Snapshot) -> bool {
-        same_map(&self.ingresses, &other.ingresses)
-            && same_map(&self.ingress_classes, &other.ingress_classes)
+        same_map(&self.ingresses, &other.ingresses) && self.same_inputs_but_ingresses(other)
+    }
+
+    /// Whether everything translation reads other than Ingresses is the same.
+    fn same_inputs_but_ingresses(&self, other: &Snapshot) -> bool {
+        same_map(&self.ingress_classes, &other.ingress_classes)
             && same_map(&self.services, &other.services)
             && same_map(&self.secrets, &other.secrets)
             && same_map(&self.namespaces, &other.namespaces)
@@ -321,17 +325,7 @@ impl Snapshot {
     /// the Ingresses added, removed or changed. None when anything else that translation
     /// reads differs. Visits only what the two snapshots do not share.
     pub fn changed_ingresses_only(&self, other: &Snapshot) -> Option<Vec<ObjKey>> {
-        let others_same = same_map(&self.ingress_classes, &other.ingress_classes)
-            && same_map(&self.services, &other.services)
-            && same_map(&self.secrets, &other.secrets)
-            && same_map(&self.namespaces, &other.namespaces)
-            && same_map(&self.gateway_classes, &other.gateway_classes)
-            && same_map(&self.gateways, &other.gateways)
-            && same_map(&self.http_routes, &other.http_routes)
-            && same_map(&self.grpc_routes, &other.grpc_routes)
-            && same_map(&self.reference_grants, &other.reference_grants)
-            && same_map(&self.undecodable, &other.undecodable);
-        if !others_same {
+        if !self.same_inputs_but_ingresses(other) {
             return None;
         }
         let mut keys: Vec<ObjKey> = Vec::new();

@@ -9,7 +9,7 @@ fn snap(yaml: &str) -> Snapshot {
     s
 }
 
-fn conf() -> TranslateConf {
+pub(super) fn conf() -> TranslateConf {
     TranslateConf {
         ingress_class: "pingress".into(),
         controller_name: "pingress.dev/ingress-controller".into(),

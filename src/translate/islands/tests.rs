@@ -6,6 +6,7 @@ use super::*;
 use crate::routing::{Conditions, PathKind};
 use crate::source::files::parse_manifests;
 use crate::source::Object;
+use crate::translate::tests::conf;
 use crate::translate::translate_with;
 
 const BASE: &str = r#"
@@ -20,19 +21,6 @@ metadata: {name: users, namespace: shop}
 type: Opaque
 data: {auth: dXNlcjp7U0hBfXFVcWpHNVZFbVdnU2h6TlRGeGhmcVk0Q2FXaz0KYnJva2VuLWxpbmUK}
 "#;
-
-fn conf() -> TranslateConf {
-    TranslateConf {
-        ingress_class: "pingress".into(),
-        controller_name: "pingress.dev/ingress-controller".into(),
-        watch_ingress_without_class: false,
-        ssl_redirect: true,
-        default_backend: None,
-        gateway_controller: "pingress.dev/gateway-controller".into(),
-        http_ports: vec![80],
-        https_ports: vec![443],
-    }
-}
 
 fn objects(yaml: &str) -> Vec<Object> {
     parse_manifests(yaml, "test").unwrap().objects
