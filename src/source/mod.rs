@@ -304,13 +304,14 @@ impl Snapshot {
     /// True when everything but the EndpointSlices is equal: only endpoint sets need
     /// updating, routes stay as they are.
     pub fn same_routing_inputs(&self, other: &Snapshot) -> bool {
-        same_map(&self.ingresses, &other.ingresses) && self.same_inputs_but_ingresses(other)
+        same_map(&self.ingresses, &other.ingresses)
+            && same_map(&self.services, &other.services)
+            && self.same_other_inputs(other)
     }
 
-    /// Whether everything translation reads other than Ingresses is the same.
-    fn same_inputs_but_ingresses(&self, other: &Snapshot) -> bool {
+    /// Whether everything translation reads other than Ingresses and Services is the same.
+    fn same_other_inputs(&self, other: &Snapshot) -> bool {
         same_map(&self.ingress_classes, &other.ingress_classes)
-            && same_map(&self.services, &other.services)
             && same_map(&self.secrets, &other.secrets)
             && same_map(&self.namespaces, &other.namespaces)
             && same_map(&self.gateway_classes, &other.gateway_classes)
@@ -321,24 +322,21 @@ impl Snapshot {
             && same_map(&self.undecodable, &other.undecodable)
     }
 
-    /// When `other` differs from `self` in Ingresses (and EndpointSlices) only: the keys of
-    /// the Ingresses added, removed or changed. None when anything else that translation
-    /// reads differs. Visits only what the two snapshots do not share.
-    pub fn changed_ingresses_only(&self, other: &Snapshot) -> Option<Vec<ObjKey>> {
-        if !self.same_inputs_but_ingresses(other) {
+    /// When `other` differs from `self` in Ingresses and Services (and EndpointSlices) only:
+    /// the keys of the Ingresses and of the Services added, removed or changed. None when
+    /// anything else that translation reads differs. Visits only what the two snapshots do
+    /// not share.
+    pub fn changed_ingresses_and_services(
+        &self,
+        other: &Snapshot,
+    ) -> Option<(Vec<ObjKey>, Vec<ObjKey>)> {
+        if !self.same_other_inputs(other) {
             return None;
         }
-        let mut keys: Vec<ObjKey> = Vec::new();
-        for d in self.ingresses.diff(&other.ingresses) {
-            let k = match d {
-                imbl::ordmap::DiffItem::Add(k, _) | imbl::ordmap::DiffItem::Remove(k, _) => k,
-                imbl::ordmap::DiffItem::Update { new, .. } => new.0,
-            };
-            if keys.last() != Some(k) {
-                keys.push(k.clone());
-            }
-        }
-        Some(keys)
+        Some((
+            changed_keys(&self.ingresses, &other.ingresses),
+            changed_keys(&self.services, &other.services),
+        ))
     }
 
     /// Whether the snapshot holds any Gateway API object (or an object that did not decode,
@@ -386,6 +384,21 @@ impl Snapshot {
         }
         out
     }
+}
+
+/// Keys added, removed or changed between two maps, each once, in order.
+fn changed_keys<V: PartialEq>(a: &Map<ObjKey, Arc<V>>, b: &Map<ObjKey, Arc<V>>) -> Vec<ObjKey> {
+    let mut keys: Vec<ObjKey> = Vec::new();
+    for d in a.diff(b) {
+        let k = match d {
+            imbl::ordmap::DiffItem::Add(k, _) | imbl::ordmap::DiffItem::Remove(k, _) => k,
+            imbl::ordmap::DiffItem::Update { new, .. } => new.0,
+        };
+        if keys.last() != Some(k) {
+            keys.push(k.clone());
+        }
+    }
+    keys
 }
 
 /// Map equality that visits only the parts the two maps do not share (sources keep one

@@ -9,13 +9,15 @@
 //! After a whole translation, [`Islands::rebuild`] records each island: its Ingresses and
 //! touches, the host entries of the route table it made, the pools and limiters its routes
 //! use, its TLS entries, diagnostics and client-certificate hosts. When the next snapshot
-//! differs only in Ingresses (and EndpointSlices), [`Islands::step`] takes the islands the
-//! changed Ingresses belong to or will touch, translates just their Ingresses
+//! differs only in Ingresses and Services (and EndpointSlices), [`Islands::step`] takes the
+//! islands that send to a changed Service and those the changed Ingresses belong to or will
+//! touch, translates just their Ingresses
 //! ([`super::translate_part`]) and says which host entries of the published table to replace
 //! ([`Partial`]). The cost of an edit is its islands', not the cluster's.
 //!
-//! Everything else is translated whole, as before: a change to a Service, Secret,
-//! IngressClass or Namespace, any Gateway API object in the snapshot (Gateway API routes
+//! Everything else is translated whole, as before: a change to a Secret, IngressClass or
+//! Namespace or to the global default backend's Service, any Gateway API object in the
+//! snapshot (Gateway API routes
 //! share hosts with Ingresses and are placed after all of them), a change to the set of
 //! wildcard TLS hosts, the first translation, and anything a partial step cannot place.
 
@@ -222,9 +224,18 @@ impl Islands {
         if !self.usable || snap.has_gateway_api() {
             return None;
         }
-        let changed = prev.changed_ingresses_only(snap)?;
-        // The islands the changed Ingresses are in, and those their new versions touch.
+        let (changed, services) = prev.changed_ingresses_and_services(snap)?;
+        // The global default backend reads its Service outside every island.
+        let global = conf.default_backend.as_ref().map(|(k, _)| k);
+        if services.iter().any(|s| Some(s) == global) {
+            return None;
+        }
+        // The islands that send to a changed Service, those the changed Ingresses are in,
+        // and those their new versions touch.
         let mut hit: BTreeSet<u64> = BTreeSet::new();
+        for s in services {
+            hit.extend(self.by_touch.get(&Touch::Service(s)));
+        }
         for k in &changed {
             hit.extend(self.by_ingress.get(k));
             if let Some(ing) = snap.ingresses.get(k) {

@@ -1,6 +1,7 @@
 //! Partial translation must give what a whole translation of the same snapshot gives: random
 //! edit sequences over Ingresses that share hosts, Services, TLS (wildcards too), aliases,
-//! www redirects, canaries, regex mode, balancing, auth Secrets and refused updates.
+//! www redirects, canaries, regex mode, balancing, auth Secrets and refused updates, and over
+//! the Services they send to, with and without a global default backend.
 
 use super::*;
 use crate::routing::{Conditions, PathKind};
@@ -163,7 +164,15 @@ fn sorted_diags(d: &[Diagnostic]) -> Vec<String> {
 /// how many were translated in part.
 fn run(seed: u64, steps: usize) -> usize {
     let mut rng = fastrand::Rng::with_seed(seed);
-    let conf = conf();
+    let mut conf = conf();
+    if seed % 2 == 1 {
+        // A global default backend: its pool is pinned, custom-http-errors use it, and a
+        // change to its Service is translated whole.
+        conf.default_backend = Some((
+            ObjKey::new("shop", "s4"),
+            crate::config::PortRef::Number(80),
+        ));
+    }
     let mut snap = Snapshot::default();
     for o in objects(BASE) {
         assert!(snap.insert(o));
@@ -178,9 +187,22 @@ fn run(seed: u64, steps: usize) -> usize {
     let mut whole_good = LastGood::default();
     let mut prev: Option<Snapshot> = None;
     let mut partial = 0;
+    let mut service_edits = 0;
     for step in 0..steps {
-        let name = format!("i{}", rng.usize(..10));
-        let next_yaml = random_ingress(&mut rng, &name);
+        let next_yaml = if rng.u8(..100) < 12 {
+            // A Service edit: another port (the Ingresses name port 80), an appProtocol,
+            // or gone; s5 comes and goes.
+            let i = rng.usize(..6);
+            service_edits += 1;
+            match rng.u8(..4) {
+                0 => service(i).replace("port: 80", "port: 81"),
+                1 => service(i).replace("port: 80", "port: 80, appProtocol: kubernetes.io/h2c"),
+                _ => service(i),
+            }
+        } else {
+            let name = format!("i{}", rng.usize(..10));
+            random_ingress(&mut rng, &name)
+        };
         let obj = objects(&next_yaml).remove(0);
         if rng.u8(..100) < 15 {
             snap.remove(&obj);
@@ -234,6 +256,7 @@ fn run(seed: u64, steps: usize) -> usize {
         assert_eq!(kept, want, "{}", ctx());
         prev = Some(snap.clone());
     }
+    assert!(service_edits > 0, "seed {seed}: no Service was edited");
     partial
 }
 
@@ -310,9 +333,38 @@ fn an_edit_translates_only_its_island() {
         }))
     );
 
-    // A Service change is translated whole.
+    // A Service change translates the Ingresses that send to it.
     let prev = snap.clone();
     for o in objects(&service(3).replace("port: 80", "port: 81")) {
+        snap.upsert(o);
+    }
+    let p = islands
+        .step(&prev, &snap, &conf)
+        .expect("a Service edit is partial");
+    assert_eq!(p.translated, 1);
+    assert_eq!(p.removed_hosts, [HostMatch::Exact("h3.ex.com".into())]);
+    assert_eq!(
+        p.routes.lookup("h3.ex.com", "/").map(|r| &r.backend),
+        Some(&BackendSpec::Unavailable {
+            namespace: "shop".into(),
+            service: "s3".into()
+        })
+    );
+    let dropped: Vec<&str> = p.dropped_pools.iter().map(|k| k.service.as_str()).collect();
+    assert_eq!(dropped, ["s3"]);
+
+    // ... except the global default backend's Service: translated whole.
+    let conf = TranslateConf {
+        default_backend: Some((
+            ObjKey::new("shop", "s4"),
+            crate::config::PortRef::Number(80),
+        )),
+        ..conf
+    };
+    let mut t = translate_with(&snap, &conf, &LastGood::default());
+    islands.rebuild(&snap, &mut t);
+    let prev = snap.clone();
+    for o in objects(&service(4).replace("port: 80", "port: 81")) {
         snap.upsert(o);
     }
     assert!(islands.step(&prev, &snap, &conf).is_none());
