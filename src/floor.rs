@@ -5,8 +5,9 @@
 //! Pingora server section, the listeners with their read-buffer setting, TLS 1.2+ with
 //! HTTP/2 by ALPN on the HTTPS listeners, the upstream timeouts, no compression module. Per
 //! request it does the Pingora-facing work the gateway does and nothing of its own: the same
-//! six forwarded headers (X-Forwarded-For/-Proto/-Host/-Port, X-Real-IP, X-Request-ID) and
-//! the same peer options, but no route lookup, no endpoint choice, no metrics, no logs.
+//! six forwarded headers (X-Forwarded-For/-Proto/-Host/-Port, X-Real-IP, X-Request-ID; on
+//! HTTP/2 the host from `:authority`, as the gateway takes it) and the same peer options,
+//! but no route lookup, no endpoint choice, no metrics, no logs.
 //!
 //! What the gateway costs above this floor is pingress's own code; what the floor costs above
 //! nginx and haproxy is Pingora's (docs/benchmarks.md).
@@ -73,12 +74,13 @@ impl ProxyHttp for Floor {
             up.insert_header("x-real-ip", ip)?;
         }
         up.insert_header("x-forwarded-proto", if *tls { "https" } else { "http" })?;
-        if let Some(host) = session
-            .req_header()
-            .headers
-            .get(http::header::HOST)
-            .cloned()
-        {
+        // The Host field, or on HTTP/2 (`:authority`, no Host) the authority.
+        let req = session.req_header();
+        if let Some(host) = req.headers.get(http::header::HOST).cloned().or_else(|| {
+            req.uri
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        }) {
             up.insert_header("x-forwarded-host", host)?;
         }
         if let Some(port) = session

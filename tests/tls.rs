@@ -510,6 +510,15 @@ async fn http2_by_alpn_with_h2load_and_h2c_when_enabled() {
             .await
             .unwrap();
         assert_eq!(r.version(), reqwest::Version::HTTP_2);
+        // The forwarded headers of a stream: the Host is the :authority, port included
+        // (nginx's $http_host), and the peer is the connection's.
+        let e: Echo = r.json().await.unwrap();
+        let h = &e.headers;
+        let authority = format!("h2.example.com:{}", gw.https.port());
+        assert_eq!(h["x-forwarded-host"], authority);
+        assert_eq!(h["x-forwarded-for"], "127.0.0.1");
+        assert_eq!(h["x-real-ip"], "127.0.0.1");
+        assert_eq!(h["x-forwarded-proto"], "https");
     }
     eventually("one HTTP/2 connection counted", || async {
         open().await.filter(|v| *v == before + 1.0)

@@ -131,14 +131,53 @@ struct Peer {
 }
 
 impl Peer {
-    fn new(ip: IpAddr, trust: &Trust) -> Option<Peer> {
+    /// The peer `ip` under `trust`, from this thread's [`PEERS`] when it was made lately.
+    fn new(ip: IpAddr, trust: &Arc<Trust>) -> Option<Peer> {
         let ip = crate::client::canonical(ip);
-        Some(Peer {
-            ip,
-            value: HeaderValue::try_from(ip.to_string()).ok()?,
-            trusted: trust.trusts(ip),
+        PEERS.with(|slots| {
+            let mut slots = slots.borrow_mut();
+            let slot = &mut slots[peer_slot(ip)];
+            if let Some((t, p)) = slot.as_ref() {
+                if p.ip == ip && Arc::ptr_eq(t, trust) {
+                    return Some(p.clone());
+                }
+            }
+            let peer = Peer {
+                ip,
+                value: HeaderValue::try_from(ip.to_string()).ok()?,
+                trusted: trust.trusts(ip),
+            };
+            *slot = Some((trust.clone(), peer.clone()));
+            Some(peer)
         })
     }
+}
+
+/// Slots of [`PEERS`].
+const PEER_SLOTS: usize = 16;
+
+/// A recent peer and the trust settings it was made under.
+type PeerSlot = Option<(Arc<Trust>, Peer)>;
+
+thread_local! {
+    /// Peers made lately on this thread, by the last byte of the address. An HTTP/2 stream
+    /// has no connection state in Pingora's session, so its peer would otherwise be
+    /// formatted and its trust looked up for every request (about 3,000 instructions, a
+    /// third of h2-tls's cost over the Pingora floor); the streams of one connection hit
+    /// one slot. A slot keeps the [`Trust`] it was made under (the `Arc`, so that a freed
+    /// Trust's address cannot come back as another's): gateways with other trust settings
+    /// in one process (tests) never share an entry.
+    static PEERS: std::cell::RefCell<[PeerSlot; PEER_SLOTS]> =
+        const { std::cell::RefCell::new([const { None }; PEER_SLOTS]) };
+}
+
+/// The [`PEERS`] slot of `ip`.
+fn peer_slot(ip: IpAddr) -> usize {
+    let last = match ip {
+        IpAddr::V4(a) => a.octets()[3],
+        IpAddr::V6(a) => a.octets()[15],
+    };
+    usize::from(last) % PEER_SLOTS
 }
 
 /// What is the same for all requests of one HTTP/1 downstream connection. It is carried
@@ -627,7 +666,9 @@ impl Gateway {
         }
         if let (true, Some(v), Some(route)) = (ctx.tls, &self.hsts, &ctx.route) {
             if route.tls_host {
-                resp.insert_header(http::header::STRICT_TRANSPORT_SECURITY, v.clone())?;
+                // By its text: a `HeaderName` Pingora has no title-case spelling for is
+                // copied to the heap for its case map on every insert.
+                resp.insert_header("strict-transport-security", v.clone())?;
             }
         }
         Ok(())
@@ -861,13 +902,27 @@ impl Gateway {
     }
 }
 
-/// Host of a request: the Host header, or the URI authority (HTTP/2, absolute-form).
+/// Host of a request, as nginx's `$http_host`: the Host field, or else the target's
+/// authority (HTTP/2's `:authority`; HTTP/1's absolute-form has been given a Host by the
+/// edge checks), port included.
 fn request_host(req: &RequestHeader) -> &str {
-    req.headers
-        .get(http::header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .or_else(|| req.uri.host())
-        .unwrap_or("")
+    match req.headers.get(http::header::HOST).map(|v| v.to_str()) {
+        Some(host) => host.unwrap_or(""),
+        None => req
+            .uri
+            .authority()
+            .map_or("", |a| authority_host(a.as_str())),
+    }
+}
+
+/// `host[:port]` of an authority: what follows any userinfo. The edge checks refuse an
+/// authority with userinfo before anything routes; this keeps it out all the same, without
+/// the http crate's `Authority::host` (three string searches, ~360 instructions a call).
+fn authority_host(a: &str) -> &str {
+    match a.bytes().rposition(|b| b == b'@') {
+        Some(at) => &a[at + 1..],
+        None => a,
+    }
 }
 
 impl Gateway {
@@ -877,8 +932,8 @@ impl Gateway {
         Peer::new(session.client_addr()?.as_inet()?.ip(), &self.trust)
     }
 
-    /// Find the peer (the connection's on HTTP/1, formatted once; now on HTTP/2, which
-    /// has no connection state here) and the client; a trusted peer's `https`
+    /// Find the peer (the connection's on HTTP/1; on HTTP/2, which has no connection state
+    /// here, this thread's recent peers) and the client; a trusted peer's `https`
     /// X-Forwarded-Proto makes the request HTTPS.
     fn client_address(&self, session: &Session, ctx: &mut Ctx) {
         let peer = match &ctx.conn {
@@ -1429,11 +1484,12 @@ impl ProxyHttp for Gateway {
             up.insert_header("x-forwarded-proto", proto)?;
         }
         if !keep("x-forwarded-host") {
-            let host = req
-                .headers
-                .get(http::header::HOST)
-                .cloned()
-                .or_else(|| req.uri.host().and_then(|h| HeaderValue::from_str(h).ok()));
+            // As ingress-nginx's `$best_http_host`: the Host field, or on HTTP/2 the
+            // `:authority` with its port (nginx makes it the Host).
+            let host = req.headers.get(http::header::HOST).cloned().or_else(|| {
+                let a = authority_host(req.uri.authority()?.as_str());
+                HeaderValue::from_str(a).ok()
+            });
             match host {
                 Some(host) => up.insert_header("x-forwarded-host", host)?,
                 None => {
@@ -1744,6 +1800,40 @@ impl ProxyHttp for Gateway {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn recent_peers_answer_for_their_own_address_and_trust_setting() {
+        let none = Arc::new(Trust::default());
+        let proxies = Arc::new(Trust::new(&["127.0.0.0/8".into()], "x-forwarded-for").unwrap());
+        let local: IpAddr = "127.0.0.1".parse().unwrap();
+        // Same slot (last byte 1), another address.
+        let other: IpAddr = "10.0.0.1".parse().unwrap();
+        assert_eq!(peer_slot(local), peer_slot(other));
+        for _ in 0..2 {
+            let p = Peer::new(local, &none).unwrap();
+            assert_eq!((p.value.to_str().unwrap(), p.trusted), ("127.0.0.1", false));
+            let p = Peer::new(local, &proxies).unwrap();
+            assert_eq!((p.value.to_str().unwrap(), p.trusted), ("127.0.0.1", true));
+            let p = Peer::new(other, &proxies).unwrap();
+            assert_eq!((p.value.to_str().unwrap(), p.trusted), ("10.0.0.1", false));
+            // An IPv4-mapped address is its IPv4 address.
+            let p = Peer::new("::ffff:127.0.0.1".parse().unwrap(), &proxies).unwrap();
+            assert_eq!((p.value.to_str().unwrap(), p.trusted), ("127.0.0.1", true));
+        }
+    }
+
+    #[test]
+    fn a_request_host_is_the_host_field_or_the_authority_with_its_port() {
+        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+        req.set_uri("https://user@h2.example.com:8443/x".parse().unwrap());
+        assert_eq!(request_host(&req), "h2.example.com:8443");
+        req.set_uri("https://[::1]:8443/x".parse().unwrap());
+        assert_eq!(request_host(&req), "[::1]:8443");
+        req.insert_header("host", "h1.example.com").unwrap();
+        assert_eq!(request_host(&req), "h1.example.com");
+        let req = RequestHeader::build("GET", b"/", None).unwrap();
+        assert_eq!(request_host(&req), "");
+    }
 
     #[test]
     fn request_ids_are_accepted_only_when_plain() {

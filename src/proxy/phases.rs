@@ -129,13 +129,8 @@ pub fn hash_key(parts: &[HashPart], req: &RequestHeader, client: Option<&str>) -
             }
             HashPart::RemoteAddr => key.extend_from_slice(client.unwrap_or("").as_bytes()),
             HashPart::Host => {
-                let h = req
-                    .headers
-                    .get(http::header::HOST)
-                    .and_then(|v| v.to_str().ok())
-                    .or_else(|| req.uri.host())
-                    .unwrap_or("");
-                key.extend_from_slice(super::host_without_port(h).as_bytes());
+                let h = super::host_without_port(super::request_host(req));
+                key.extend_from_slice(h.as_bytes());
             }
             HashPart::Header(h) => {
                 if let Some(v) = req.headers.get(h) {
