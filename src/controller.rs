@@ -5,7 +5,7 @@
 //! of the published table ([`crate::translate::islands`]). Changes are debounced (see
 //! [`Controller::run`]).
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,7 +17,7 @@ use crate::policy::limits::Registry as LimitRegistry;
 use crate::source::Snapshot;
 use crate::status::Report;
 use crate::tls::Certs;
-use crate::translate::islands::{Islands, Partial};
+use crate::translate::islands::{table_uses, Islands, Partial};
 use crate::translate::{
     translate_with, BackendSpec, Diagnostic, RouteSpec, TranslateConf, Translation,
 };
@@ -28,9 +28,7 @@ use crate::upstream::Upstreams;
 /// the rest can be dropped.
 struct Link<'a> {
     upstreams: &'a mut Upstreams,
-    used: HashSet<crate::translate::UpstreamKey>,
     limits: &'a mut LimitRegistry,
-    used_limits: HashSet<crate::translate::model::LimitSpec>,
 }
 
 impl Link<'_> {
@@ -40,14 +38,11 @@ impl Link<'_> {
             .as_ref()
             .map_or_else(|| "-".to_string(), |k| k.to_string());
         let (namespace, service, action) = match &spec.backend {
-            BackendSpec::Service(key) => {
-                self.used.insert(key.clone());
-                (
-                    key.namespace.clone(),
-                    key.service.clone(),
-                    Action::Proxy(self.upstreams.pool(key)),
-                )
-            }
+            BackendSpec::Service(key) => (
+                key.namespace.clone(),
+                key.service.clone(),
+                Action::Proxy(self.upstreams.pool(key)),
+            ),
             BackendSpec::Unavailable { namespace, service } => {
                 (namespace.clone(), service.clone(), Action::Respond(503))
             }
@@ -56,13 +51,9 @@ impl Link<'_> {
                 (namespace.clone(), service.clone(), Action::Respond(500))
             }
         };
-        let limiter = match spec.policy.as_ref().and_then(|p| p.limits.as_ref()) {
-            Some(l) => {
-                self.used_limits.insert(l.clone());
-                Some(self.limits.get(l))
-            }
-            None => None,
-        };
+        let limiter = (spec.policy.as_ref())
+            .and_then(|p| p.limits.as_ref())
+            .map(|l| self.limits.get(l));
         let policy = spec.policy.map(|p| Box::new(p.map(|r| self.convert(r))));
         Arc::new(Route {
             ingress: ingress.into(),
@@ -264,9 +255,7 @@ impl Controller {
         let mut routes = prev.routes.clone();
         let mut link = Link {
             upstreams: &mut self.upstreams,
-            used: HashSet::new(),
             limits: &mut self.limits,
-            used_limits: HashSet::new(),
         };
         let part = p.routes.map(&mut |spec| link.convert(spec));
         routes.replace_hosts(&p.removed_hosts, p.removed_fallback, part);
@@ -317,15 +306,13 @@ impl Controller {
         snap: &Snapshot,
         changed: Option<BTreeSet<(String, String)>>,
     ) -> Generation {
+        let (used, used_limits) = table_uses(&t.routes, &t.default_route);
         let mut link = Link {
             upstreams: &mut self.upstreams,
-            used: HashSet::new(),
             limits: &mut self.limits,
-            used_limits: HashSet::new(),
         };
         let default_route = link.convert(t.default_route);
         let routes = t.routes.map(&mut |spec| link.convert(spec));
-        let (used, used_limits) = (link.used, link.used_limits);
         self.upstreams.refresh_changed(snap, changed.as_ref());
         self.upstreams.retain(&used);
         self.limits.retain(&used_limits);

@@ -213,7 +213,10 @@ impl Registry {
     }
 
     /// Drop the limiters not in `used` (their Ingress is gone or its settings changed).
-    pub fn retain(&mut self, used: &std::collections::HashSet<LimitSpec>) {
+    pub fn retain<S: std::hash::BuildHasher>(
+        &mut self,
+        used: &std::collections::HashSet<LimitSpec, S>,
+    ) {
         self.limiters.retain(|k, _| used.contains(k));
     }
 

@@ -144,7 +144,8 @@ fn group(items: &[(Order, Vec<Touch>)]) -> Vec<Vec<usize>> {
 }
 
 /// Pools and limiters a route uses (its canary, error, fallback, split and mirror routes'
-/// too), as the controller links them.
+/// too): the one definition of what keeps a pool or a limiter alive, for an island and for
+/// a whole table ([`table_uses`]).
 fn uses(spec: &RouteSpec, pools: &mut HashSet<UpstreamKey>, limits: &mut HashSet<LimitSpec>) {
     if let BackendSpec::Service(k) = &spec.backend {
         pools.insert(k.clone());
@@ -497,11 +498,12 @@ impl Islands {
     }
 }
 
-/// Pools and limiters of a whole table and its default route (for tests).
-pub fn table_pools(
+/// Pools and limiters a whole translated table and its default route use: what the
+/// controller keeps after a whole translation (everything else is dropped).
+pub fn table_uses(
     routes: &RouteTable<RouteSpec>,
     default_route: &RouteSpec,
-) -> BTreeSet<UpstreamKey> {
+) -> (HashSet<UpstreamKey>, HashSet<LimitSpec>) {
     let (mut pools, mut limits) = (HashSet::default(), HashSet::default());
     uses(default_route, &mut pools, &mut limits);
     for (_, r) in routes.entries() {
@@ -512,5 +514,5 @@ pub fn table_pools(
     if let Some(f) = routes.fallback() {
         uses(f, &mut pools, &mut limits);
     }
-    pools.into_iter().collect()
+    (pools, limits)
 }

@@ -375,7 +375,7 @@ impl Upstreams {
     }
 
     /// Drop pools no route uses any more (requests in flight keep their `Arc`).
-    pub fn retain(&mut self, used: &HashSet<UpstreamKey>) {
+    pub fn retain<S: std::hash::BuildHasher>(&mut self, used: &HashSet<UpstreamKey, S>) {
         let unused: Vec<UpstreamKey> = (self.pools.keys())
             .filter(|k| !used.contains(*k))
             .cloned()

@@ -247,7 +247,10 @@ fn run(seed: u64, steps: usize) -> usize {
         assert_eq!(islands.ours(), whole.ingresses, "{}", ctx());
         assert_eq!(
             islands.pools(),
-            table_pools(&whole.routes, &whole.default_route),
+            table_uses(&whole.routes, &whole.default_route)
+                .0
+                .into_iter()
+                .collect::<BTreeSet<_>>(),
             "{}",
             ctx()
         );
