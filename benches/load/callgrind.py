@@ -91,8 +91,10 @@ def main():
                 return ["h2load", "-c", "10", "-m", "10", "-n", str(400 * int(secs)), "-H",
                         f":authority: {H.HOST}", url]
         else:
-            lua = H.wrk_script(d, scen, routes, False)
-            url = f"{proto}://127.0.0.1:{https if proto == 'https' else http}/"
+            # The scenario's target (its response size) and its connection mode (`close`:
+            # a new connection, and over TLS a full handshake, per request).
+            lua = H.wrk_script(d, scen, routes, mode == "close")
+            url = f"{proto}://127.0.0.1:{https if proto == 'https' else http}{path}"
 
             def load(secs):
                 return ["wrk", "-t1", "-c10", f"-d{secs}s", "-s", str(lua), url]

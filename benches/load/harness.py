@@ -5,7 +5,8 @@ load generator, in one run; plus `pingora-floor`, a plain Pingora proxy from the
 metrics or logs), which shows what pingress costs above Pingora itself.
 
 Per scenario and round, each proxy is run in turn (interleaved, so drift on a noisy machine
-hits all of them alike); the figures reported are medians over the rounds:
+hits all of them alike; each round starts with the next proxy in the list); the figures
+reported are medians over the rounds:
 
 * requests/s and latency p50/p99/p99.9 from the load generator (wrk, or h2load for HTTP/2);
 * proxy CPU microseconds per request, from the proxy processes' own CPU time
@@ -1111,7 +1112,10 @@ def main():
             active = [p for p in proxies if p not in cannot]
             runs = {p: [] for p in active}
             for rnd in range(args.rounds):
-                for p in active:
+                # Each round starts with the next proxy: a drift within a round (the VM
+                # warming or a neighbour's load) does not always fall on the same one.
+                k = rnd % max(len(active), 1)
+                for p in active[k:] + active[:k]:
                     pd = d / f"{s}-{p}"
                     pd.mkdir(exist_ok=True)
                     proxy = Proxy(p, pd, routes, [backends[0]], d, s)

@@ -161,10 +161,9 @@ type PeerSlot = Option<(Arc<Trust>, Peer)>;
 
 thread_local! {
     /// Peers made lately on this thread, by the last byte of the address. An HTTP/2 stream
-    /// has no connection state in Pingora's session, so its peer would otherwise be
-    /// formatted and its trust looked up for every request (about 3,000 instructions, a
-    /// third of h2-tls's cost over the Pingora floor); the streams of one connection hit
-    /// one slot. A slot keeps the [`Trust`] it was made under (the `Arc`, so that a freed
+    /// has no connection state in Pingora's session, so its peer would otherwise be made
+    /// for every request (3,200 instructions: the address's `Display`, a header value, the
+    /// trust lookup); the streams of one connection hit one slot. A slot keeps the [`Trust`] it was made under (the `Arc`, so that a freed
     /// Trust's address cannot come back as another's): gateways with other trust settings
     /// in one process (tests) never share an entry.
     static PEERS: std::cell::RefCell<[PeerSlot; PEER_SLOTS]> =
@@ -365,6 +364,7 @@ impl Gateway {
             let Err(refusal) = crate::edge::check_h2(session.req_header()) else {
                 return None;
             };
+            std::hint::cold_path();
             return Some(self.refuse(session, ctx, refusal).await);
         }
         let down = session.as_downstream_mut();
@@ -404,6 +404,7 @@ impl Gateway {
             }
             return None;
         };
+        std::hint::cold_path();
         session.set_keepalive(None);
         Some(self.refuse(session, ctx, refusal).await)
     }
@@ -1045,10 +1046,15 @@ impl ProxyHttp for Gateway {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
+        // Branches that answer here instead of proxying (refusals, redirects, errors) are
+        // marked `cold_path`: the compiler lays them out of the proxying path's way, whose
+        // first-level instruction-cache misses are most of pingress's wall-clock cost over
+        // the Pingora floor (docs/benchmarks.md).
         if let Some(done) = self.strict(session, ctx).await {
             return done;
         }
         if !self.shared.has_routes() {
+            std::hint::cold_path();
             self.shared
                 .wait_for_routes(std::time::Duration::from_secs(10))
                 .await;
@@ -1092,6 +1098,7 @@ impl ProxyHttp for Gateway {
         if let Some(policy) = &route.policy {
             // Phase 1: an access control that could not be built closes the route.
             if policy.denied {
+                std::hint::cold_path();
                 self.refused(&route, "closed");
                 ctx.route = Some(route);
                 return self.respond_with(session, ctx, 503, CLOSED).await;
@@ -1112,6 +1119,7 @@ impl ProxyHttp for Gateway {
                 if let Some(acao) = c.allow(req.headers.get(http::header::ORIGIN)) {
                     ctx.cors = Some((c.clone(), acao));
                     if req.method == http::Method::OPTIONS {
+                        std::hint::cold_path();
                         ctx.route = Some(route);
                         return self.preflight(session, ctx).await;
                     }
@@ -1119,12 +1127,14 @@ impl ProxyHttp for Gateway {
             }
             // Phase 3: redirects of the route come before HTTP to HTTPS (ingress-nginx).
             if let Some(r) = &policy.redirect {
+                std::hint::cold_path();
                 let (code, r) = (r.code, r.clone());
                 ctx.route = Some(route);
                 return self.redirect(session, ctx, code, &r).await;
             }
         }
         if route.https_redirect && !ctx.tls {
+            std::hint::cold_path();
             ctx.route = Some(route);
             return self.redirect_https(session, ctx).await;
         }
@@ -1139,6 +1149,7 @@ impl ProxyHttp for Gateway {
         // Phase 4: limits and allow/deny lists, by the route the request matched (a canary
         // Ingress's own access annotations are not used, as in ingress-nginx).
         if let Some((status, body, what)) = self.guard(ctx, &route) {
+            std::hint::cold_path();
             self.refused(&route, what);
             ctx.route = Some(route);
             return self.respond_with(session, ctx, status, body).await;
@@ -1146,6 +1157,7 @@ impl ProxyHttp for Gateway {
         // Phase 5: authentication.
         if let Some(auth) = route.policy.as_ref().and_then(|p| p.basic_auth.clone()) {
             if !self.basic_auth_passes(session, &auth).await {
+                std::hint::cold_path();
                 self.refused(&route, "auth");
                 ctx.route = Some(route);
                 return self.unauthorized(session, ctx, &auth.challenge).await;
@@ -1255,6 +1267,7 @@ impl ProxyHttp for Gateway {
             Action::Proxy(_) => None,
         };
         if phases::body_too_large(self.body_limit(Some(&route)), session.req_header()) {
+            std::hint::cold_path();
             self.count_refusal("413", BODY_OVER_LIMIT);
             session.set_keepalive(None);
             ctx.route = Some(route);
@@ -1274,7 +1287,10 @@ impl ProxyHttp for Gateway {
         }
         ctx.route = Some(route);
         match status {
-            Some(code) => self.respond(session, ctx, code).await,
+            Some(code) => {
+                std::hint::cold_path();
+                self.respond(session, ctx, code).await
+            }
             None => Ok(false),
         }
     }
@@ -1551,6 +1567,7 @@ impl ProxyHttp for Gateway {
             }
         }
         if let Some(from) = &ctx.fell_back {
+            std::hint::cold_path();
             // The default backend serves a route without endpoints (ingress-nginx's headers).
             let port = match &from.action {
                 Action::Proxy(p) => HeaderValue::from(p.key.port),
