@@ -2,8 +2,9 @@
 """Instructions per request, deterministic: one harness scenario's proxy (pingress or the
 Pingora floor) under `valgrind --tool=callgrind`, instrumented only while a fixed wrk load
 runs (after an uninstrumented warm-up), so start-up and translation are not counted.
-Callgrind counts instructions, not time: the same binary and load give the same figure on a
-loaded or a quiet machine, which is what an A/B of a small hot-path change needs on this VM.
+Callgrind counts instructions, not time: the same binary and load give nearly the same figure
+on a loaded or a quiet machine (within about 1 %: how requests batch per read and wake-up
+still follows timing), which is what an A/B of a small hot-path change needs on this VM.
 
 Run: python3 benches/load/callgrind.py BIN SCENARIO {pingress|floor} [SECONDS] [--cache-sim]
   e.g. python3 benches/load/callgrind.py target/release/pingress h1-small floor 10
