@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Instructions per request, deterministic: one harness scenario's proxy (pingress or the
+"""Instructions per request, nearly deterministic: one harness scenario's proxy (pingress or the
 Pingora floor) under `valgrind --tool=callgrind`, instrumented only while a fixed wrk load
 runs (after an uninstrumented warm-up), so start-up and translation are not counted.
 Callgrind counts instructions, not time: the same binary and load give nearly the same figure
