@@ -2,7 +2,7 @@
 //! fail-closed settings. Clients bind distinct loopback addresses (127.0.0.x), so each test
 //! can be an allowed, a refused and a spoofing client at once.
 
-mod support;
+use crate::support;
 
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};

@@ -2,7 +2,7 @@
 //! pods on 127.0.0.1, and a real HTTP client. Each test asserts what the client got (status,
 //! Location, cookies) and what the pod saw (path, query, Host, headers).
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;

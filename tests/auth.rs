@@ -2,7 +2,7 @@
 //! challenges, credentials kept from the pod, fail-closed Secrets, and, in-cluster, a watch
 //! on exactly the Secrets the Ingresses name.
 
-mod support;
+use crate::support;
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;

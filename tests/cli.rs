@@ -1,7 +1,7 @@
 //! The command line: `-t` config checks with clear errors, the shipped configs, `--help`,
 //! and flags that override the file.
 
-mod support;
+use crate::support;
 
 use std::process::Command;
 

@@ -2,7 +2,7 @@
 //! ssl-redirect behind a TLS-terminating proxy, and PROXY protocol v1 and v2 on plain and
 //! TLS listeners. Clients bind distinct loopback addresses (127.0.0.x) to be trusted or not.
 
-mod support;
+use crate::support;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;

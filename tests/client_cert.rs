@@ -5,7 +5,7 @@
 //! for an auth-tls host on a connection made for another host gets 421; a missing CA
 //! Secret closes the host (503).
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;

@@ -2,7 +2,7 @@
 //! endpoints (ready or not), diagnostics, certificates, explanations of a match and of a
 //! 404; the page at `/` in headless Chromium (no console errors, the routes shown).
 
-mod support;
+use crate::support;
 
 use std::net::SocketAddr;
 

@@ -6,7 +6,7 @@
 //! gateway still serves afterwards. Plus pipelining, and pingress's own answers with a
 //! request body still unread on the connection.
 
-mod support;
+use crate::support;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};

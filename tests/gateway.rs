@@ -1,7 +1,7 @@
 //! End-to-end tests: the real gateway binary, started from a temp manifests directory, in
 //! front of echo "pods", driven by a real HTTP client over 127.0.0.1.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 

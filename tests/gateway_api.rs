@@ -4,7 +4,7 @@
 //! doc) as our own cases: what the client gets (status, pod, Location, headers) and what
 //! the pod sees (path, Host, headers). A self-check, not a conformance report.
 
-mod support;
+use crate::support;
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;

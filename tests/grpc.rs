@@ -4,7 +4,7 @@
 //! `appProtocol: kubernetes.io/h2c` and by `backend-protocol: GRPC`) and to TLS pods
 //! (`backend-protocol: GRPCS`).
 
-mod support;
+use crate::support;
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::SeqCst;

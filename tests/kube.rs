@@ -2,7 +2,7 @@
 //! watchers against the fake API server (tests/support/fake_api.rs), with real HTTP through
 //! the gateway.
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 use std::time::Duration;

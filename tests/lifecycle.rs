@@ -2,7 +2,7 @@
 //! SIGQUIT) hands the listening sockets to a new process. Requests in flight, and requests
 //! sent while sockets are handed over, must not fail.
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 

@@ -2,7 +2,7 @@
 //! endpoints without a restart, a broken file keeps the last good state, and a steady load
 //! across many changes sees no failed request.
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 use std::time::Duration;

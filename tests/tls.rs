@@ -3,7 +3,7 @@
 //! every annotation combination, HSTS, minimum TLS version, HTTP/2 by ALPN (curl, h2load),
 //! h2c, and HTTPS to the pods.
 
-mod support;
+use crate::support;
 
 use std::net::SocketAddr;
 

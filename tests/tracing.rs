@@ -3,7 +3,7 @@
 //! child) and propagated (the pod gets a traceparent naming the span); sampling follows a
 //! sampled parent and otherwise the configured ratio.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

@@ -2,7 +2,7 @@
 //! served as they are (extensions/v1beta1 Ingresses with class annotation "nginx"), and
 //! converted to v1 with `pingress convert`.
 
-mod support;
+use crate::support;
 
 use std::process::Command;
 
