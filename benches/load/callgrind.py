@@ -6,7 +6,7 @@ Callgrind counts instructions, not time: the same binary and load give nearly th
 on a loaded or a quiet machine (within about 1 %: how requests batch per read and wake-up
 still follows timing), which is what an A/B of a small hot-path change needs on this VM.
 
-Run: python3 benches/load/callgrind.py BIN SCENARIO {pingress|floor} [SECONDS] [--cache-sim]
+Run: python3 benches/load/callgrind.py BIN SCENARIO {pingress|floor} [SECONDS] [--cache-sim | --syscalls]
   e.g. python3 benches/load/callgrind.py target/release/pingress h1-small floor 10
 Counts two loads, SECONDS/2 then SECONDS, each on 10 new connections. Prints
 "<proxy> <scenario>: <requests> requests, <Ir> Ir, <Ir/request> Ir/request" of the second, and
@@ -18,6 +18,10 @@ With --cache-sim, callgrind also simulates the caches (`--cache-sim=yes`: first-
 instruction and data caches and the last level, sized as this machine's) and prints each
 event per request: I1mr/D1mr/D1mw first-level misses (instruction fetch, data read, data
 write), ILmr/DLmr/DLmw last-level ones. About twice as slow to run.
+With --syscalls, the proxy runs natively instead (no valgrind) and each load is counted by
+`perf stat` on the kernel's tracepoints, which work without hardware counters: system calls
+by name, context switches and page faults, per request and marginal as above. Callgrind sees
+only user-space instructions; this shows the kernel work a request causes.
 Scenarios: those of harness.py that wrk runs over HTTP/1.1, plain or TLS (h1-*, tls-small,
 tls-newconn, hosts-*, annotations-1000), and h2-tls (h2load, 400 x SECONDS requests).
 """
@@ -25,6 +29,7 @@ tls-newconn, hosts-*, annotations-1000), and h2-tls (h2load, 400 x SECONDS reque
 import glob
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -39,7 +44,8 @@ def main():
     if len(sys.argv) < 4 or sys.argv[3] not in ("pingress", "floor"):
         sys.exit(__doc__)
     cache_sim = "--cache-sim" in sys.argv
-    args = [a for a in sys.argv[1:] if a != "--cache-sim"]
+    syscalls = "--syscalls" in sys.argv
+    args = [a for a in sys.argv[1:] if a not in ("--cache-sim", "--syscalls")]
     binary, scen, which = os.path.abspath(args[0]), args[1], args[2]
     seconds = args[3] if len(args) > 3 else "10"
     d = Path(f"/tmp/pingress-callgrind/{which}-{scen}")
@@ -57,6 +63,8 @@ def main():
     vg = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}"]
     if cache_sim:
         vg.append("--cache-sim=yes")
+    if syscalls:
+        vg = []
     if which == "pingress":
         m = H.pingress_manifests(d, routes, [be], crt, key, scen)
         conf = H.pingress_conf(d, http, https, admin, m, None, scen)
@@ -100,6 +108,11 @@ def main():
             def load(secs):
                 return ["wrk", "-t1", "-c10", f"-d{secs}s", "-s", str(lua), url]
         subprocess.run(load(3), capture_output=True)
+        if syscalls:
+            (short, t1), (r, t2) = (kernel_counts(proc.pid, load(secs))
+                                    for secs in (max(1, int(seconds) // 2), seconds))
+            report_kernel(which, scen, requests_of(short.stdout), t1, requests_of(r.stdout), t2)
+            return
         subprocess.run(["callgrind_control", "-i", "on", str(proc.pid)], capture_output=True)
         # Two counted loads, each dumped (and zeroed) after it: a short one, then the full
         # one. Each opens its 10 connections anew, so their difference is the cost of the
@@ -123,6 +136,50 @@ def main():
               f"(runs of {n1} and {n2} requests; set-up {fixed / 1e6:.1f} M Ir a run)")
     if cache_sim:
         print("  per request: " + ", ".join(f"{k} {v / per:.1f}" for k, v in t2.items() if k != "Ir"))
+
+
+# Counted for --syscalls: every system call by name, and the scheduler's and the memory
+# manager's work for the proxy.
+KERNEL_EVENTS = ["syscalls:sys_enter_*", "raw_syscalls:sys_enter", "context-switches", "page-faults"]
+
+
+def kernel_counts(pid, load):
+    """Runs `load` while `perf stat` counts KERNEL_EVENTS in every thread of `pid`; returns the
+    load's result and the counts by event."""
+    def more_files():
+        # One descriptor per event and thread: ~360 system calls times the worker threads.
+        import resource
+        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    out = f"/tmp/pingress-callgrind/perf-stat-{pid}.csv"
+    perf = subprocess.Popen(["perf", "stat", "-x,", "-o", out, "-p", str(pid)]
+                            + [a for e in KERNEL_EVENTS for a in ("-e", e)],
+                            preexec_fn=more_files, stderr=subprocess.PIPE, text=True)
+    time.sleep(1)  # perf attaches to each thread before the load starts
+    r = subprocess.run(load, capture_output=True, text=True)
+    perf.send_signal(signal.SIGINT)
+    _, err = perf.communicate(timeout=60)
+    counts = {}
+    for line in open(out):
+        f = line.strip().split(",")
+        if len(f) > 2 and f[0].isdigit():
+            name = f[2].removeprefix("syscalls:sys_enter_")
+            counts[name] = counts.get(name, 0) + int(f[0])
+    if not counts:
+        sys.exit(f"perf stat counted nothing: {err}")
+    return r, counts
+
+
+def report_kernel(which, scen, n1, t1, n2, t2):
+    """Per request in the full load, and marginal (the difference of the two loads over the
+    difference of their request counts), for every event that moved."""
+    print(f"{which} {scen}: {n2} requests (short load {n1})")
+    print(f"  {'event':24} {'per request':>12} {'marginal':>10}")
+    for name in sorted(t2, key=lambda k: (k != "raw_syscalls:sys_enter", -t2[k])):
+        if t2[name] == 0:
+            continue
+        marginal = (t2[name] - t1.get(name, 0)) / (n2 - n1) if n2 > n1 else float("nan")
+        print(f"  {name:24} {t2[name] / max(n2, 1):12.3f} {marginal:10.3f}")
 
 
 def requests_of(out):
