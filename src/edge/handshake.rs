@@ -4,39 +4,59 @@
 //!
 //! Pingora's pre-TLS hook sees the accepted socket but not the handshake future, so the
 //! deadline works on the socket:
-//! - the hook ([`Handshakes::start`]) keeps a duplicate of the socket's descriptor and
-//!   starts a timer;
+//! - the hook ([`Handshakes::start`]) keeps a duplicate of the socket's descriptor, by the
+//!   descriptor's number;
 //! - the proxy app marks the handshake done ([`Handshakes::done`]) when it is handed the
-//!   finished connection, by the connection's id (Pingora's id is the descriptor number);
-//! - at the deadline a socket still handshaking is shut down through the duplicate: the
-//!   handshake's next read sees the end of the stream, fails, and Pingora drops it.
+//!   finished connection, by the connection's id (Pingora's id is the descriptor number),
+//!   which lets the duplicate go;
+//! - one sweeper task per listener set wakes while handshakes are pending, at the next
+//!   deadline or every [`POLL`]: a socket still handshaking at its deadline is shut down
+//!   through the duplicate (the handshake's next read sees the end of the stream, fails, and
+//!   Pingora drops it).
 //!
 //! Shutting down through the duplicate can only touch this connection's socket, even when
 //! its number has been reused since. A handshake that fails early closes Pingora's
-//! descriptor while the duplicate still holds the socket open; the timer notices within
-//! [`POLL`] (the number no longer names the same socket, by device and inode) and lets the
-//! duplicate go, so such a client gets its FIN at once rather than at the deadline.
+//! descriptor while the duplicate still holds the socket open; the sweeper notices within
+//! two [`POLL`]s (the number no longer names the same socket, by device and inode) and lets
+//! the duplicate go, so such a client gets its FIN at once rather than at the deadline.
+//!
+//! A handshake that finishes costs two system calls (the duplicate and its close) and a map
+//! entry: no task, timer or channel of its own, and no `fstat` (the socket's identity is
+//! read from the duplicate only for a handshake still pending at a sweep).
 
 use std::collections::HashMap;
 use std::os::fd::{BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::fs::MetadataExt;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-/// How often a waiting timer checks that Pingora still holds its socket.
+/// How often the sweeper checks that Pingora still holds a pending handshake's socket.
 pub const POLL: Duration = Duration::from_millis(250);
 
 /// Handshakes under way on the HTTPS listeners, by descriptor number.
 pub struct Handshakes {
     timeout: Duration,
-    pending: Mutex<HashMap<RawFd, (u64, oneshot::Sender<()>)>>,
-    serial: AtomicU64,
+    pending: Mutex<Pending>,
     /// `pingress_downstream_closed_total{reason="tls_handshake_timeout"}`.
     timeouts: prometheus::IntCounter,
+}
+
+#[derive(Default)]
+struct Pending {
+    by_fd: HashMap<RawFd, Handshake>,
+    /// Whether a sweeper task is running (it ends when nothing is pending).
+    sweeping: bool,
+}
+
+struct Handshake {
+    deadline: Instant,
+    /// Our own descriptor of the socket.
+    dup: std::fs::File,
+    /// The socket's device and inode, read from `dup` at the first sweep that finds the
+    /// handshake still pending.
+    socket: Option<(u64, u64)>,
 }
 
 impl Handshakes {
@@ -44,7 +64,6 @@ impl Handshakes {
         Arc::new(Handshakes {
             timeout,
             pending: Mutex::default(),
-            serial: AtomicU64::new(0),
             timeouts,
         })
     }
@@ -58,56 +77,99 @@ impl Handshakes {
         let Ok(dup) = duplicate(fd) else {
             return;
         };
-        let dup = std::fs::File::from(dup);
-        let Ok(socket) = dup.metadata().map(|m| (m.dev(), m.ino())) else {
-            return;
+        let entry = Handshake {
+            deadline: Instant::now() + self.timeout,
+            dup: dup.into(),
+            socket: None,
         };
-        let dup = OwnedFd::from(dup);
-        let (tx, rx) = oneshot::channel();
-        let serial = self.serial.fetch_add(1, Ordering::Relaxed);
-        // An entry left for this number belongs to a closed connection: replacing it drops
-        // its sender, which ends its timer.
-        self.pending.lock().unwrap().insert(fd, (serial, tx));
-        let this = self.clone();
-        tokio::spawn(async move { this.watch(fd, serial, socket, dup, rx).await });
+        let mut pending = self.lock();
+        // An entry left for this number belongs to a closed connection: replacing it lets
+        // its duplicate go.
+        let replaced = pending.by_fd.insert(fd, entry);
+        if !pending.sweeping {
+            pending.sweeping = true;
+            let this = self.clone();
+            tokio::spawn(async move { this.sweep().await });
+        }
+        drop(pending);
+        drop(replaced);
     }
 
     /// The handshake on connection `id` is complete.
     pub fn done(&self, id: RawFd) {
-        if let Some((_, tx)) = self.pending.lock().unwrap().remove(&id) {
-            let _ = tx.send(());
-        }
+        let finished = self.lock().by_fd.remove(&id);
+        // The duplicate is closed here, outside the lock.
+        drop(finished);
     }
 
-    async fn watch(
-        &self,
-        fd: RawFd,
-        serial: u64,
-        socket: (u64, u64),
-        dup: OwnedFd,
-        mut finished: oneshot::Receiver<()>,
-    ) {
-        let deadline = Instant::now() + self.timeout;
+    fn lock(&self) -> std::sync::MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// While handshakes are pending: at each deadline shut the socket down, and every
+    /// [`POLL`] let go of the sockets Pingora has closed (failed handshakes). Ends when
+    /// none is pending; the next [`Handshakes::start`] starts it again.
+    async fn sweep(&self) {
+        let mut next = Instant::now() + POLL;
         loop {
+            tokio::time::sleep_until(next).await;
             let now = Instant::now();
-            if now >= deadline {
-                let _ = std::net::TcpStream::from(dup).shutdown(std::net::Shutdown::Both);
+            let (expired, check, more) = {
+                let mut pending = self.lock();
+                let expired: Vec<Handshake> = pending
+                    .by_fd
+                    .extract_if(|_, h| h.deadline <= now)
+                    .map(|(_, h)| h)
+                    .collect();
+                let mut check = Vec::new();
+                // Handshakes started less than a POLL ago are left for the next sweep: most
+                // will be done by then, and need no system call of the sweeper's.
+                let settled = now + self.timeout.saturating_sub(POLL);
+                next = now + POLL;
+                for (fd, h) in pending.by_fd.iter_mut() {
+                    next = next.min(h.deadline);
+                    if h.deadline > settled {
+                        continue;
+                    }
+                    if h.socket.is_none() {
+                        h.socket = h.dup.metadata().ok().map(|m| (m.dev(), m.ino()));
+                    }
+                    check.extend(h.socket.map(|socket| (*fd, socket)));
+                }
+                let more = !pending.by_fd.is_empty();
+                pending.sweeping = more;
+                (expired, check, more)
+            };
+            for h in expired {
+                let _ = std::net::TcpStream::from(OwnedFd::from(h.dup))
+                    .shutdown(std::net::Shutdown::Both);
                 self.timeouts.inc();
-                break;
             }
-            tokio::select! {
-                // Done, or the entry was replaced (the connection is gone): nothing to do.
-                _ = &mut finished => return,
-                _ = tokio::time::sleep(POLL.min(deadline - now)) => {}
+            // Sockets Pingora closed (the handshake failed): checked outside the lock, then
+            // let go unless the number was taken by a new handshake meanwhile.
+            let gone: Vec<_> = check
+                .into_iter()
+                .filter(|&(fd, socket)| !holds(fd, socket))
+                .collect();
+            if !gone.is_empty() {
+                let mut pending = self.lock();
+                let left: Vec<Handshake> = gone
+                    .into_iter()
+                    .filter_map(|(fd, socket)| {
+                        let same = pending.by_fd.get(&fd)?.socket == Some(socket);
+                        if same {
+                            pending.by_fd.remove(&fd)
+                        } else {
+                            None
+                        }
+                    })
+                    .collect();
+                drop(pending);
+                drop(left);
             }
-            if !holds(fd, socket) {
-                // Pingora closed it: the handshake failed.
-                break;
+            if !more {
+                return;
             }
-        }
-        let mut pending = self.pending.lock().unwrap();
-        if pending.get(&fd).is_some_and(|(s, _)| *s == serial) {
-            pending.remove(&fd);
         }
     }
 }
@@ -186,7 +248,7 @@ mod tests {
         let (mut client, server) = pair().await;
         h.start(server.as_raw_fd());
         h.done(server.as_raw_fd());
-        assert!(h.pending.lock().unwrap().is_empty());
+        assert!(h.pending.lock().unwrap().by_fd.is_empty());
         // Past the deadline the connection still carries data.
         tokio::time::sleep(Duration::from_millis(900)).await;
         let mut s = tokio::io::BufStream::new(server);
@@ -198,6 +260,32 @@ mod tests {
         client.read_exact(&mut b).await.unwrap();
         assert_eq!(&b, b"hi");
         assert_eq!(timeouts.get(), 0);
+    }
+
+    /// The sweeper ends when nothing is pending and the next handshake starts it again.
+    #[tokio::test]
+    async fn deadlines_hold_after_the_sweeper_has_ended() {
+        let timeouts = counter();
+        let h = Handshakes::new(Duration::from_millis(300), timeouts.clone());
+        let (_c, first) = pair().await;
+        h.start(first.as_raw_fd());
+        h.done(first.as_raw_fd());
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while h.pending.lock().unwrap().sweeping {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the sweeper never ended"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let (mut client, server) = pair().await;
+        h.start(server.as_raw_fd());
+        assert!(
+            read_eof(&mut client).await,
+            "the second handshake was not shut down"
+        );
+        assert_eq!(timeouts.get(), 1);
+        assert!(!h.pending.lock().unwrap().sweeping);
     }
 
     #[tokio::test]
@@ -215,7 +303,7 @@ mod tests {
         );
         assert_eq!(timeouts.get(), 0);
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while !h.pending.lock().unwrap().is_empty() {
+        while !h.pending.lock().unwrap().by_fd.is_empty() {
             assert!(
                 std::time::Instant::now() < deadline,
                 "the entry was never removed"
