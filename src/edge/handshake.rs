@@ -22,7 +22,7 @@
 //!
 //! A handshake that finishes costs two system calls (the duplicate and its close) and a map
 //! entry: no task, timer or channel of its own, and no `fstat` (the socket's identity is
-//! read from the duplicate only for a handshake still pending at a sweep).
+//! read from the duplicate only for a handshake still pending a [`POLL`] after it started).
 
 use std::collections::HashMap;
 use std::os::fd::{BorrowedFd, OwnedFd, RawFd};
@@ -55,7 +55,7 @@ struct Handshake {
     /// Our own descriptor of the socket.
     dup: std::fs::File,
     /// The socket's device and inode, read from `dup` at the first sweep that finds the
-    /// handshake still pending.
+    /// handshake still pending a [`POLL`] after it started.
     socket: Option<(u64, u64)>,
 }
 
