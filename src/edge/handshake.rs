@@ -110,7 +110,10 @@ impl Handshakes {
     /// [`POLL`] let go of the sockets Pingora has closed (failed handshakes). Ends when
     /// none is pending; the next [`Handshakes::start`] starts it again.
     async fn sweep(&self) {
-        let mut next = Instant::now() + POLL;
+        // With a timeout under POLL, a handshake started between two sweeps would otherwise
+        // be seen only after its deadline.
+        let tick = POLL.min(self.timeout);
+        let mut next = Instant::now() + tick;
         loop {
             tokio::time::sleep_until(next).await;
             let now = Instant::now();
@@ -125,7 +128,7 @@ impl Handshakes {
                 // Handshakes started less than a POLL ago are left for the next sweep: most
                 // will be done by then, and need no system call of the sweeper's.
                 let settled = now + self.timeout.saturating_sub(POLL);
-                next = now + POLL;
+                next = now + tick;
                 for (fd, h) in pending.by_fd.iter_mut() {
                     next = next.min(h.deadline);
                     if h.deadline > settled {
