@@ -9,10 +9,12 @@
 //!   error naming the key and address, and the process exits.
 //! * [`Listening`] tells `/readyz` whether this process really listens on every proxy
 //!   address: on Linux it looks for a listening socket on each address among the process's
-//!   own file descriptors (`/proc/net/tcp{,6}` rows whose inode is one of `/proc/self/fd`),
-//!   so traffic is not sent before the listener exists. Once confirmed it stays confirmed.
+//!   own file descriptors (`/proc/self/fd`, each asked with `getsockopt(SO_ACCEPTCONN)` and
+//!   `getsockname`), so traffic is not sent before the listener exists. Once confirmed it
+//!   stays confirmed.
 
 use std::net::SocketAddr;
+use std::os::fd::{BorrowedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Bind (and release) each `(key, address)` to find taken or unusable addresses early.
@@ -49,7 +51,9 @@ impl Listening {
             Some(own) => self
                 .addrs
                 .iter()
-                .filter(|a| !own.contains(a))
+                // Address and port: an IPv6 socket's flow label and scope are not part of
+                // what the config names.
+                .filter(|a| !own.iter().any(|o| (o.ip(), o.port()) == (a.ip(), a.port())))
                 .copied()
                 .collect(),
             // No /proc to ask (not Linux): trust Pingora.
@@ -63,85 +67,41 @@ impl Listening {
 }
 
 /// Addresses of the TCP sockets in LISTEN state that this process holds; None without /proc.
+///
+/// Each descriptor number in `/proc/self/fd` is asked directly whether it is a listening
+/// socket (`SO_ACCEPTCONN`; not a socket or already closed is a no) and where it is bound,
+/// so the cost follows this process's descriptors alone. (`/proc/net/tcp` lists every TCP
+/// socket of the network namespace: with `hostNetwork` that is the whole node's, tens of
+/// megabytes read per readiness probe once a busy node has a few hundred thousand
+/// connections in TIME_WAIT.)
 fn own_listeners() -> Option<Vec<SocketAddr>> {
-    let mut inodes = std::collections::HashSet::new();
-    for fd in std::fs::read_dir("/proc/self/fd").ok()?.flatten() {
-        if let Ok(target) = std::fs::read_link(fd.path()) {
-            let t = target.to_string_lossy();
-            if let Some(inode) = t.strip_prefix("socket:[").and_then(|t| t.strip_suffix(']')) {
-                inodes.insert(inode.to_string());
-            }
-        }
-    }
-    let mut out = Vec::new();
-    for table in ["/proc/self/net/tcp", "/proc/self/net/tcp6"] {
-        let Ok(text) = std::fs::read_to_string(table) else {
-            continue;
-        };
-        out.extend(
-            parse_listeners(&text)
-                .into_iter()
-                .filter(|(_, inode)| inodes.contains(*inode))
-                .map(|(addr, _)| addr),
-        );
-    }
-    Some(out)
+    let fds = std::fs::read_dir("/proc/self/fd").ok()?;
+    Some(
+        fds.flatten()
+            .filter_map(|entry| entry.file_name().to_str()?.parse::<RawFd>().ok())
+            .filter_map(listening_on)
+            .collect(),
+    )
 }
 
-/// `(local address, inode)` of the LISTEN rows of a `/proc/net/tcp` or `tcp6` table.
-fn parse_listeners(text: &str) -> Vec<(SocketAddr, &str)> {
-    const LISTEN: &str = "0A";
-    text.lines()
-        .skip(1)
-        .filter_map(|line| {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            if f.len() < 10 || f[3] != LISTEN {
-                return None;
-            }
-            Some((parse_hex_addr(f[1])?, f[9]))
-        })
-        .collect()
-}
-
-/// `0100007F:1F90` (IPv4) or 32 hex digits and a port (IPv6): each 32-bit word of the
-/// address is in the kernel's (little-endian on x86/arm) byte order, the port is plain hex.
-fn parse_hex_addr(s: &str) -> Option<SocketAddr> {
-    let (ip, port) = s.split_once(':')?;
-    let port = u16::from_str_radix(port, 16).ok()?;
-    let mut bytes = Vec::with_capacity(16);
-    for i in (0..ip.len()).step_by(8) {
-        let word = u32::from_str_radix(ip.get(i..i + 8)?, 16).ok()?;
-        bytes.extend_from_slice(&word.to_ne_bytes());
+/// The address the descriptor `fd` listens on, if it is a listening socket.
+#[allow(unsafe_code)]
+fn listening_on(fd: RawFd) -> Option<SocketAddr> {
+    // SAFETY: only `getsockopt` and `getsockname` are called on the borrowed number, and
+    // the borrow ends in this function. Another thread may close the number meanwhile (or
+    // reuse it): the calls then fail with EBADF or describe the new descriptor, and neither
+    // reads nor writes memory of ours.
+    let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+    let socket = socket2::SockRef::from(&fd);
+    if !socket.is_listener().ok()? {
+        return None;
     }
-    let ip = match bytes.len() {
-        4 => std::net::IpAddr::from(<[u8; 4]>::try_from(bytes).ok()?),
-        16 => std::net::IpAddr::from(<[u8; 16]>::try_from(bytes).ok()?),
-        _ => return None,
-    };
-    Some(SocketAddr::new(ip, port))
+    socket.local_addr().ok()?.as_socket()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn proc_net_tcp_rows_are_parsed() {
-        let v4 = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n\
-   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 4242 1 0 100 0 0 10 0\n\
-   1: 0100007F:1F91 0100007F:C350 01 00000000:00000000 00:00000000 00000000     0        0 4243 1 0 100 0 0 10 0\n";
-        let rows = parse_listeners(v4);
-        if cfg!(target_endian = "little") {
-            assert_eq!(rows, vec![("127.0.0.1:8080".parse().unwrap(), "4242")]);
-        }
-        let v6 = "header\n   0: 00000000000000000000000001000000:01BB 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 77 1 0 100 0 0 10 0\n";
-        if cfg!(target_endian = "little") {
-            assert_eq!(
-                parse_listeners(v6),
-                vec![("[::1]:443".parse().unwrap(), "77")]
-            );
-        }
-    }
 
     #[test]
     fn own_listener_is_found_and_a_foreign_address_is_missing() {
@@ -157,6 +117,29 @@ mod tests {
             Listening::new(vec![addr]).missing(),
             Vec::<SocketAddr>::new()
         );
+    }
+
+    #[test]
+    fn a_connection_on_the_address_is_not_a_listener() {
+        // An accepted connection has the listener's local address; once the listener is
+        // closed, the address is no longer listened on, though a socket of ours still has it.
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let _client = std::net::TcpStream::connect(addr).unwrap();
+        let (accepted, _) = l.accept().unwrap();
+        assert_eq!(accepted.local_addr().unwrap(), addr);
+        assert!(Listening::new(vec![addr]).missing().is_empty());
+        drop(l);
+        assert_eq!(Listening::new(vec![addr]).missing(), vec![addr]);
+    }
+
+    #[test]
+    fn an_ipv6_listener_is_found() {
+        let Ok(l) = std::net::TcpListener::bind("[::1]:0") else {
+            return; // no IPv6 loopback on this machine
+        };
+        let addr = l.local_addr().unwrap();
+        assert!(Listening::new(vec![addr]).missing().is_empty());
     }
 
     #[test]
