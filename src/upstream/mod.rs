@@ -18,6 +18,7 @@ mod tests;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -95,6 +96,9 @@ const EWMA_DECAY_S: f64 = 10.0;
 pub struct Pool {
     pub key: UpstreamKey,
     set: ArcSwap<EndpointSet>,
+    /// The size of `set`, stored after it: `len`/`is_empty` on every request without an
+    /// `ArcSwap` load (about 80 instructions and 10 instruction-cache lines a request).
+    ready: AtomicUsize,
     ready_gauge: Option<IntGauge>,
     /// EWMA per endpoint; touched only by routes that balance by EWMA.
     ewma: std::sync::Mutex<HashMap<SocketAddr, Ewma>>,
@@ -114,14 +118,16 @@ impl Pool {
         Pool {
             key,
             set: ArcSwap::from_pointee(EndpointSet::new(BTreeSet::new())),
+            ready: AtomicUsize::new(0),
             ready_gauge,
             ewma: Default::default(),
         }
     }
 
-    /// Number of ready endpoints.
+    /// Number of ready endpoints. (Between a change's two stores it may briefly disagree
+    /// with `select`, which then finds no endpoint and the request is answered 503.)
     pub fn len(&self) -> usize {
-        self.set.load().addrs.len()
+        self.ready.load(Ordering::Relaxed)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -141,7 +147,9 @@ impl Pool {
         if let Some(g) = &self.ready_gauge {
             g.set(addrs.len() as i64);
         }
+        let n = addrs.len();
         self.set.store(Arc::new(EndpointSet::new(addrs)));
+        self.ready.store(n, Ordering::Relaxed);
         true
     }
 
