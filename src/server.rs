@@ -2,6 +2,8 @@
 //! HTTPS listeners (certificates by SNI from a [`CertStore`], HTTP/2 by ALPN, optional h2c),
 //! the admin service, and the background service that runs the source and the controller.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,6 +23,7 @@ use crate::accesslog::AccessLog;
 use crate::admin::Admin;
 use crate::config::{Config, PingressConf, SourceKind};
 use crate::controller::Controller;
+use crate::edge::conn::{Deadlines, Held, OpenConn};
 use crate::generation::Shared;
 use crate::listen::Listening;
 use crate::metrics::Metrics;
@@ -123,9 +126,10 @@ impl BackgroundService for ControlPlane {
 /// on them at that moment (a reset the client cannot retry). Waiting `delay` before that
 /// close lets active clients leave through the clean path first.
 ///
-/// It also counts the open client connections: Pingora's HTTP app serves a whole
-/// connection (every HTTP/1 keep-alive request, or every HTTP/2 stream) in one
-/// `process_new`.
+/// It also counts the open client connections and applies the connection limits: Pingora's
+/// HTTP app serves a whole connection (every HTTP/1 keep-alive request, or every HTTP/2
+/// stream) with one stream, which carries the count and the client's slot
+/// ([`Held`]) until it is dropped.
 struct Draining<A> {
     inner: Arc<A>,
     delay: Duration,
@@ -144,44 +148,29 @@ struct Draining<A> {
     handshakes: Arc<crate::edge::handshake::Handshakes>,
 }
 
-/// Counts one open client connection while alive.
-struct Open(prometheus::IntGauge);
-
-impl Drop for Open {
-    fn drop(&mut self) {
-        self.0.dec();
-    }
-}
-
-#[async_trait]
-impl<A: ServerApp + Send + Sync + 'static> ServerApp for Draining<A> {
-    async fn process_new(
-        self: &Arc<Self>,
-        session: pingora::protocols::Stream,
-        shutdown: &ShutdownWatch,
-    ) -> Option<pingora::protocols::Stream> {
-        if !session.as_any().is::<L4Stream>() {
-            self.handshakes.done(session.id());
-        }
+impl<A> Draining<A> {
+    /// Counts a new connection, unless that passes `max_connections`.
+    fn open(&self) -> Option<OpenConn> {
         self.connections.inc();
-        let _open = Open(self.connections.clone());
+        let open = OpenConn(self.connections.clone());
         if self.max_connections > 0 && self.connections.get() > self.max_connections as i64 {
             self.closed.with_label_values(&["max_connections"]).inc();
             return None;
         }
-        let session = match &self.proxy_protocol {
-            Some(pp) if session.as_any().is::<L4Stream>() => {
-                let mut l4 = session.into_any().downcast::<L4Stream>().ok()?;
-                pp.accept(&mut l4).await.ok()?;
-                l4 as pingora::protocols::Stream
-            }
-            _ => session,
-        };
-        // The client: the socket peer, or the PROXY header's source.
+        Some(open)
+    }
+
+    /// The stream with its deadlines and what it holds, unless its client (the socket
+    /// peer, or the PROXY header's source) has `max_per_client` connections already.
+    fn guarded(
+        &self,
+        session: pingora::protocols::Stream,
+        open: OpenConn,
+    ) -> Option<pingora::protocols::Stream> {
         let client = session
             .get_socket_digest()
             .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
-        let _slot = match client {
+        let slot = match client {
             Some(ip) if self.max_per_client > 0 => {
                 let Some(slot) = self.per_client.try_open(ip, self.max_per_client) else {
                     self.closed
@@ -193,12 +182,55 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Draining<A> {
             }
             _ => None,
         };
-        let session = Box::new(crate::edge::conn::Deadlines::new(
+        Some(Box::new(Deadlines::new(
             session,
             self.timeouts,
             self.deadline_closes.clone(),
-        ));
-        self.inner.process_new(session, shutdown).await
+            Held { open, slot },
+        )))
+    }
+}
+
+#[async_trait]
+impl<A: ServerApp + Send + Sync + 'static> ServerApp for Draining<A> {
+    /// Not an `async fn`: the checks of a new connection do not wait (unless a PROXY header
+    /// must be read first), so the connection's future is the proxy app's own, returned as
+    /// it is, and no wrapper of ours is polled at each of its wake-ups. What the connection
+    /// holds (its place in the count, its client's slot) lives in its stream and is released
+    /// with it.
+    fn process_new<'a, 'b, 'f>(
+        self: &'a Arc<Self>,
+        session: pingora::protocols::Stream,
+        shutdown: &'b ShutdownWatch,
+    ) -> Pin<Box<dyn Future<Output = Option<pingora::protocols::Stream>> + Send + 'f>>
+    where
+        'a: 'f,
+        'b: 'f,
+        Self: 'f,
+    {
+        if session.as_any().is::<Deadlines>() {
+            // Ours already (a stream handed back for another round): counted and guarded.
+            return self.inner.process_new(session, shutdown);
+        }
+        let plain = session.as_any().is::<L4Stream>();
+        if !plain {
+            self.handshakes.done(session.id());
+        }
+        let Some(open) = self.open() else {
+            return Box::pin(std::future::ready(None));
+        };
+        match &self.proxy_protocol {
+            Some(pp) if plain => Box::pin(async move {
+                let mut l4 = session.into_any().downcast::<L4Stream>().ok()?;
+                pp.accept(&mut l4).await.ok()?;
+                let session = self.guarded(l4, open)?;
+                self.inner.process_new(session, shutdown).await
+            }),
+            _ => match self.guarded(session, open) {
+                Some(session) => self.inner.process_new(session, shutdown),
+                None => Box::pin(std::future::ready(None)),
+            },
+        }
     }
 
     async fn cleanup(&self) {

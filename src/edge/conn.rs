@@ -158,12 +158,34 @@ pub struct Deadlines {
     write_deadline: Option<Instant>,
     write_timer: Timer,
     counters: DeadlineCounters,
+    /// Released when the connection's stream is dropped.
+    _held: Held,
+}
+
+/// What a client connection holds while it is open.
+pub struct Held {
+    pub open: OpenConn,
+    pub slot: Option<ClientSlot>,
+}
+
+/// One open client connection in the connections gauge; uncounted on drop.
+pub struct OpenConn(pub prometheus::IntGauge);
+
+impl Drop for OpenConn {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 impl Deadlines {
-    /// Wrap `inner`; the first head's deadline starts now, unless the connection is
-    /// HTTP/2 by ALPN.
-    pub fn new(inner: Stream, timeouts: ConnTimeouts, counters: DeadlineCounters) -> Self {
+    /// Wrap `inner`, which holds `held` until it is dropped; the first head's deadline
+    /// starts now, unless the connection is HTTP/2 by ALPN.
+    pub fn new(
+        inner: Stream,
+        timeouts: ConnTimeouts,
+        counters: DeadlineCounters,
+        held: Held,
+    ) -> Self {
         let h2 = matches!(inner.selected_alpn_proto(), Some(ALPN::H2));
         let clock = ConnClock::new(if h2 { OFF } else { HEAD });
         Deadlines {
@@ -175,6 +197,7 @@ impl Deadlines {
             write_deadline: None,
             write_timer: Timer::default(),
             counters,
+            _held: held,
         }
     }
 
