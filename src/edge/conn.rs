@@ -119,12 +119,7 @@ impl Timer {
             .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
         if sleep.deadline() > deadline {
             sleep.as_mut().reset(deadline);
-        } else if !sleep.is_elapsed()
-            && self
-                .polled_by
-                .as_ref()
-                .is_some_and(|w| w.will_wake(cx.waker()))
-        {
+        } else if !sleep.is_elapsed() && wakes(&self.polled_by, cx) {
             // Armed for this task at or before `deadline`, not fired yet.
             return false;
         }
@@ -135,15 +130,16 @@ impl Timer {
             // It fired for an earlier deadline that has since moved later.
             sleep.as_mut().reset(deadline);
         }
-        if !self
-            .polled_by
-            .as_ref()
-            .is_some_and(|w| w.will_wake(cx.waker()))
-        {
+        if !wakes(&self.polled_by, cx) {
             self.polled_by = Some(cx.waker().clone());
         }
         false
     }
+}
+
+/// Whether `waker` wakes the task polling with `cx`.
+fn wakes(waker: &Option<Waker>, cx: &Context<'_>) -> bool {
+    waker.as_ref().is_some_and(|w| w.will_wake(cx.waker()))
 }
 
 /// A client stream with its connection's deadlines.
