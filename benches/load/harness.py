@@ -731,10 +731,11 @@ class Proxy:
                 except OSError:
                     time.sleep(0.05)
         if self.name == "ingress-nginx-eq":
-            # As the controller does after start: POST the endpoints; workers sync within 1 s.
+            # As the controller does after start: POST the endpoints; the worker's 1 s timer
+            # syncs them. Until then its balancer fails (500): wait for a routed answer.
             wait_port(self.lua_cfg)
             self.post_backends(self.backends)
-            time.sleep(1.2)
+            self.wait_routed()
         # Warm-up: first requests of each kind fill pools and caches.
         subprocess.run(["curl", "-sk", "-o", "/dev/null", "-H", f"Host: {self.routes[0][0]}",
                         f"http://127.0.0.1:{self.http}{self.routes[0][1]}"], check=False)
@@ -747,6 +748,22 @@ class Proxy:
     @property
     def pid(self):
         return self.proc.pid
+
+    def wait_routed(self, timeout=10.0):
+        """Until a request with the load's headers gets a 2xx (a pod answered), for at most
+        `timeout` seconds: a proxy still failing then shows in the run's errors."""
+        host, path = self.routes[0]
+        headers = {"Host": host}
+        if self.scenario == "policy-basic-auth":
+            headers["Authorization"] = BENCH_AUTH
+        req = urllib.request.Request(f"http://127.0.0.1:{self.http}{path}", headers=headers)
+        end = time.time() + timeout
+        while time.time() < end:
+            try:
+                urllib.request.urlopen(req, timeout=5).read()
+                return
+            except OSError:  # urllib.error.HTTPError too: not routed yet
+                time.sleep(0.05)
 
     def post_backends(self, backends):
         req = urllib.request.Request(f"http://127.0.0.1:{self.lua_cfg}/configuration/backends",
@@ -776,7 +793,11 @@ class Proxy:
 
     def stop(self):
         if self.proc:
-            self.proc.terminate()
+            # Measured already: Pingora's fast shutdown (SIGINT) for pingress and the floor, as
+            # SIGTERM is nginx's and haproxy's; Pingora's SIGTERM would drain for its grace
+            # period (2 s by pingress's default) on every run.
+            pingora = self.is_pingress or self.name == "pingora-floor"
+            self.proc.send_signal(signal.SIGINT if pingora else signal.SIGTERM)
             try:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:
