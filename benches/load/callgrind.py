@@ -19,7 +19,11 @@ instruction and data caches and the last level, sized as this machine's) and pri
 event per request: I1mr/D1mr/D1mw first-level misses (instruction fetch, data read, data
 write), ILmr/DLmr/DLmw last-level ones, and callgrind's cycle estimate (Ir + 10 x first-level
 misses + 100 x last-level misses), which charges the cache footprint that Ir leaves out.
-About twice as slow to run.
+About twice as slow to run. Callgrind models two levels only, and the last one is this
+machine's 32 MiB L3, which holds a proxy's whole working set: to see the second-level misses
+that real requests pay (~40 cycles each to L3), model the 512 KiB L2 as the last level with
+  CALLGRIND_ARGS="--LL=524288,8,64" python3 benches/load/callgrind.py ... --cache-sim
+(CALLGRIND_ARGS: more valgrind options, with --cache-sim only).
 With --syscalls, the proxy runs natively instead (no valgrind) and each load is counted by
 `perf stat` on the kernel's tracepoints, which work without hardware counters: system calls
 by name, context switches and page faults, per request and marginal as above. Callgrind sees
@@ -65,6 +69,7 @@ def main():
     vg = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}"]
     if cache_sim:
         vg.append("--cache-sim=yes")
+        vg += os.environ.get("CALLGRIND_ARGS", "").split()
     if syscalls:
         vg = []
     if which == "pingress":
