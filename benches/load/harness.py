@@ -23,13 +23,8 @@ the others (when the machine has at least 2). Every proxy runs one worker thread
 
 Each measured run follows an unmeasured warm-up with the same load (--warmup, 2 s).
 
-With --alternate, each proxy is started and warmed up once per scenario and the rounds
-alternate the proxies' measured runs on the same processes: the runs of a pair are seconds
-closer together (no start and warm-up between them), for a steadier paired ratio on a VM
-whose speed drifts.
-
 Usage: benches/load/run [--smoke] [--rounds N] [--duration S] [--warmup S] [--scenarios a,b]
-                        [--proxies p,q] [--alternate]
+                        [--proxies p,q]
 Output: benches/results/latest.{json,md,svg} (or --out DIR).
 """
 
@@ -1097,9 +1092,6 @@ def main():
     ap.add_argument("--out", default=str(ROOT / "benches" / "results"))
     ap.add_argument("--command", default="benches/load/run")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory (configs, logs)")
-    ap.add_argument("--alternate", action="store_true",
-                    help="start each proxy once per scenario (one warm-up) and alternate their "
-                         "measured runs, instead of a fresh process and warm-up per round")
     args = ap.parse_args()
     if args.smoke:
         args.rounds, args.duration, args.warmup = 1, 1, 0
@@ -1142,38 +1134,23 @@ def main():
                     skipped.setdefault(s, {})[p] = cannot[p]
             active = [p for p in proxies if p not in cannot]
             runs = {p: [] for p in active}
-            if args.alternate and SCENARIOS[s][3] in ("churn", "slowloris"):
-                sys.exit(f"--alternate: {s} has its own load mechanics; run it without --alternate")
-            live = {}
-            try:
-                for rnd in range(args.rounds):
-                    # Each round starts with the next proxy: a drift within a round (the VM
-                    # warming or a neighbour's load) does not always fall on the same one.
-                    k = rnd % max(len(active), 1)
-                    for p in active[k:] + active[:k]:
-                        pd = d / f"{s}-{p}"
-                        pd.mkdir(exist_ok=True)
-                        proxy = live.get(p)
-                        new = proxy is None
-                        if new:
-                            proxy = Proxy(p, pd, routes, [backends[0]], d, s)
-                            proxy.collector = backends[1]
-                            if args.alternate:
-                                live[p] = proxy
-                        try:
-                            if new:
-                                proxy.start()
-                            r = measure(pd, proxy, s, args.duration, backends,
-                                        args.warmup if new else 0)
-                        finally:
-                            if not args.alternate:
-                                proxy.stop()
-                        runs[p].append(r)
-                        log(f"   round {rnd + 1} {p:13} {r['rps']:9.0f} req/s  cpu {r['cpu_us_per_req'] or 0:6.1f} us/req"
-                            f"  p99 {r['p99_ms']:7.2f} ms  errors {r['errors']}")
-            finally:
-                for proxy in live.values():
-                    proxy.stop()
+            for rnd in range(args.rounds):
+                # Each round starts with the next proxy: a drift within a round (the VM
+                # warming or a neighbour's load) does not always fall on the same one.
+                k = rnd % max(len(active), 1)
+                for p in active[k:] + active[:k]:
+                    pd = d / f"{s}-{p}"
+                    pd.mkdir(exist_ok=True)
+                    proxy = Proxy(p, pd, routes, [backends[0]], d, s)
+                    proxy.collector = backends[1]
+                    try:
+                        proxy.start()
+                        r = measure(pd, proxy, s, args.duration, backends, args.warmup)
+                    finally:
+                        proxy.stop()
+                    runs[p].append(r)
+                    log(f"   round {rnd + 1} {p:13} {r['rps']:9.0f} req/s  cpu {r['cpu_us_per_req'] or 0:6.1f} us/req"
+                        f"  p99 {r['p99_ms']:7.2f} ms  errors {r['errors']}")
             results[s] = {}
             for p, rs in runs.items():
                 agg = {k: median_of(rs, k) for k in
@@ -1198,9 +1175,8 @@ def main():
             shutil.rmtree(d, ignore_errors=True)
     report = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "command": args.command + (" --smoke" if args.smoke else "") + (" --alternate" if args.alternate else ""),
+        "command": args.command + (" --smoke" if args.smoke else ""),
         "rounds": args.rounds, "duration_s": args.duration, "warmup_s": args.warmup,
-        "alternate": args.alternate,
         "machine": machine(), "versions": versions(),
         "scenarios": {s: SCENARIOS[s][0] for s in scenarios},
         "results": results, "pingress_memory": memory, "not_measured": skipped,
@@ -1221,15 +1197,10 @@ def main():
 
 def markdown(rep):
     m = rep["machine"]
-    if rep.get("alternate"):
-        how = (f"{rep['rounds']} alternating rounds x {rep['duration_s']:g} s per proxy and scenario:"
-               f" each proxy started once per scenario and warmed up for {rep.get('warmup_s', 0):g} s,"
-               " then its measured runs alternate with the others'; medians")
-    else:
-        how = (f"{rep['rounds']} interleaved rounds x {rep['duration_s']:g} s per proxy and scenario,"
-               f" each after {rep.get('warmup_s', 0):g} s of unmeasured warm-up; medians")
     lines = [
-        f"Run {rep['date']}: `{rep['command']}` ({how}).",
+        f"Run {rep['date']}: `{rep['command']}` ({rep['rounds']} interleaved rounds x "
+        f"{rep['duration_s']:g} s per proxy and scenario, each after {rep.get('warmup_s', 0):g} s of"
+        " unmeasured warm-up; medians).",
         f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory']}, Linux {m['kernel']}; {m['pinning']}.",
         "Versions: " + "; ".join(f"{v}" for v in rep["versions"].values()) + ".",
         "",
