@@ -171,6 +171,18 @@ def wait_port(port, timeout=20.0):
     raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
 
 
+def wait_answered(req, timeout):
+    """Until `req` (a URL or a urllib Request) gets a 2xx, for at most `timeout` seconds; a
+    proxy still failing then shows in the run's errors."""
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            urllib.request.urlopen(req, timeout=5).read()
+            return
+        except OSError:  # urllib.error.HTTPError too: refused or not routed yet
+            time.sleep(0.05)
+
+
 def cpus():
     n = os.cpu_count() or 1
     if n >= 2 and shutil.which("taskset"):
@@ -723,13 +735,7 @@ class Proxy:
         wait_port(self.http, patience)
         wait_port(self.https, patience)
         if self.is_pingress:
-            end = time.time() + patience
-            while time.time() < end:
-                try:
-                    if urllib.request.urlopen(f"http://127.0.0.1:{self.admin}/readyz").status == 200:
-                        break
-                except OSError:
-                    time.sleep(0.05)
+            wait_answered(f"http://127.0.0.1:{self.admin}/readyz", patience)
         if self.name == "ingress-nginx-eq":
             # As the controller does after start: POST the endpoints; the worker's 1 s timer
             # syncs them. Until then its balancer fails (500): wait for a routed answer.
@@ -750,20 +756,11 @@ class Proxy:
         return self.proc.pid
 
     def wait_routed(self, timeout=10.0):
-        """Until a request with the load's headers gets a 2xx (a pod answered), for at most
-        `timeout` seconds: a proxy still failing then shows in the run's errors."""
+        """Until a request to the first route is answered by a pod (a 2xx). The policy
+        scenarios, whose routes would refuse it, do not run ingress-nginx-eq."""
         host, path = self.routes[0]
-        headers = {"Host": host}
-        if self.scenario == "policy-basic-auth":
-            headers["Authorization"] = BENCH_AUTH
-        req = urllib.request.Request(f"http://127.0.0.1:{self.http}{path}", headers=headers)
-        end = time.time() + timeout
-        while time.time() < end:
-            try:
-                urllib.request.urlopen(req, timeout=5).read()
-                return
-            except OSError:  # urllib.error.HTTPError too: not routed yet
-                time.sleep(0.05)
+        wait_answered(urllib.request.Request(f"http://127.0.0.1:{self.http}{path}", headers={"Host": host}),
+                      timeout)
 
     def post_backends(self, backends):
         req = urllib.request.Request(f"http://127.0.0.1:{self.lua_cfg}/configuration/backends",
