@@ -264,6 +264,13 @@ impl From<&crate::config::EdgeConf> for Edge {
     }
 }
 
+/// A basic-auth check waiting for a slow password hash.
+struct SlowCheck {
+    key: [u64; 2],
+    password: Vec<u8>,
+    hash: crate::policy::htpasswd::Hash,
+}
+
 /// Removes a basic-auth check from the pending map when it ends.
 struct PendingCheck<'a> {
     map: &'a std::sync::Mutex<
@@ -365,7 +372,7 @@ impl Gateway {
                 return None;
             };
             std::hint::cold_path();
-            return Some(self.refuse(session, ctx, refusal).await);
+            return Some(Box::pin(self.refuse(session, ctx, refusal)).await);
         }
         let down = session.as_downstream_mut();
         // The connection's own deadlines (src/edge/conn.rs) keep the keep-alive idle time
@@ -406,7 +413,7 @@ impl Gateway {
         };
         std::hint::cold_path();
         session.set_keepalive(None);
-        Some(self.refuse(session, ctx, refusal).await)
+        Some(Box::pin(self.refuse(session, ctx, refusal)).await)
     }
 
     /// Answers a request the edge checks refused, and counts it.
@@ -715,21 +722,22 @@ impl Gateway {
         None
     }
 
-    /// Whether the request carries credentials of one of the route's basic-auth users. A
-    /// verdict is cached; a slow hash (bcrypt, apr1, crypt) is checked on a blocking thread.
-    async fn basic_auth_passes(&self, session: &Session, auth: &Arc<BasicAuth>) -> bool {
+    /// The basic-auth verdict when it needs no wait: no or unknown credentials, a cached
+    /// verdict, a fast hash. `Err` when a slow hash (bcrypt, apr1, crypt) has to be checked off the
+    /// runtime, by [`Self::basic_auth_slow`].
+    fn basic_auth_quick(&self, session: &Session, auth: &BasicAuth) -> Result<bool, SlowCheck> {
         let Some(v) = session
             .req_header()
             .headers
             .get(http::header::AUTHORIZATION)
         else {
-            return false;
+            return Ok(false);
         };
         let Some((user, password)) = phases::basic_credentials(v.as_bytes()) else {
-            return false;
+            return Ok(false);
         };
         let Some((stored, hash)) = auth.users.users.get(&user) else {
-            return false;
+            return Ok(false);
         };
         use std::hash::BuildHasher as _;
         let parts = (user.as_bytes(), stored.as_bytes(), &password[..]);
@@ -743,49 +751,61 @@ impl Gateway {
             .ok()
             .and_then(|mut c| c.get(&key).copied());
         if let Some(ok) = cached {
-            return ok;
+            return Ok(ok);
         }
         if hash.is_slow() {
-            // One check per key at a time (single flight).
-            let (tx, waiting) = {
-                let Ok(mut pending) = self.auth_pending.lock() else {
-                    return false;
-                };
-                match pending.get(&key) {
-                    Some(rx) => (None, Some(rx.clone())),
-                    None => {
-                        let (tx, rx) = tokio::sync::watch::channel(None);
-                        pending.insert(key, rx);
-                        (Some(tx), None)
-                    }
-                }
-            };
-            if let Some(mut rx) = waiting {
-                if let Ok(v) = rx.wait_for(|v| v.is_some()).await {
-                    return v.unwrap_or(false);
-                }
-                // The request doing the check went away before it finished: check here.
-            }
-            // The entry goes when this check ends, finished or cancelled.
-            let _pending = tx.as_ref().map(|_| PendingCheck {
-                map: &self.auth_pending,
+            return Err(SlowCheck {
                 key,
+                password,
+                hash: hash.clone(),
             });
-            let hash = hash.clone();
-            let ok = tokio::task::spawn_blocking(move || hash.verify(&password))
-                .await
-                .unwrap_or(false);
-            // Cached before the waiters are told, so later requests hit the cache.
-            self.cache_verdict(key, ok);
-            if let Some(tx) = tx {
-                tx.send_replace(Some(ok));
-            }
-            ok
-        } else {
-            let ok = hash.verify(&password);
-            self.cache_verdict(key, ok);
-            ok
         }
+        let ok = hash.verify(&password);
+        self.cache_verdict(key, ok);
+        Ok(ok)
+    }
+
+    /// A slow hash checked on the blocking pool, one check per key at a time (single
+    /// flight: later requests with the same credentials wait for its verdict).
+    async fn basic_auth_slow(&self, check: SlowCheck) -> bool {
+        let SlowCheck {
+            key,
+            password,
+            hash,
+        } = check;
+        let (tx, waiting) = {
+            let Ok(mut pending) = self.auth_pending.lock() else {
+                return false;
+            };
+            match pending.get(&key) {
+                Some(rx) => (None, Some(rx.clone())),
+                None => {
+                    let (tx, rx) = tokio::sync::watch::channel(None);
+                    pending.insert(key, rx);
+                    (Some(tx), None)
+                }
+            }
+        };
+        if let Some(mut rx) = waiting {
+            if let Ok(v) = rx.wait_for(|v| v.is_some()).await {
+                return v.unwrap_or(false);
+            }
+            // The request doing the check went away before it finished: check here.
+        }
+        // The entry goes when this check ends, finished or cancelled.
+        let _pending = tx.as_ref().map(|_| PendingCheck {
+            map: &self.auth_pending,
+            key,
+        });
+        let ok = tokio::task::spawn_blocking(move || hash.verify(&password))
+            .await
+            .unwrap_or(false);
+        // Cached before the waiters are told, so later requests hit the cache.
+        self.cache_verdict(key, ok);
+        if let Some(tx) = tx {
+            tx.send_replace(Some(ok));
+        }
+        ok
     }
 
     fn cache_verdict(&self, key: [u64; 2], ok: bool) {
@@ -863,9 +883,74 @@ impl Gateway {
         ctx.route = Some(route.clone());
         if let (400, Some(page)) = (status, &ct.error_page) {
             let extra = vec![(http::header::LOCATION, page.clone())];
-            return Some(self.answer(session, ctx, 302, extra, b"").await);
+            return Some(Box::pin(self.answer(session, ctx, 302, extra, b"")).await);
         }
-        Some(self.respond_with(session, ctx, status, body).await)
+        Some(Box::pin(self.respond_with(session, ctx, status, body)).await)
+    }
+
+    /// The auth-url phase: None to go on (the auth service's headers and cookies noted for
+    /// the upstream request and the answer), or the answer written.
+    async fn external_auth(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        route: &Arc<Route>,
+        ext: &crate::translate::model::ExternalAuth,
+    ) -> Option<Result<bool>> {
+        let timeout = route
+            .policy
+            .as_ref()
+            .and_then(|p| p.timeouts.read)
+            .unwrap_or(Duration::from_millis(self.upstream.read_timeout_ms));
+        let verdict = {
+            let xff = self.forwarded_for(session.req_header(), ctx);
+            let vars = vars(session, ctx);
+            self.ext_auth.check(ext, &vars, xff.as_ref(), timeout).await
+        };
+        match verdict {
+            ext_auth::Verdict::Pass { headers, cookies } => {
+                ctx.auth_headers = headers;
+                ctx.auth_cookies = cookies;
+            }
+            ext_auth::Verdict::Refuse {
+                status,
+                www_authenticate,
+                cookies,
+            } => {
+                self.refused(route, "auth");
+                ctx.route = Some(route.clone());
+                let mut extra: Vec<_> = www_authenticate
+                    .map(|w| (http::header::WWW_AUTHENTICATE, w))
+                    .into_iter()
+                    .collect();
+                extra.extend(cookies.into_iter().map(|c| (http::header::SET_COOKIE, c)));
+                let body: &'static [u8] = if status == 401 {
+                    b"401 unauthorized\n"
+                } else {
+                    b"403 forbidden\n"
+                };
+                return Some(self.answer(session, ctx, status, extra, body).await);
+            }
+            ext_auth::Verdict::SignIn { location, cookies } => {
+                self.refused(route, "auth");
+                ctx.route = Some(route.clone());
+                let Ok(location) = HeaderValue::try_from(location) else {
+                    let body = b"500 internal server error\n";
+                    return Some(self.answer(session, ctx, 500, Vec::new(), body).await);
+                };
+                let mut extra = vec![(http::header::LOCATION, location)];
+                extra.extend(cookies.into_iter().map(|c| (http::header::SET_COOKIE, c)));
+                return Some(self.answer(session, ctx, 302, extra, b"").await);
+            }
+            ext_auth::Verdict::Error(why) => {
+                tracing::warn!(ingress = &*route.ingress, "auth-url: {why}; answering 500");
+                ctx.route = Some(route.clone());
+                let body =
+                    b"500 internal server error: the auth service did not give a usable answer\n";
+                return Some(self.answer(session, ctx, 500, Vec::new(), body).await);
+            }
+        }
+        None
     }
 
     /// The X-Forwarded-For sent on: the peer alone, or a trusted peer's value with the
@@ -1055,9 +1140,11 @@ impl ProxyHttp for Gateway {
         }
         if !self.shared.has_routes() {
             std::hint::cold_path();
-            self.shared
-                .wait_for_routes(std::time::Duration::from_secs(10))
-                .await;
+            Box::pin(
+                self.shared
+                    .wait_for_routes(std::time::Duration::from_secs(10)),
+            )
+            .await;
         }
         if ctx.conn.is_none() && !session.is_http2() {
             ctx.conn = Some(ConnGuard::new(self.peer_of(session)));
@@ -1101,7 +1188,7 @@ impl ProxyHttp for Gateway {
                 std::hint::cold_path();
                 self.refused(&route, "closed");
                 ctx.route = Some(route);
-                return self.respond_with(session, ctx, 503, CLOSED).await;
+                return Box::pin(self.respond_with(session, ctx, 503, CLOSED)).await;
             }
             // Then client certificates, as nginx checks them before any location phase
             // (plain HTTP: after the redirect to HTTPS, below).
@@ -1121,7 +1208,7 @@ impl ProxyHttp for Gateway {
                     if req.method == http::Method::OPTIONS {
                         std::hint::cold_path();
                         ctx.route = Some(route);
-                        return self.preflight(session, ctx).await;
+                        return Box::pin(self.preflight(session, ctx)).await;
                     }
                 }
             }
@@ -1130,13 +1217,13 @@ impl ProxyHttp for Gateway {
                 std::hint::cold_path();
                 let (code, r) = (r.code, r.clone());
                 ctx.route = Some(route);
-                return self.redirect(session, ctx, code, &r).await;
+                return Box::pin(self.redirect(session, ctx, code, &r)).await;
             }
         }
         if route.https_redirect && !ctx.tls {
             std::hint::cold_path();
             ctx.route = Some(route);
-            return self.redirect_https(session, ctx).await;
+            return Box::pin(self.redirect_https(session, ctx)).await;
         }
         if let (Some(ct), false) = (
             route.policy.as_ref().and_then(|p| p.client_tls.clone()),
@@ -1152,80 +1239,26 @@ impl ProxyHttp for Gateway {
             std::hint::cold_path();
             self.refused(&route, what);
             ctx.route = Some(route);
-            return self.respond_with(session, ctx, status, body).await;
+            return Box::pin(self.respond_with(session, ctx, status, body)).await;
         }
-        // Phase 5: authentication.
+        // Phase 5: authentication. What waits (a slow password hash, the auth service) and
+        // what answers is boxed apart, as above.
         if let Some(auth) = route.policy.as_ref().and_then(|p| p.basic_auth.clone()) {
-            if !self.basic_auth_passes(session, &auth).await {
+            let passes = match self.basic_auth_quick(session, &auth) {
+                Ok(verdict) => verdict,
+                Err(slow) => Box::pin(self.basic_auth_slow(slow)).await,
+            };
+            if !passes {
                 std::hint::cold_path();
                 self.refused(&route, "auth");
                 ctx.route = Some(route);
-                return self.unauthorized(session, ctx, &auth.challenge).await;
+                return Box::pin(self.unauthorized(session, ctx, &auth.challenge)).await;
             }
             ctx.strip_authorization = true;
         }
         if let Some(ext) = route.policy.as_ref().and_then(|p| p.external_auth.clone()) {
-            let timeout = route
-                .policy
-                .as_ref()
-                .and_then(|p| p.timeouts.read)
-                .unwrap_or(Duration::from_millis(self.upstream.read_timeout_ms));
-            let verdict = {
-                let xff = self.forwarded_for(session.req_header(), ctx);
-                let vars = vars(session, ctx);
-                self.ext_auth
-                    .check(&ext, &vars, xff.as_ref(), timeout)
-                    .await
-            };
-            match verdict {
-                ext_auth::Verdict::Pass { headers, cookies } => {
-                    ctx.auth_headers = headers;
-                    ctx.auth_cookies = cookies;
-                }
-                ext_auth::Verdict::Refuse {
-                    status,
-                    www_authenticate,
-                    cookies,
-                } => {
-                    self.refused(&route, "auth");
-                    ctx.route = Some(route);
-                    let mut extra: Vec<_> = www_authenticate
-                        .map(|w| (http::header::WWW_AUTHENTICATE, w))
-                        .into_iter()
-                        .collect();
-                    extra.extend(cookies.into_iter().map(|c| (http::header::SET_COOKIE, c)));
-                    let body: &'static [u8] = if status == 401 {
-                        b"401 unauthorized\n"
-                    } else {
-                        b"403 forbidden\n"
-                    };
-                    return self.answer(session, ctx, status, extra, body).await;
-                }
-                ext_auth::Verdict::SignIn { location, cookies } => {
-                    self.refused(&route, "auth");
-                    ctx.route = Some(route);
-                    let Ok(location) = HeaderValue::try_from(location) else {
-                        return self
-                            .answer(
-                                session,
-                                ctx,
-                                500,
-                                Vec::new(),
-                                b"500 internal server error\n",
-                            )
-                            .await;
-                    };
-                    let mut extra = vec![(http::header::LOCATION, location)];
-                    extra.extend(cookies.into_iter().map(|c| (http::header::SET_COOKIE, c)));
-                    return self.answer(session, ctx, 302, extra, b"").await;
-                }
-                ext_auth::Verdict::Error(why) => {
-                    tracing::warn!(ingress = &*route.ingress, "auth-url: {why}; answering 500");
-                    ctx.route = Some(route);
-                    return self
-                        .answer(session, ctx, 500, Vec::new(), b"500 internal server error: the auth service did not give a usable answer\n")
-                        .await;
-                }
+            if let Some(done) = Box::pin(self.external_auth(session, ctx, &route, &ext)).await {
+                return done;
             }
         }
         if let Some(policy) = &route.policy {
@@ -1271,7 +1304,7 @@ impl ProxyHttp for Gateway {
             self.count_refusal("413", BODY_OVER_LIMIT);
             session.set_keepalive(None);
             ctx.route = Some(route);
-            return self.respond(session, ctx, 413).await;
+            return Box::pin(self.respond(session, ctx, 413)).await;
         }
         if let Some(policy) = &route.policy {
             if status == Some(503) {
@@ -1289,7 +1322,7 @@ impl ProxyHttp for Gateway {
         match status {
             Some(code) => {
                 std::hint::cold_path();
-                self.respond(session, ctx, code).await
+                Box::pin(self.respond(session, ctx, code)).await
             }
             None => Ok(false),
         }
@@ -1858,6 +1891,56 @@ mod tests {
         assert!(!acceptable_request_id(b""));
         assert!(!acceptable_request_id(b"has space"));
         assert!(!acceptable_request_id(&[b'a'; 129]));
+    }
+
+    /// The futures of the hooks Pingora calls on every request. `async_trait` boxes each one
+    /// per call, and the box is filled by copying the future's whole size (every state of its
+    /// state machine, not only the live one) into a new allocation: bytes a request writes
+    /// for nothing. Answers that only a refused or redirected request awaits are boxed
+    /// apart, so they do not size the proxying path's future.
+    #[test]
+    fn per_request_hook_futures_stay_small() {
+        let metrics = Arc::new(crate::metrics::Metrics::new());
+        let gw = Gateway::new(
+            Shared::new(metrics),
+            UpstreamConf::default(),
+            None,
+            &TlsConf::default(),
+            &[],
+            Arc::new(Trust::default()),
+            &LimitsConf::default(),
+        );
+        let (stream, _peer) = tokio::io::duplex(64);
+        let mut session = Session::new_h1(Box::new(stream));
+        let mut ctx = gw.new_ctx();
+        let mut up = RequestHeader::build("GET", b"/", None).unwrap();
+        let mut resp = ResponseHeader::build(200, None).unwrap();
+        let sizes = [
+            ("request_filter", {
+                let f = gw.request_filter(&mut session, &mut ctx);
+                std::mem::size_of_val(&*f)
+            }),
+            ("upstream_peer", {
+                let f = gw.upstream_peer(&mut session, &mut ctx);
+                std::mem::size_of_val(&*f)
+            }),
+            ("upstream_request_filter", {
+                let f = gw.upstream_request_filter(&mut session, &mut up, &mut ctx);
+                std::mem::size_of_val(&*f)
+            }),
+            ("response_filter", {
+                let f = gw.response_filter(&mut session, &mut resp, &mut ctx);
+                std::mem::size_of_val(&*f)
+            }),
+            ("logging", {
+                let f = gw.logging(&mut session, None, &mut ctx);
+                std::mem::size_of_val(&*f)
+            }),
+        ];
+        eprintln!("{sizes:?}");
+        for (hook, size) in sizes {
+            assert!(size <= 256, "{hook}'s future is {size} bytes");
+        }
     }
 
     #[test]
