@@ -82,27 +82,34 @@ pub struct Ctx {
     /// The request came over TLS.
     tls: bool,
     conn: Option<Arc<ConnGuard>>,
-    /// An affinity cookie to set on the response.
-    set_cookie: Option<HeaderValue>,
     /// The attempt was picked by EWMA: report its outcome to the pool.
     ewma: bool,
     /// Request body bytes seen, against the route's body limit.
     body_seen: u64,
-    /// The pod answered a status the route's custom-http-errors lists.
-    intercept: Option<u16>,
-    /// The route this request was meant for when its `default-backend` serves it instead.
-    fell_back: Option<Arc<Route>>,
     /// The request goes to the route's canary.
     canary: bool,
     /// The connection's peer (the socket's, or the PROXY header's).
     peer: Option<Peer>,
+    /// Basic auth passed: the Authorization header is not sent upstream.
+    strip_authorization: bool,
+    /// What only some routes, trusted proxies or tracing need; boxed apart, so a plain
+    /// request neither writes it when its context is made nor checks it when dropped.
+    extra: Option<Box<Extra>>,
+}
+
+/// Per-request state of the less common features ([`Ctx::extra`]).
+struct Extra {
+    /// An affinity cookie to set on the response.
+    set_cookie: Option<HeaderValue>,
+    /// The pod answered a status the route's custom-http-errors lists.
+    intercept: Option<u16>,
+    /// The route this request was meant for when its `default-backend` serves it instead.
+    fell_back: Option<Arc<Route>>,
     /// The client behind a trusted peer ([`crate::client`]) when it is another address;
     /// otherwise the peer is the client (see [`Ctx::client`]).
     behind: Option<Peer>,
     /// Counts this request against its route's limit-connections while it lives.
     inflight: Option<pingora_limits::inflight::Guard>,
-    /// Basic auth passed: the Authorization header is not sent upstream.
-    strip_authorization: bool,
     /// The route's CORS settings and the Allow-Origin for this request's Origin.
     cors: Option<(Arc<Cors>, HeaderValue)>,
     /// External auth passed: header changes for the upstream request, cookies for the
@@ -115,10 +122,40 @@ pub struct Ctx {
     trace: Option<opentelemetry::Context>,
 }
 
+/// What a request without [`Extra`] state reads.
+static NO_EXTRA: Extra = Extra::new();
+
+impl Extra {
+    const fn new() -> Extra {
+        Extra {
+            set_cookie: None,
+            intercept: None,
+            fell_back: None,
+            behind: None,
+            inflight: None,
+            cors: None,
+            auth_headers: Vec::new(),
+            auth_cookies: Vec::new(),
+            client_cert: None,
+            trace: None,
+        }
+    }
+}
+
 impl Ctx {
     /// The client address: the one behind a trusted peer, or the peer itself.
     fn client(&self) -> Option<&Peer> {
-        self.behind.as_ref().or(self.peer.as_ref())
+        self.extra().behind.as_ref().or(self.peer.as_ref())
+    }
+
+    /// The less common state, empty when none was set.
+    fn extra(&self) -> &Extra {
+        self.extra.as_deref().unwrap_or(&NO_EXTRA)
+    }
+
+    /// The less common state, to set.
+    fn extra_mut(&mut self) -> &mut Extra {
+        self.extra.get_or_insert_with(|| Box::new(Extra::new()))
     }
 }
 
@@ -669,7 +706,7 @@ impl Gateway {
     /// HSTS for HTTPS responses on hosts with TLS configured, and the CORS headers of an
     /// allowed cross-origin request (on every status, as nginx's `add_header ... always`).
     fn add_hsts(&self, ctx: &Ctx, resp: &mut ResponseHeader) -> Result<()> {
-        if let Some((c, acao)) = &ctx.cors {
+        if let Some((c, acao)) = &ctx.extra().cors {
             phases::add_cors(c, acao, resp)?;
         }
         if let (true, Some(v), Some(route)) = (ctx.tls, &self.hsts, &ctx.route) {
@@ -706,7 +743,12 @@ impl Gateway {
             return Some((403, FORBIDDEN, "access"));
         };
         if let Some(l) = &route.limiter {
-            match l.admit(ip, &mut ctx.inflight) {
+            let mut inflight = None;
+            let refusal = l.admit(ip, &mut inflight);
+            if inflight.is_some() {
+                ctx.extra_mut().inflight = inflight;
+            }
+            match refusal {
                 Some(Refusal::Rate) => {
                     return Some((self.limit_statuses.0, OVER_RATE, "rate"));
                 }
@@ -871,7 +913,7 @@ impl Gateway {
         let conn = ssl.and_then(|s| s.extension.get::<ConnCert>());
         let (status, body) = match crate::tls::check_client_cert(conn, on_tls, ct) {
             ClientCertCheck::Pass(info) => {
-                ctx.client_cert = Some((ct.clone(), info));
+                ctx.extra_mut().client_cert = Some((ct.clone(), info));
                 return None;
             }
             ClientCertCheck::Missing => (400, NO_CERT),
@@ -909,8 +951,11 @@ impl Gateway {
         };
         match verdict {
             ext_auth::Verdict::Pass { headers, cookies } => {
-                ctx.auth_headers = headers;
-                ctx.auth_cookies = cookies;
+                if !headers.is_empty() || !cookies.is_empty() {
+                    let extra = ctx.extra_mut();
+                    extra.auth_headers = headers;
+                    extra.auth_cookies = cookies;
+                }
             }
             ext_auth::Verdict::Refuse {
                 status,
@@ -1033,7 +1078,7 @@ impl Gateway {
             let headers = &session.req_header().headers;
             let ip = self.trust.client_behind(peer.ip, headers);
             if ip != peer.ip {
-                ctx.behind = Peer::new(ip, &self.trust);
+                ctx.extra_mut().behind = Peer::new(ip, &self.trust);
             }
             if headers
                 .get("x-forwarded-proto")
@@ -1087,21 +1132,12 @@ impl ProxyHttp for Gateway {
             own_status: 0,
             tls: false,
             conn: None,
-            set_cookie: None,
             ewma: false,
             body_seen: 0,
-            intercept: None,
-            fell_back: None,
             canary: false,
             peer: None,
-            behind: None,
-            inflight: None,
             strip_authorization: false,
-            cors: None,
-            auth_headers: Vec::new(),
-            auth_cookies: Vec::new(),
-            client_cert: None,
-            trace: None,
+            extra: None,
         })
     }
 
@@ -1157,7 +1193,8 @@ impl ProxyHttp for Gateway {
         if let Some(t) = &self.tracing {
             let req = session.req_header();
             let client = ctx.client().and_then(|c| c.value.to_str().ok());
-            ctx.trace = Some(t.start(req, host_without_port(request_host(req)), client));
+            let span = t.start(req, host_without_port(request_host(req)), client);
+            ctx.extra_mut().trace = Some(span);
         }
         let req = session.req_header();
         ctx.request_id = match req.headers.get(&X_REQUEST_ID) {
@@ -1204,7 +1241,7 @@ impl ProxyHttp for Gateway {
             if let Some(c) = &policy.cors {
                 let req = session.req_header();
                 if let Some(acao) = c.allow(req.headers.get(http::header::ORIGIN)) {
-                    ctx.cors = Some((c.clone(), acao));
+                    ctx.extra_mut().cors = Some((c.clone(), acao));
                     if req.method == http::Method::OPTIONS {
                         std::hint::cold_path();
                         ctx.route = Some(route);
@@ -1309,7 +1346,7 @@ impl ProxyHttp for Gateway {
         if let Some(policy) = &route.policy {
             if status == Some(503) {
                 if let Some(fb) = &policy.fallback {
-                    ctx.fell_back = Some(route.clone());
+                    ctx.extra_mut().fell_back = Some(route.clone());
                     route = fb.clone();
                     status = match &route.action {
                         Action::Proxy(pool) if !pool.is_empty() => None,
@@ -1390,7 +1427,10 @@ impl ProxyHttp for Gateway {
                                 .headers
                                 .get(http::header::USER_AGENT)
                                 .and_then(|v| v.to_str().ok());
-                            ctx.set_cookie = phases::affinity_cookie(a, &v, ctx.tls, ua);
+                            let cookie = phases::affinity_cookie(a, &v, ctx.tls, ua);
+                            // The field, not `extra_mut`: `route` borrows the context.
+                            let extra = ctx.extra.get_or_insert_with(|| Box::new(Extra::new()));
+                            extra.set_cookie = cookie;
                         }
                         Some(addr)
                     }
@@ -1561,13 +1601,13 @@ impl ProxyHttp for Gateway {
         if let Some(id) = &ctx.request_id {
             up.insert_header("x-request-id", id.clone())?;
         }
-        if let (Some(t), Some(cx)) = (&self.tracing, &ctx.trace) {
+        if let (Some(t), Some(cx)) = (&self.tracing, &ctx.extra().trace) {
             // The pod's parent is this request's span (W3C traceparent / tracestate).
             for (name, value) in t.inject(cx) {
                 up.insert_header(name, value)?;
             }
         }
-        if let Some((ct, info)) = &ctx.client_cert {
+        if let Some((ct, info)) = &ctx.extra().client_cert {
             // As nginx's proxy_set_header: what the client sent under these names is
             // replaced, and an empty value is not sent.
             let set = |up: &mut RequestHeader, name: &'static str, v: Option<&HeaderValue>| match v
@@ -1589,7 +1629,7 @@ impl ProxyHttp for Gateway {
             // The credentials were for the gateway (ingress-nginx clears them too).
             up.remove_header(&http::header::AUTHORIZATION);
         }
-        for (name, value) in &ctx.auth_headers {
+        for (name, value) in &ctx.extra().auth_headers {
             // auth-response-headers: what the auth service said, or nothing (each attempt
             // builds its request anew, so these are not taken).
             match value {
@@ -1599,7 +1639,7 @@ impl ProxyHttp for Gateway {
                 }
             }
         }
-        if let Some(from) = &ctx.fell_back {
+        if let Some(from) = &ctx.extra().fell_back {
             std::hint::cold_path();
             // The default backend serves a route without endpoints (ingress-nginx's headers).
             let port = match &from.action {
@@ -1659,7 +1699,7 @@ impl ProxyHttp for Gateway {
             // request bodies, not for the tunnel.
             session.as_downstream_mut().set_read_timeout(None);
         }
-        if let Some(code) = ctx.intercept {
+        if let Some(code) = ctx.extra().intercept {
             // Handled in fail_to_proxy, before anything is written to the client.
             return Error::e_explain(
                 HTTPStatus(code),
@@ -1669,11 +1709,13 @@ impl ProxyHttp for Gateway {
         if let Some(policy) = ctx.route.as_ref().and_then(|r| r.policy.as_ref()) {
             // Phase 6: response headers and the affinity cookie.
             phases::apply_response_headers(&policy.response_headers, resp)?;
-            if let Some(c) = ctx.set_cookie.take() {
-                resp.append_header(http::header::SET_COOKIE, c)?;
-            }
-            for c in std::mem::take(&mut ctx.auth_cookies) {
-                resp.append_header(http::header::SET_COOKIE, c)?;
+            if let Some(extra) = ctx.extra.as_deref_mut() {
+                if let Some(c) = extra.set_cookie.take() {
+                    resp.append_header(http::header::SET_COOKIE, c)?;
+                }
+                for c in std::mem::take(&mut extra.auth_cookies) {
+                    resp.append_header(http::header::SET_COOKIE, c)?;
+                }
             }
             if let Some(s) = &policy.snippet {
                 if !s.response.is_empty() {
@@ -1692,7 +1734,7 @@ impl ProxyHttp for Gateway {
         e: &Error,
         ctx: &mut Self::CTX,
     ) -> pingora_proxy::FailToProxy {
-        if let (Some(code), HTTPStatus(c)) = (ctx.intercept, e.etype()) {
+        if let (Some(code), HTTPStatus(c)) = (ctx.extra().intercept, e.etype()) {
             if code == *c && session.response_written().is_none() {
                 let status = self.error_page(session, ctx, code).await;
                 return pingora_proxy::FailToProxy {
@@ -1753,7 +1795,7 @@ impl ProxyHttp for Gateway {
         if let Some(e) = errors {
             let code = resp.status.as_u16();
             if e.codes.contains(&code) {
-                ctx.intercept = Some(code);
+                ctx.extra_mut().intercept = Some(code);
             }
         }
         Ok(())
@@ -1761,7 +1803,7 @@ impl ProxyHttp for Gateway {
 
     fn suppress_error_log(&self, _session: &Session, ctx: &Self::CTX, _error: &Error) -> bool {
         // An intercepted status is answered from the error backend: not an error of ours.
-        ctx.intercept.is_some()
+        ctx.extra().intercept.is_some()
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Self::CTX) {
@@ -1806,7 +1848,7 @@ impl ProxyHttp for Gateway {
             None => (NO_ROUTE, &self.no_route_stats),
         };
         let ingress = labels.ingress;
-        if let Some(cx) = &ctx.trace {
+        if let Some(cx) = &ctx.extra().trace {
             let service = (labels.namespace, labels.service);
             crate::trace::finish(cx, ingress, service, ctx.upstream, status);
         }
