@@ -17,6 +17,11 @@
 //! * `fail_to_proxy`: a pod that times out answers 504 (as ingress-nginx), other pod errors
 //!   502.
 //! * `logging`: metrics (through the route's pre-resolved handles) and the JSON access log.
+//!
+//! Pingora boxes each hook's future per call (`async_trait`), copying its whole size: what
+//! only a refused, redirected or authenticated request awaits is boxed where it is awaited,
+//! so the proxying path's futures stay small (a test holds them under 256 bytes). State
+//! that only some routes or features use lives in [`Ctx`]'s boxed `extra`.
 
 mod error_pages;
 mod ext_auth;
@@ -765,8 +770,8 @@ impl Gateway {
     }
 
     /// The basic-auth verdict when it needs no wait: no or unknown credentials, a cached
-    /// verdict, a fast hash. `Err` when a slow hash (bcrypt, apr1, crypt) has to be checked off the
-    /// runtime, by [`Self::basic_auth_slow`].
+    /// verdict, a fast hash. `Err` when a slow hash (bcrypt, apr1, crypt) has to be checked
+    /// off the runtime, by [`Self::basic_auth_slow`].
     fn basic_auth_quick(&self, session: &Session, auth: &BasicAuth) -> Result<bool, SlowCheck> {
         let Some(v) = session
             .req_header()
