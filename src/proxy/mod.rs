@@ -131,6 +131,12 @@ struct Extra {
 static NO_EXTRA: Extra = Extra::new();
 
 impl Extra {
+    /// The state in `slot`, made on first use: [`Ctx::extra_mut`], or the field itself
+    /// where another field of the context is borrowed.
+    fn made(slot: &mut Option<Box<Extra>>) -> &mut Extra {
+        slot.get_or_insert_with(|| Box::new(Extra::new()))
+    }
+
     const fn new() -> Extra {
         Extra {
             set_cookie: None,
@@ -160,7 +166,7 @@ impl Ctx {
 
     /// The less common state, to set.
     fn extra_mut(&mut self) -> &mut Extra {
-        self.extra.get_or_insert_with(|| Box::new(Extra::new()))
+        Extra::made(&mut self.extra)
     }
 }
 
@@ -1434,8 +1440,7 @@ impl ProxyHttp for Gateway {
                                 .and_then(|v| v.to_str().ok());
                             let cookie = phases::affinity_cookie(a, &v, ctx.tls, ua);
                             // The field, not `extra_mut`: `route` borrows the context.
-                            let extra = ctx.extra.get_or_insert_with(|| Box::new(Extra::new()));
-                            extra.set_cookie = cookie;
+                            Extra::made(&mut ctx.extra).set_cookie = cookie;
                         }
                         Some(addr)
                     }
